@@ -1,0 +1,82 @@
+"""The articles' all-convolutional nets: 3x3 convs (+BN) + ReLU, global average pooling, one FC."""
+
+import math
+
+from torch import nn
+
+from ablate.errors import ConfigError
+from ablate.models.layers import parse_conv, scaled
+
+
+def allconv(
+    *,
+    name: str,
+    layers: list[str],
+    num_classes: int,
+    in_channels: int = 3,
+    batch_norm: bool = False,
+    dropout: float = 0.0,
+    width_mult: float = 1.0,
+    init: str = "articles",
+) -> nn.Sequential:
+    """Build an allconv preset; `layers` is the article's list, e.g. [c64s2, c64s2, c128s2, c128s2, c256s2]."""
+    check_common(width_mult=width_mult, dropout=dropout, init=init)
+    if not layers:
+        raise ConfigError("model.layers=[]: an allconv net needs at least one conv; e.g. model.layers=[c64s2,c128s2]")
+    modules: list[nn.Module] = []
+    channels = in_channels
+    total_stride = 1
+    for i, spec in enumerate(layers):
+        out, kernel, stride = parse_conv(spec, f"model.layers[{i}]")
+        out = scaled(out, width_mult)
+        # Caffe's convs keep a bias even before BN; BN makes it redundant, so drop it there.
+        modules.append(nn.Conv2d(channels, out, kernel, stride, padding=kernel // 2, bias=not batch_norm))
+        if batch_norm:
+            modules.append(nn.BatchNorm2d(out))
+        modules.append(nn.ReLU(inplace=True))
+        channels, total_stride = out, total_stride * stride
+    # Global average pooling equals the articles' 7x7 pooling at 224 input and works at any resolution.
+    modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout > 0:
+        modules.append(nn.Dropout(dropout))
+    modules.append(nn.Linear(channels, num_classes))
+    model = nn.Sequential(*modules)
+    initialise(model, init)
+    # The articles count depth as the convs plus the FC.
+    model.depth = len(layers) + 1
+    model.total_stride = total_stride
+    model.name = name
+    return model
+
+
+def check_common(*, width_mult: float, dropout: float, init: str) -> None:
+    """Checks shared by every family, one line each."""
+    if not width_mult > 0:
+        raise ConfigError(f"model.width_mult={width_mult}: must be > 0; e.g. model.width_mult=0.5 halves every layer")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout={dropout}: must be in [0, 1); e.g. model.dropout=0.5")
+    if init not in ("articles", "kaiming"):
+        raise ConfigError(f"model.init={init}: unknown; use model.init=articles (Gaussian 0.01 + Xavier FC) or kaiming")
+
+
+def initialise(model: nn.Module, init: str) -> None:
+    """`articles`: conv Gaussian std 0.01, FC Xavier, biases 0 (the Caffe prototxts); `kaiming`: He normal for ReLU."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            if init == "articles":
+                nn.init.normal_(module.weight, std=0.01)
+            else:
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            if init == "articles":
+                nn.init.xavier_uniform_(module.weight)  # Caffe's "xavier" filler is uniform
+            else:
+                nn.init.normal_(module.weight, std=1 / math.sqrt(module.in_features))
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+

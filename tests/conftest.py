@@ -1,0 +1,28 @@
+"""Shared test set-up: CPU only, offline, W&B off unless a test turns it on."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def compose():
+    """Compose the real config tree with overrides, as `python -m ablate` would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import ablate.record  # noqa: F401  (registers the ${identity:} resolver)
+
+    def _compose(*overrides: str, return_hydra_config: bool = False):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+    return _compose
