@@ -1,0 +1,39 @@
+"""`python -m ablate`: one run, or with -m / +sweep=NAME a whole study (conf/sweep/NAME.yaml)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ablate import sweep
+from ablate.errors import ConfigError
+from ablate.train import run
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> str:
+    record_dir = Path(HydraConfig.get().runtime.output_dir)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        outcome = run(cfg, record_dir)["outcome"]
+    except ConfigError as error:
+        print(f"ablate: error: {error}", file=sys.stderr)
+        if not in_sweep:
+            sys.exit(2)
+        outcome = "failed"
+    except Exception as error:
+        # In a sweep one broken job must not stop the others: its record already says failed, with the traceback.
+        if not in_sweep:
+            raise
+        print(f"ablate: job {record_dir.name} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        outcome = "failed"
+    if in_sweep:
+        sweep.note_outcome(record_dir, outcome)
+    return outcome
+
+
+if __name__ == "__main__":
+    main()
