@@ -1,0 +1,197 @@
+"""The isolation plot's numbers: per scientific value, the best nuisance setting on val, reported on test."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ablate.analysis.stats import Interval, mean_ci
+from ablate.analysis.study import Study, fmt, is_missing, label, same, sort_key
+from ablate.errors import ConfigError
+
+# --metric: which summary numbers choose the setting (val) and which are reported (test).
+METRICS = {
+    "final": ("final/val/acc", "final/test/acc"),  # the last evaluation, as the articles report
+    "best": ("best/val/acc", "best/test/acc"),  # test acc at the epoch with the best val acc
+}
+
+
+@dataclass
+class Arm:
+    """One scientific value at one nuisance setting, with its seeds' results."""
+
+    values: dict  # scientific key -> value
+    setting: dict  # nuisance key -> value
+    runs: pd.DataFrame  # every run at this setting, any status
+    val: Interval
+    test: Interval
+    test_accs: np.ndarray  # one per completed seed, for the comparisons
+    flags: list[str] = field(default_factory=list)
+    pinned: bool = False  # the setting was named by a claim, not chosen on val
+
+    @property
+    def label(self) -> str:
+        name = label(self.values)
+        if self.pinned and self.setting:
+            name += " @ " + ", ".join(f"{k}={fmt(v)}" for k, v in self.setting.items())
+        return name
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "completed"]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.test_accs)
+
+    def x(self, column: str) -> float:
+        """A per-model number (depth, params, macs, a swept size) as one float, NaN when the table lacks it."""
+        if column in self.values:
+            value = self.values[column]
+        elif column in self.runs.columns:
+            value = self.completed[column].median() if len(self.completed) else np.nan
+        else:
+            return np.nan
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return np.nan
+
+
+@dataclass
+class Selection:
+    """Every value's chosen arm plus what is needed to build an arm at any other setting (claims pin some)."""
+
+    study: Study
+    runs: pd.DataFrame
+    metric: str
+    method: str
+    arms: list[Arm]
+    settings: pd.DataFrame  # one row per (value, setting): runs by status, val and test means, chosen
+
+    def arm(self, values: dict, setting: dict, pinned: bool = False) -> Arm:
+        return build_arm(self.runs, values, setting, self.metric, self.method, pinned=pinned)
+
+
+def select(runs: pd.DataFrame, study: Study, metric: str = "final", method: str = "t") -> Selection:
+    """Choose each value's nuisance setting on mean val accuracy over seeds; diverging settings are not eligible."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric={metric}: unknown; use one of {', '.join(METRICS)}")
+    val_column, test_column = METRICS[metric]
+    for column in (val_column, test_column):
+        if column not in runs.columns:
+            raise ConfigError(
+                f"metric={metric}: runs.csv has no column {column}; rerun `python -m ablate.collect {study.name}`"
+            )
+    settings = settings_table(runs, study, val_column, test_column)
+    arms = []
+    chosen = np.zeros(len(settings), dtype=bool)
+    scientific = list(study.scientific)
+    for _, rows in settings.groupby(scientific, dropna=False, sort=False):
+        values = {k: _plain(rows.iloc[0][k]) for k in scientific}
+        index, flags = _choose(rows)
+        chosen[settings.index.get_loc(index)] = True
+        setting = {k: _plain(settings.loc[index, k]) for k in study.nuisance}
+        arm = build_arm(runs, values, setting, metric, method)
+        arm.flags = flags + _edge_flags(runs, values, setting, study) + _seed_flags(arm, study)
+        arms.append(arm)
+    settings["chosen"] = chosen
+    arms.sort(key=lambda arm: sort_key(study, arm.values))
+    return Selection(study=study, runs=runs, metric=metric, method=method, arms=arms, settings=settings)
+
+
+def settings_table(runs: pd.DataFrame, study: Study, val_column: str, test_column: str) -> pd.DataFrame:
+    keys = [*study.scientific, *study.nuisance]
+    rows = []
+    for key_values, group in runs.groupby(keys, dropna=False, sort=False):
+        done = group[group["status"] == "completed"]
+        rows.append(
+            {
+                **{k: _plain(v) for k, v in zip(keys, key_values)},
+                "runs": len(group),
+                **{status: int((group["status"] == status).sum()) for status in ("completed", "diverged", "failed")},
+                "val_mean": done[val_column].mean(),
+                "test_mean": done[test_column].mean(),
+            }
+        )
+    table = pd.DataFrame(rows)
+    order = sorted(range(len(table)), key=lambda i: sort_key(study, {k: table.iloc[i][k] for k in keys}))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def build_arm(runs, values: dict, setting: dict, metric: str, method: str, pinned: bool = False) -> Arm:
+    val_column, test_column = METRICS[metric]
+    mask = np.ones(len(runs), dtype=bool)
+    for key, value in {**values, **setting}.items():
+        mask &= np.array([same(v, value) for v in runs[key]], dtype=bool)
+    rows = runs[mask]
+    done = rows[rows["status"] == "completed"]
+    test_accs = done[test_column].to_numpy(dtype=float)
+    return Arm(
+        values=dict(values),
+        setting=dict(setting),
+        runs=rows,
+        val=mean_ci(done[val_column], method),
+        test=mean_ci(test_accs, method),
+        test_accs=test_accs[~np.isnan(test_accs)],
+        pinned=pinned,
+    )
+
+
+def _choose(rows: pd.DataFrame):
+    """The eligible setting with the best val mean; a setting where any seed diverged is a failed setting."""
+    measured = rows[(rows["completed"] > 0) & rows["val_mean"].notna()]
+    eligible = measured[measured["diverged"] == 0]
+    flags = []
+    if len(eligible) == 0 and len(measured) > 0:
+        # Nothing ran cleanly: the least-diverging settings are the best we have, and the report says so.
+        fraction = measured["diverged"] / (measured["diverged"] + measured["completed"])
+        eligible = measured[fraction == fraction.min()]
+        flags.append("every setting diverged on some seed")
+    if len(eligible) == 0:
+        flags.append("no completed run with a val accuracy")
+        return rows.index[0], flags
+    ties = int(np.isclose(eligible["val_mean"], eligible["val_mean"].max(), rtol=0, atol=1e-9).sum())
+    if ties > 1:
+        flags.append(f"{ties} settings tie on val; the first in grid order is used")
+    return eligible["val_mean"].idxmax(), flags
+
+
+def _edge_flags(runs, values: dict, setting: dict, study: Study) -> list[str]:
+    """A best value at the end of a numeric grid means the optimum may lie outside it."""
+    at_value = np.ones(len(runs), dtype=bool)
+    for key, value in values.items():
+        at_value &= np.array([same(v, value) for v in runs[key]], dtype=bool)
+    flags = []
+    for key, chosen in setting.items():
+        grid = pd.to_numeric(runs.loc[at_value, key], errors="coerce").dropna().unique()
+        if len(grid) < 2 or is_missing(chosen):
+            continue
+        try:
+            chosen = float(chosen)
+        except (TypeError, ValueError):
+            continue
+        if np.isclose(chosen, grid.max()):
+            flags.append(f"{key}={fmt(chosen)} is the largest value tried: widen the {key} grid upward")
+        elif np.isclose(chosen, grid.min()):
+            flags.append(f"{key}={fmt(chosen)} is the smallest value tried: widen the {key} grid downward")
+    return flags
+
+
+def _seed_flags(arm: Arm, study: Study) -> list[str]:
+    flags = []
+    if study.seeds_requested and arm.seeds < study.seeds_requested:
+        flags.append(f"{arm.seeds} of {study.seeds_requested} seeds completed")
+    if arm.seeds == 1:
+        flags.append("one seed: no interval")
+    diverged = int((arm.runs["status"] == "diverged").sum())
+    if diverged:
+        flags.append(f"{diverged} seed(s) diverged at the chosen setting")
+    return flags
+
+
+def _plain(value):
+    """numpy scalars and NaN as plain Python values (None for NaN) so values compare and hash."""
+    if is_missing(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,67 @@
+"""Analyse one study: `python -m ablate.analyze depth` -> results/depth/report.md and results/depth/figures/."""
+
+import argparse
+import sys
+
+from ablate.analysis import analyze
+from ablate.analysis.selection import METRICS
+from ablate.analysis.stats import METHODS
+from ablate.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablate.analyze",
+        description="Per scientific value: best nuisance setting on val, test accuracy with a 95% CI over seeds, "
+        "saturation, the articles' claims, figures. Reads results/<study>/runs.csv (python -m ablate.collect).",
+    )
+    parser.add_argument("study", help="study name, e.g. depth, width, lr_policy (conf/sweep/<study>.yaml)")
+    parser.add_argument("--results", default="results", help="results folder holding <study>/runs.csv")
+    parser.add_argument("--conf", default=None, help="config folder with sweep/ and claims/ (default: the repo's conf)")
+    parser.add_argument("--ci", choices=METHODS, default="t", help="interval over seeds: Student t or bootstrap")
+    parser.add_argument("--metric", choices=list(METRICS), default="final",
+                        help="final: last evaluation; best: test acc at the best-val epoch")
+    parser.add_argument("--scientific", default=None, help="compared keys, comma-separated (overrides the sweep file)")
+    parser.add_argument("--nuisance", default=None,
+                        help="keys tuned on val, comma-separated, '' for none (overrides the sweep file)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="keep only these rows, e.g. --where data=cifar10 (repeatable); "
+                        "the report then goes to results/<study>/<value>/")
+    parser.add_argument("--out", default=None, help="folder for report.md and figures/ (default: results/<study>)")
+    args = parser.parse_args(argv)
+    try:
+        where = _where(args.where)
+        report = analyze(
+            args.study,
+            results_dir=args.results,
+            conf_dir=args.conf,
+            metric=args.metric,
+            ci=args.ci,
+            scientific=_keys(args.scientific),
+            nuisance=_keys(args.nuisance),
+            where=where,
+            out_dir=args.out,
+        )
+    except ConfigError as error:
+        print(f"ablate.analyze: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {report}")
+    return 0
+
+
+def _where(pairs: list[str]) -> dict:
+    where = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"where={pair}: not KEY=VALUE; write e.g. --where data=cifar10")
+        where[key.strip()] = value.strip()
+    return where
+
+
+def _keys(text: str | None) -> list[str] | None:
+    return None if text is None else [k.strip() for k in text.split(",") if k.strip()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

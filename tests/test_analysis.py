@@ -1,0 +1,486 @@
+"""Analysis on run tables whose answers are known: selection on val, intervals, saturation, claims, flags, report."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ablate.analysis import analyze
+from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, judge, pair_verdict, parse_claims
+from ablate.analysis.saturation import saturation
+from ablate.analysis.selection import select
+from ablate.analysis.stats import Interval, diff_ci, mean_ci
+from ablate.analysis.study import Study, load_runs
+from ablate.analyze import main
+from ablate.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = (0, 1, 2)
+# Per-seed offsets with mean 0: a value's seeds average exactly to the accuracy a test gives it.
+NOISE = (-0.005, 0.0, 0.005)
+
+
+def run_row(record_root: Path, status="completed", val=0.5, test=0.5, **keys) -> dict:
+    """One runs.csv row as the collector writes it, with a record folder holding a 3-epoch metrics.jsonl."""
+    row = {
+        "identity": f"id{abs(hash((status, val, test, tuple(sorted(map(str, keys.items())))))) % 10**12:012d}",
+        "study": "test",
+        "status": status,
+        "seed": 0,
+        "data": "synthetic",
+        "data.resolution": 32,
+        "trainer.epochs": 3,
+        "depth": 6,
+        "params": 1000,
+        "macs": 10000,
+        "lr_base": keys.get("optim.lr", 0.01),
+        "lr_effective": keys.get("optim.lr", 0.01),
+        "wall_seconds": 10.0,
+        "images_per_s": 100.0,
+        "steps": 30,
+        "git_commit": "0123456789abcdef",
+        **keys,
+    }
+    done = status == "completed"
+    for split, acc in (("train", test), ("val", val), ("test", test)):
+        row[f"final/{split}/acc"] = acc if done else np.nan
+        row[f"final/{split}/loss"] = 1 - acc if done else np.nan
+    row.update({"best/val/acc": row["final/val/acc"], "best/test/acc": row["final/test/acc"], "best/epoch": 3})
+    record = record_root / row["identity"]
+    record.mkdir(parents=True, exist_ok=True)
+    lr = keys.get("optim.lr", 0.01)
+    curve = [
+        {"epoch": e, "step": 10 * e, "lr": lr * 0.5 ** (e - 1), "train/loss": 2.0 / e, "train/acc": val * e / 3,
+         "val/loss": 2.0 / e, "val/acc": val * e / 3, "test/loss": 2.0 / e, "test/acc": test * e / 3,
+         "seconds": e, "images_per_s": 100.0}
+        for e in (1, 2, 3)
+    ]
+    (record / "metrics.jsonl").write_text("".join(json.dumps(c) + "\n" for c in curve))
+    row["record_dir"] = str(record)
+    return row
+
+
+def seeded(record_root: Path, val: float, test: float, status="completed", **keys) -> list[dict]:
+    """Three seeds of one setting, with means exactly `val` and `test`."""
+    rows = []
+    for seed, noise in zip(SEEDS, NOISE):
+        row = run_row(record_root, status, val + noise, test + noise, seed=seed, **keys)
+        row["seed"] = seed
+        rows.append(row)
+    return rows
+
+
+def write_study(tmp_path: Path, study: str, rows: list[dict], sweep: str | None = None, claims: str | None = None):
+    """results/<study>/runs.csv and conf/{sweep,claims}/<study>.yaml under tmp_path; returns (results, conf)."""
+    results, conf = tmp_path / "results", tmp_path / "conf"
+    (results / study).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(results / study / "runs.csv", index=False)
+    for folder, text in (("sweep", sweep), ("claims", claims)):
+        (conf / folder).mkdir(parents=True, exist_ok=True)
+        if text is not None:
+            (conf / folder / f"{study}.yaml").write_text(textwrap.dedent(text))
+    return results, conf
+
+
+def depth_rows(root: Path, accs: dict[str, tuple[int, float]], lrs=(0.001, 0.01, 0.1)) -> list[dict]:
+    """Each preset at three LRs; the middle LR is best on val, so no edge flags."""
+    rows = []
+    for model, (depth, acc) in accs.items():
+        for lr in lrs:
+            penalty = 0.0 if lr == lrs[1] else 0.1
+            for row in seeded(root, acc - penalty, acc - penalty, model=model, **{"optim.lr": lr}):
+                row.update(depth=depth, params=1000 * depth, macs=10**depth)
+                rows.append(row)
+    return rows
+
+
+DEPTH_SWEEP = """\
+    # @package _global_
+    study:
+      name: depth
+      scientific: [model]
+      nuisance: [optim.lr]
+      seeds: [0, 1, 2]
+    hydra:
+      sweeper:
+        params:
+          model: allconv5,allconv6,allconv7_1,allconv8_1
+          optim.lr: 0.001,0.01,0.1
+          seed: 0,1,2
+"""
+
+
+# ---- intervals -------------------------------------------------------------------------------------------
+
+
+def test_t_interval_of_a_mean_matches_scipy_and_the_hand_computed_number():
+    values = [0.70, 0.72, 0.74]
+    interval = mean_ci(values)
+    expected = stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    assert interval.mean == pytest.approx(0.72)
+    assert (interval.low, interval.high) == pytest.approx((expected.low, expected.high))
+    # sd 0.02, sem 0.02/sqrt(3), t(0.975, df=2) = 4.302653
+    assert interval.high - interval.mean == pytest.approx(4.302653 * 0.02 / np.sqrt(3), rel=1e-6)
+
+
+def test_welch_interval_of_a_difference_matches_scipy():
+    a, b = [0.71, 0.74, 0.70, 0.73], [0.65, 0.69, 0.60]
+    interval = diff_ci(a, b)
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert interval.mean == pytest.approx(np.mean(a) - np.mean(b))
+    assert (interval.low, interval.high) == pytest.approx((expected.low, expected.high))
+
+
+def test_bootstrap_intervals_agree_with_scipy_bootstrap():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.7, 0.02, 10), rng.normal(0.65, 0.03, 8)
+    mine = mean_ci(a, "bootstrap")
+    theirs = stats.bootstrap((a,), np.mean, method="percentile", n_resamples=10_000, rng=0).confidence_interval
+    assert (mine.low, mine.high) == pytest.approx((theirs.low, theirs.high), abs=2e-3)
+    mine = diff_ci(a, b, "bootstrap")
+    theirs = stats.bootstrap((a, b), lambda x, y: np.mean(x) - np.mean(y), method="percentile",
+                             n_resamples=10_000, rng=0).confidence_interval
+    assert (mine.low, mine.high) == pytest.approx((theirs.low, theirs.high), abs=3e-3)
+
+
+def test_one_seed_has_no_interval():
+    assert not mean_ci([0.7]).bounded
+    assert not diff_ci([0.7], [0.6, 0.65]).bounded
+
+
+# ---- selection: on val, reported on test -----------------------------------------------------------------
+
+
+def test_best_setting_is_chosen_on_val_and_reported_on_test(tmp_path):
+    # At LR 0.01 val is best but test is poor; at 0.1 test is best but val is not. A selection that peeks at
+    # test (or reports val) gets a different number.
+    rows = (seeded(tmp_path, 0.50, 0.95, model="a", **{"optim.lr": 0.001})
+            + seeded(tmp_path, 0.80, 0.60, model="a", **{"optim.lr": 0.01})
+            + seeded(tmp_path, 0.70, 0.90, model="a", **{"optim.lr": 0.1}))
+    results, _ = write_study(tmp_path, "sel", rows)
+    study = Study(name="sel", scientific=("model",), nuisance=("optim.lr",))
+    arm = select(load_runs("sel", results), study).arms[0]
+    assert arm.setting == {"optim.lr": 0.01}
+    assert arm.test.mean == pytest.approx(0.60)
+    assert arm.val.mean == pytest.approx(0.80)
+    assert arm.seeds == 3
+    assert not any("widen" in f for f in arm.flags)
+
+
+def test_a_setting_that_diverged_on_any_seed_is_not_chosen(tmp_path):
+    best_but_diverging = seeded(tmp_path, 0.90, 0.90, model="a", **{"optim.lr": 0.1})
+    best_but_diverging[2].update({"status": "diverged", "final/val/acc": np.nan, "final/test/acc": np.nan})
+    rows = (seeded(tmp_path, 0.60, 0.60, model="a", **{"optim.lr": 0.001})
+            + seeded(tmp_path, 0.70, 0.70, model="a", **{"optim.lr": 0.01}) + best_but_diverging)
+    results, _ = write_study(tmp_path, "div", rows)
+    selection = select(load_runs("div", results), Study(name="div", scientific=("model",), nuisance=("optim.lr",)))
+    assert selection.arms[0].setting == {"optim.lr": 0.01}
+    assert selection.settings["diverged"].sum() == 1
+
+
+@pytest.mark.parametrize(("best_lr", "flag"), [(0.1, "upward"), (0.001, "downward"), (0.01, None)])
+def test_a_best_setting_on_the_edge_of_its_grid_is_flagged(tmp_path, best_lr, flag):
+    rows = []
+    for lr in (0.001, 0.01, 0.1):
+        rows += seeded(tmp_path, 0.8 if lr == best_lr else 0.6, 0.7, model="a", **{"optim.lr": lr})
+    results, _ = write_study(tmp_path, "edge", rows)
+    study = Study(name="edge", scientific=("model",), nuisance=("optim.lr",))
+    arm = select(load_runs("edge", results), study).arms[0]
+    edge = [f for f in arm.flags if "widen" in f]
+    if flag is None:
+        assert edge == []
+    else:
+        assert edge == [f"optim.lr={best_lr:g} is the {'largest' if flag == 'upward' else 'smallest'} value tried: "
+                        f"widen the optim.lr grid {flag}"]
+
+
+# ---- saturation ------------------------------------------------------------------------------------------
+
+
+def test_saturation_is_the_smallest_depth_indistinguishable_from_the_best(tmp_path):
+    accs = {"d5": (5, 0.60), "d6": (6, 0.70), "d7": (7, 0.800), "d8": (8, 0.801)}
+    results, _ = write_study(tmp_path, "sat", depth_rows(tmp_path, accs))
+    selection = select(load_runs("sat", results), Study(name="sat", scientific=("model",), nuisance=("optim.lr",)))
+    curve = saturation(selection.arms, "depth", margin=0.02)
+    assert curve.best.arm.label == "d8"
+    assert curve.indistinguishable_from == 7
+    assert curve.equivalent_from == 7  # 0.800 vs 0.801 with sd 0.005: the whole CI inside ±2 points
+    assert [g.per_unit for g in curve.gains] == pytest.approx([0.10, 0.10, 0.001])
+    assert curve.unit == "layer"
+    per_doubling = saturation(selection.arms, "params", margin=0.02)
+    assert per_doubling.unit == "doubling"
+    assert per_doubling.gains[0].per_unit == pytest.approx(0.10 / np.log2(6 / 5))
+
+
+def test_the_plateau_is_the_best_alone_when_every_shallower_depth_is_clearly_worse(tmp_path):
+    accs = {"d5": (5, 0.50), "d6": (6, 0.60), "d7": (7, 0.70)}
+    results, _ = write_study(tmp_path, "steep", depth_rows(tmp_path, accs))
+    study = Study(name="steep", scientific=("model",), nuisance=("optim.lr",))
+    selection = select(load_runs("steep", results), study)
+    curve = saturation(selection.arms, "depth", margin=0.02)
+    assert curve.indistinguishable_from == 7  # only the best itself
+    assert curve.best.x == 7
+
+
+# ---- claims ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "interval", "margin", "verdict"),
+    [
+        ("greater", (0.05, 0.02, 0.08), 0.0, SUPPORTED),
+        ("greater", (-0.05, -0.08, -0.02), 0.0, CONTRADICTED),
+        ("greater", (0.01, -0.02, 0.04), 0.0, INCONCLUSIVE),
+        ("greater", (0.02, 0.01, 0.03), 0.05, CONTRADICTED),  # real but smaller than the claimed margin
+        ("less", (-0.05, -0.08, -0.02), 0.0, SUPPORTED),
+        ("less", (0.05, 0.02, 0.08), 0.0, CONTRADICTED),
+        ("less", (0.0, -0.01, 0.01), 0.0, INCONCLUSIVE),
+        ("approx", (0.0, -0.01, 0.01), 0.02, SUPPORTED),
+        ("approx", (0.05, 0.03, 0.07), 0.02, CONTRADICTED),
+        ("approx", (-0.05, -0.07, -0.03), 0.02, CONTRADICTED),
+        ("approx", (0.01, -0.01, 0.03), 0.02, INCONCLUSIVE),
+        ("at_least", (-0.01, -0.015, 0.02), 0.02, SUPPORTED),
+        ("at_least", (-0.05, -0.07, -0.03), 0.02, CONTRADICTED),
+        ("at_least", (-0.02, -0.04, 0.0), 0.02, INCONCLUSIVE),
+    ],
+)
+def test_pair_verdicts_follow_the_interval(kind, interval, margin, verdict):
+    assert pair_verdict(kind, Interval(*interval), margin) == verdict
+
+
+POLICY_SWEEP = """\
+    # @package _global_
+    study: {name: policy, scientific: [sched], nuisance: [optim.lr], seeds: 3}
+"""
+POLICY_CLAIMS = """\
+    margin: 0.02
+    groups:
+      best_decays: [step, multistep]
+    claims:
+      - {id: ranked, text: step > exp > fixed, kind: order, tiers: [[best_decays], [exp], [fixed]]}
+      - {id: reversed, text: fixed beats step, kind: greater, left: [fixed], right: [step]}
+      - {id: close, text: step ~ multistep, kind: approx, left: [step, multistep]}
+      - {id: pinned, text: fixed at 0.001 ~ exp, kind: approx, left: [{sched: fixed, optim.lr: 0.001}], right: [exp]}
+      - {id: tuned, text: best of step/multistep beats exp, kind: greater,
+         left: [{best_of: [best_decays]}], right: [exp]}
+      - {id: missing, text: cyclical beats exp, kind: greater, left: [cyclical], right: [exp]}
+      - {id: noisy, text: inv beats exp, kind: greater, left: [inv], right: [exp]}
+"""
+
+
+def policy_rows(root: Path) -> list[dict]:
+    """Policies with known test means at their best LR on val (0.01); fixed at 0.001 tests like exp (0.70)."""
+    rows = []
+    for sched, acc in {"step": 0.80, "multistep": 0.805, "exp": 0.70, "fixed": 0.60}.items():
+        for lr in (0.001, 0.01, 0.1):
+            val = test = acc if lr == 0.01 else acc - 0.15
+            if (sched, lr) == ("fixed", 0.001):
+                test = 0.70  # not chosen (val 0.45): only a claim that pins this LR sees it
+            rows += seeded(root, val, test, sched=sched, **{"optim.lr": lr})
+    # inv is noisy: its interval straddles exp's mean.
+    for seed, acc in zip(SEEDS, (0.60, 0.80, 0.72)):
+        row = run_row(root, val=acc, test=acc, sched="inv", **{"optim.lr": 0.01})
+        rows.append({**row, "seed": seed})
+    return rows
+
+
+def test_every_claim_verdict_is_reachable_with_its_numbers(tmp_path):
+    results, conf = write_study(tmp_path, "policy", policy_rows(tmp_path), POLICY_SWEEP, POLICY_CLAIMS)
+    runs = load_runs("policy", results)
+    from ablate.analysis.study import load_study
+
+    study = load_study("policy", conf, list(runs.columns))
+    selection = select(runs, study)
+    verdicts = {v.claim.id: v for v in (judge(c, selection) for c in parse_claims(study.claims, "test"))}
+    assert {k: v.verdict for k, v in verdicts.items()} == {
+        "ranked": SUPPORTED,
+        "reversed": CONTRADICTED,
+        "close": SUPPORTED,
+        "pinned": SUPPORTED,
+        "tuned": SUPPORTED,
+        "missing": INCONCLUSIVE,
+        "noisy": INCONCLUSIVE,
+    }
+    ranked = verdicts["ranked"].comparisons
+    assert [(c.left, c.right) for c in ranked] == [("step", "exp"), ("multistep", "exp"), ("exp", "fixed")]
+    assert ranked[0].diff.mean == pytest.approx(0.10)
+    pinned = verdicts["pinned"].comparisons[0]
+    assert pinned.left == "fixed @ optim.lr=0.001" and pinned.diff.mean == pytest.approx(0.0, abs=1e-12)
+    assert verdicts["tuned"].comparisons[0].left == "multistep"  # the better of the two on val
+    assert "cyclical" in verdicts["missing"].comparisons[0].note
+
+
+def test_a_bad_claim_is_one_line_naming_the_entry_and_the_fix():
+    with pytest.raises(ConfigError, match=r"claims\[1\]\.kind=bigger: unknown kind; use one of greater, less"):
+        parse_claims([{"id": "a", "kind": "less", "left": ["x"], "right": ["y"]}, {"kind": "bigger"}], "f.yaml")
+    with pytest.raises(ConfigError, match=r"claims\[0\]\.right: missing"):
+        parse_claims([{"kind": "greater", "left": ["x"]}], "f.yaml")
+
+
+def test_the_repository_claims_name_values_their_sweeps_run():
+    """Every claim in conf/claims parses, and its terms name groups, axes and values that conf/sweep runs."""
+    from omegaconf import OmegaConf
+
+    from ablate.analysis.study import load_study, same
+
+    files = sorted((ROOT / "conf" / "claims").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"depth", "depth_bn", "width", "mobilenet_depth", "mobilenet_width",
+                                       "lr_policy", "optimizer", "batch_size"}
+    for path in files:
+        claims = parse_claims(OmegaConf.to_container(OmegaConf.load(path)).get("claims"), str(path))
+        sweep = OmegaConf.load(ROOT / "conf" / "sweep" / path.name)
+        axes = [*sweep.study.scientific, *sweep.study.nuisance]
+        study = load_study(path.stem, ROOT / "conf", axes)
+
+        def check(term, where):
+            if isinstance(term, str) and term in study.groups:
+                for t in study.groups[term]:
+                    check(t, where)
+            elif isinstance(term, dict) and "best_of" in term:
+                for t in term["best_of"]:
+                    check(t, where)
+            elif isinstance(term, dict):
+                for key, value in term.items():
+                    assert key in axes, f"{where}: {key} is not an axis of {path.stem}"
+                    listed = study.value_order.get(key)
+                    assert listed is None or any(same(value, v) for v in listed), f"{where}: {key}={value} not swept"
+            else:
+                check({study.scientific[0]: term}, where)
+
+        for claim in claims:
+            for term in [*claim.left, *claim.right, *(t for tier in claim.tiers for t in tier)]:
+                check(term, f"{path.name} {claim.id}")
+
+
+# ---- the report and the figures --------------------------------------------------------------------------
+
+
+def png_ok(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 5000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_depth_report_names_its_inputs_and_draws_both_bn_curves(tmp_path):
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75), "allconv7_1": (7, 0.76), "allconv8_1": (8, 0.76)}
+    claims = """\
+        margin: 0.02
+        saturation: [depth]
+        companion: depth_bn
+        claims:
+          - {id: five_worse, text: allconv5 < allconv6, kind: less, left: [allconv5], right: [allconv6]}
+    """
+    results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path / "a", accs), DEPTH_SWEEP, claims)
+    bn = {k: (d, a + 0.05) for k, (d, a) in accs.items()}
+    write_study(tmp_path, "depth_bn", depth_rows(tmp_path / "b", bn), DEPTH_SWEEP.replace("name: depth", "name: x"))
+    report = analyze("depth", results_dir=results, conf_dir=conf)
+    text = report.read_text()
+    for needed in (str(results / "depth" / "runs.csv"), str(conf / "sweep" / "depth.yaml"),
+                   str(conf / "claims" / "depth.yaml"), "`synthetic` at 32 px", "3 epochs", "0, 1, 2",
+                   "36: 36 completed, 0 diverged, 0 failed", "`0123456789ab`", "Student t",
+                   "`five_worse`", "**supported**", "## Saturation along `depth`"):
+        assert needed in text, needed
+    assert "allconv7_1" in text.split("## Figures")[0]
+    figures = report.parent / "figures"
+    for name in ("accuracy.png", "accuracy_vs_depth.png", "learning_curves.png"):
+        assert png_ok(figures / name), name
+        assert f"(figures/{name})" in text
+    assert not list(figures.glob("*.tmp"))
+
+
+def test_every_study_figure_is_written(tmp_path):
+    # width: per preset, against params and MACs
+    accs = {"allconv6_1": (6, 0.6), "allconv6_5": (6, 0.7), "allconv6": (6, 0.72)}
+    rows = depth_rows(tmp_path / "w", accs)
+    for row in rows:
+        row["params"] = {"allconv6_1": 20_000, "allconv6_5": 80_000, "allconv6": 300_000}[row["model"]]
+        row["macs"] = row["params"] * 50
+    results, conf = write_study(tmp_path, "width", rows, claims="saturation: [params, macs]\nclaims: []\n")
+    analyze("width", results_dir=results, conf_dir=conf)
+    for name in ("accuracy.png", "accuracy_vs_params.png", "accuracy_vs_macs.png", "learning_curves.png"):
+        assert png_ok(results / "width" / "figures" / name), name
+
+    # lr_policy: val accuracy against iteration per policy
+    results, conf = write_study(tmp_path, "policy", policy_rows(tmp_path / "p"), POLICY_SWEEP, POLICY_CLAIMS)
+    text = analyze("policy", results_dir=results, conf_dir=conf).read_text()
+    assert png_ok(results / "policy" / "figures" / "val_acc_vs_iteration.png")
+    assert "**contradicted**" in text and "**inconclusive**" in text
+
+    # batch_size: accuracy against batch size, one line per rule
+    rows = []
+    for size in (32, 64, 128):
+        for rule in ("none", "linear", "sqrt"):
+            rows += seeded(tmp_path / "b", 0.7, 0.7 - size / 2000, **{"batch.size": size, "batch.rule": rule})
+    sweep = "study: {scientific: [batch.size, batch.rule], nuisance: []}\n"
+    results, conf = write_study(tmp_path, "batch", rows, sweep)
+    analyze("batch", results_dir=results, conf_dir=conf)
+    assert png_ok(results / "batch" / "figures" / "accuracy_vs_batch_size.png")
+
+    # lr_range: loss and accuracy against LR with the suggested bounds, as ablate.lr_range writes them
+    rows = seeded(tmp_path / "r", np.nan, np.nan, model="allconv6")
+    lrs = np.geomspace(1e-4, 1.0, 30)
+    for row in rows:
+        folder = Path(row["record_dir"])
+        curve = {"lr": lrs, "train/loss": 2 - np.log10(lrs) / 10, "train/acc": np.linspace(0.1, 0.5, 30)}
+        curve.update({"val/loss": curve["train/loss"] + 0.1, "val/acc": curve["train/acc"] - 0.05})
+        pd.DataFrame(curve).to_csv(folder / "lr_range.csv", index=False)
+        (folder / "lr_range.json").write_text(json.dumps({"base_lr": 0.01, "max_lr": 0.03, "at_edge": False}))
+    results, conf = write_study(tmp_path, "lr_range", rows, "study: {scientific: [model], nuisance: []}\n")
+    text = analyze("lr_range", results_dir=results, conf_dir=conf).read_text()
+    assert png_ok(results / "lr_range" / "figures" / "lr_range.png")
+    assert "| allconv6 | 0 | 0.01 | 0.03 | 30 |  |" in text
+
+
+def test_bootstrap_and_best_metric_options_reach_the_report(tmp_path):
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path, accs), DEPTH_SWEEP)
+    assert main(["depth", "--results", str(results), "--conf", str(conf), "--ci", "bootstrap", "--metric",
+                 "best"]) == 0
+    text = (results / "depth" / "report.md").read_text()
+    assert "percentile bootstrap" in text and "`best/val/acc`" in text
+
+
+def test_missing_table_or_no_completed_runs_is_one_friendly_line(tmp_path, capsys):
+    assert main(["depth", "--results", str(tmp_path / "results")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "runs.csv does not exist; run `python -m ablate.collect depth` first" in error
+
+    rows = [run_row(tmp_path, status="failed", model="a"), run_row(tmp_path, status="diverged", model="b")]
+    results, _ = write_study(tmp_path, "broken", rows)
+    with pytest.raises(ConfigError, match=r"no completed runs \(1 failed, 1 diverged\)"):
+        analyze("broken", results_dir=results, conf_dir=tmp_path / "conf")
+
+
+def test_seeds_of_different_data_are_not_averaged_and_where_picks_one(tmp_path):
+    rows = seeded(tmp_path, 0.7, 0.7, model="a") + seeded(tmp_path, 0.6, 0.6, model="b")
+    other = seeded(tmp_path, 0.9, 0.9, model="a") + seeded(tmp_path, 0.8, 0.8, model="b")
+    for row in other:
+        row["data"] = "cifar10"
+    results, conf = write_study(tmp_path, "mix", rows + other, "study: {scientific: [model], nuisance: []}\n")
+    with pytest.raises(ConfigError, match=r"mixes data=synthetic \(6 runs\), cifar10 \(6 runs\); .* --where data="):
+        analyze("mix", results_dir=results, conf_dir=conf)
+    report = analyze("mix", results_dir=results, conf_dir=conf, where={"data": "cifar10"})
+    assert report == results / "mix" / "cifar10" / "report.md"
+    text = report.read_text()
+    assert "(6 rows where data=cifar10)" in text and "--where data=cifar10" in text
+    assert "| **a** | 6 | 1000 | 10k | 90.00 |" in text
+
+
+def test_without_a_sweep_file_the_axes_come_from_the_records_config(tmp_path):
+    rows = []
+    for model, acc in (("a", 0.6), ("b", 0.7)):
+        for lr in (0.001, 0.01, 0.1):
+            rows += seeded(tmp_path, acc if lr == 0.01 else acc - 0.1, acc, model=model,
+                           **{"optim.lr": lr, "data.root": "/data/x", "sched": "fixed"})
+    (Path(rows[0]["record_dir"]) / "config.yaml").write_text("study:\n  scientific: [model]\n  nuisance: [optim.lr]\n")
+    results, conf = write_study(tmp_path, "adhoc", rows)
+    text = analyze("adhoc", results_dir=results, conf_dir=conf).read_text()
+    assert "| scientific axis (compared) | `model` |" in text
+    assert "| **b** | 6 | 1000 | 10k | 0.01 | 70.00 | 70.00 [" in text
+    # Without the record's config: the varying swept column is compared, constant overrides are not.
+    (Path(rows[0]["record_dir"]) / "config.yaml").unlink()
+    text = analyze("adhoc", results_dir=results, conf_dir=conf).read_text()
+    assert "| scientific axis (compared) | `model` |" in text
