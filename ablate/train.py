@@ -17,7 +17,7 @@ from ablate import record
 from ablate.data import build as build_data
 from ablate.errors import ConfigError
 from ablate.models import build_model, describe
-from ablate.optim import build_optimizer, scaled_lr
+from ablate.optim import build_optimizer, scaled_lr, validate_optim
 from ablate.schedules import build_scheduler, validate_sched
 
 
@@ -148,6 +148,7 @@ def build(cfg: DictConfig, summary: dict) -> dict:
         torch.set_num_threads(cfg.trainer.threads)
     device = pick_device(str(cfg.trainer.device))
     lr = scaled_lr(cfg.optim.lr, cfg.batch.size, cfg.batch.base_size, cfg.batch.rule)
+    validate_optim(cfg.optim, lr)
 
     # A cheap probe build checks the model's config and stride before any data is decoded.
     probe = build_model(cfg.model, num_classes=2, in_channels=3)
@@ -166,6 +167,10 @@ def build(cfg: DictConfig, summary: dict) -> dict:
     steps_per_epoch = data.steps_per_epoch(cfg.batch.size)
     total_steps = steps_per_epoch * cfg.trainer.epochs
     validate_sched(cfg.sched, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    if cfg.mode == "lr_range":
+        from ablate.lr_range import check_lr_range
+
+        check_lr_range(cfg.lr_range, total_steps=total_steps)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels)

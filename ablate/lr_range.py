@@ -1,0 +1,242 @@
+"""The LR range test, `python -m ablate mode=lr_range`: train from scratch while the LR grows, record loss and
+accuracy against the LR, and suggest bounds for sched=cyclical.
+
+As in the articles (after Smith 2017): the upper bound is the LR with the best validation accuracy (or, with
+lr_range.criterion=loss, the LR where the validation loss falls fastest) and the lower bound is a third of it.
+The record folder gets lr_range.csv, lr_range.png and lr_range.json; sched.bounds_from reads the JSON.
+"""
+
+import csv
+import io
+import itertools
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
+
+from ablate import record  # noqa: E402
+from ablate.analysis.figures import save  # noqa: E402
+from ablate.errors import ConfigError  # noqa: E402
+from ablate.optim import build_optimizer  # noqa: E402
+from ablate.schedules import RANGE_TEST_JSON  # noqa: E402
+from ablate.train import evaluate, train_epoch  # noqa: E402
+
+CSV = "lr_range.csv"
+PNG = "lr_range.png"
+COLUMNS = ("step", "epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc")
+SCALES = ("exp", "linear")
+CRITERIA = ("acc", "loss")
+DEFAULT_POINTS = 40  # evaluations in a sweep when lr_range.eval_every is null
+MIN_POINTS = 3  # the steepest descent needs neighbours on both sides
+# Overrides of the range test that do not carry over to the cyclical run it suggests.
+NOT_CARRIED = ("mode=", "lr_range.", "sched=", "sched.")
+
+
+def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path) -> dict:
+    """Sweep the LR over the model in `setup` (built by ablate.train.build); returns the summary's entries."""
+    total_steps = setup["steps_per_epoch"] * cfg.trainer.epochs
+    sweep = check_lr_range(cfg.get("lr_range"), total_steps=total_steps)
+    # A fresh optimizer at min_lr: the range test ignores cfg.sched and the batch scaling rule.
+    optimizer = build_optimizer(cfg.optim, setup["model"], lr=sweep["min_lr"])
+    ramp = LambdaLR(optimizer, lambda update: lr_at(min(update, sweep["steps"] - 1), sweep) / sweep["min_lr"])
+    generator = torch.Generator().manual_seed(cfg.seed)
+    stream = endless_batches(setup["data"], cfg.batch.size, generator)
+
+    rows, done, started = [], 0, time.perf_counter()
+    while done < sweep["steps"]:
+        chunk = min(sweep["eval_every"], sweep["steps"] - done)
+        # train_epoch trains on whatever its data yields; a window of the endless stream makes it train `chunk`
+        # updates, so the sweep runs the training loop's own update code.
+        window = SimpleNamespace(train_batches=lambda *_: itertools.islice(stream, chunk))
+        train_metrics, lr = train_epoch(
+            {**setup, "data": window, "optimizer": optimizer, "scheduler": ramp}, cfg.batch.size, generator
+        )
+        done += chunk
+        finite = math.isfinite(train_metrics["train/loss"])
+        val = evaluate(setup, "val", cfg.batch.size) if finite else {"loss": math.nan, "acc": math.nan}
+        rows.append(
+            {
+                "step": done,
+                "epoch": round(done / setup["steps_per_epoch"], 4),
+                "lr": lr,
+                **train_metrics,
+                "val/loss": val["loss"],
+                "val/acc": val["acc"],
+            }
+        )
+        print(f"ablate: lr_range {done}/{sweep['steps']} lr {lr:.3g} val/loss {val['loss']:.4g} "
+              f"val/acc {val['acc']:.4f}")
+        if diverged(rows, sweep["stop_factor"]):
+            print(f"ablate: lr_range stopped at lr {lr:.3g}: the loss is diverging")
+            break
+
+    write_curves(record_dir, rows)
+    lrs = [row["lr"] for row in rows]
+    suggestion = suggest_bounds(
+        lrs, acc=[row["val/acc"] for row in rows], loss=[row["val/loss"] for row in rows], criterion=sweep["criterion"]
+    )
+    command = cyclical_command(suggestion, record_dir)
+    result = {
+        **suggestion,
+        "criterion": sweep["criterion"],
+        "sweep": {**sweep, "steps_done": done, "lr_reached": lrs[-1]},
+        "command": command,
+    }
+    record.atomic_write_json(record_dir / RANGE_TEST_JSON, result)
+    plot(rows, result, record_dir / PNG)
+    report(result, record_dir)
+    seconds = round(time.perf_counter() - started, 3)
+    return {"status": "completed", "lr_range": result, "steps": done, "wall_seconds": seconds}
+
+
+def check_lr_range(node: DictConfig | None, *, total_steps: int) -> dict:
+    """The lr_range config as plain values, with nulls filled in; ConfigError for bad ones."""
+    if node is None:
+        raise ConfigError("lr_range: missing from the config; add the lr_range node of conf/config.yaml")
+    min_lr, max_lr, scale = node.min_lr, node.max_lr, node.scale
+    if not (isinstance(min_lr, (int, float)) and min_lr > 0):
+        raise ConfigError(f"lr_range.min_lr={min_lr}: must be a positive LR; e.g. lr_range.min_lr=1e-5")
+    if not (isinstance(max_lr, (int, float)) and max_lr > min_lr):
+        raise ConfigError(f"lr_range.max_lr={max_lr}: must be above lr_range.min_lr={min_lr}; e.g. lr_range.max_lr=1.0")
+    if scale not in SCALES:
+        raise ConfigError(f"lr_range.scale={scale}: unknown; use exp (even steps in log LR) or linear")
+    steps = total_steps if node.steps is None else node.steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ConfigError(f"lr_range.steps={steps}: must be a positive number of updates, or null for the run's length")
+    eval_every = max(1, steps // DEFAULT_POINTS) if node.eval_every is None else node.eval_every
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every <= 0:
+        raise ConfigError(f"lr_range.eval_every={eval_every}: must be a positive number of updates, or null")
+    if steps // eval_every < MIN_POINTS:
+        raise ConfigError(
+            f"lr_range.eval_every={eval_every}: gives fewer than {MIN_POINTS} evaluations in {steps} updates; "
+            f"use lr_range.eval_every<={steps // MIN_POINTS} or more lr_range.steps"
+        )
+    if node.criterion not in CRITERIA:
+        raise ConfigError(
+            f"lr_range.criterion={node.criterion}: unknown; use acc (best val/acc) or loss (steepest descent)"
+        )
+    stop_factor = node.stop_factor
+    if stop_factor is not None and not (isinstance(stop_factor, (int, float)) and stop_factor > 1):
+        raise ConfigError(f"lr_range.stop_factor={stop_factor}: must be above 1, or null to sweep to lr_range.max_lr")
+    return {
+        "min_lr": float(min_lr),
+        "max_lr": float(max_lr),
+        "scale": scale,
+        "steps": steps,
+        "eval_every": eval_every,
+        "criterion": node.criterion,
+        "stop_factor": stop_factor,
+    }
+
+
+def lr_at(update: int, sweep: dict) -> float:
+    """The LR of update 0 .. steps - 1: min_lr to max_lr, evenly in log LR (exp) or in LR (linear)."""
+    progress = update / (sweep["steps"] - 1)
+    if sweep["scale"] == "exp":
+        return sweep["min_lr"] * (sweep["max_lr"] / sweep["min_lr"]) ** progress
+    return sweep["min_lr"] + (sweep["max_lr"] - sweep["min_lr"]) * progress
+
+
+def endless_batches(data, batch_size: int, generator: torch.Generator):
+    """Training batches, one shuffled epoch after another."""
+    while True:
+        yield from data.train_batches(batch_size, generator)
+
+
+def diverged(rows: list[dict], stop_factor: float | None) -> bool:
+    """True once the loss is not finite, or the val loss is `stop_factor` times its best so far."""
+    last = rows[-1]
+    if not (math.isfinite(last["train/loss"]) and math.isfinite(last["val/loss"])):
+        return True
+    return stop_factor is not None and last["val/loss"] > stop_factor * min(row["val/loss"] for row in rows)
+
+
+def suggest_bounds(lrs: list[float], *, acc: list[float], loss: list[float], criterion: str) -> dict:
+    """Cyclical bounds from a sweep: max_lr by the criterion, base_lr = max_lr / 3 (the articles' rule).
+
+    acc: the LR with the best accuracy (the lowest such LR on a tie). loss: the LR where the (lightly smoothed)
+    loss falls fastest against log LR. at_edge is true when that LR is the first or last finite point, so the
+    sweep should be widened.
+    """
+    points = [(lr, a, l) for lr, a, l in zip(lrs, acc, loss) if math.isfinite(a) and math.isfinite(l)]
+    if len(points) < MIN_POINTS:
+        raise ConfigError(
+            f"lr_range.min_lr: only {len(points)} evaluations before the loss diverged (at lr {lrs[-1]:.3g}); "
+            "lower lr_range.min_lr or evaluate more often (lr_range.eval_every)"
+        )
+    lr_values = np.array([p[0] for p in points])
+    if criterion == "acc":
+        best = int(np.argmax([p[1] for p in points]))
+    else:
+        slopes = np.gradient(smooth([p[2] for p in points]), np.log(lr_values))
+        best = int(np.argmin(slopes))
+    max_lr = float(lr_values[best])
+    return {"base_lr": max_lr / 3, "max_lr": max_lr, "at_edge": best in (0, len(points) - 1)}
+
+
+def smooth(values: list[float], window: int = 3) -> np.ndarray:
+    """Centred moving average; the ends average what they have."""
+    half = window // 2
+    return np.array([np.mean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))])
+
+
+def cyclical_command(suggestion: dict, record_dir: Path) -> str:
+    """The command line that trains with these bounds, keeping the range test's other overrides."""
+    carried = []
+    if HydraConfig.initialized():
+        carried = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(NOT_CARRIED)]
+    bounds = f"sched.base_lr={suggestion['base_lr']:.3g} sched.max_lr={suggestion['max_lr']:.3g}"
+    return " ".join(["python -m ablate", *carried, "sched=cyclical", bounds])
+
+
+def write_curves(record_dir: Path, rows: list[dict]) -> None:
+    """The sweep as a CSV and as the record's metrics.jsonl, written before any suggestion can fail."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    record.atomic_write_text(record_dir / CSV, buffer.getvalue())
+    record.write_metrics(record_dir, rows)
+
+
+def plot(rows: list[dict], result: dict, path: Path) -> None:
+    """Accuracy and loss against the LR (log axis), with the suggested bounds shaded."""
+    lrs = [row["lr"] for row in rows]
+    fig, (acc_ax, loss_ax) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, layout="constrained")
+    for split, style in (("train", "--"), ("val", "-")):
+        acc_ax.plot(lrs, [row[f"{split}/acc"] for row in rows], style, marker=".", label=split)
+        loss_ax.plot(lrs, [row[f"{split}/loss"] for row in rows], style, marker=".", label=split)
+    for ax in (acc_ax, loss_ax):
+        ax.axvspan(result["base_lr"], result["max_lr"], color="C2", alpha=0.15, label="cyclical bounds")
+        ax.axvline(result["max_lr"], color="C2")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    # A diverging end would flatten the descent that matters; show up to 1.5 times the starting loss.
+    start_loss = max(rows[0]["train/loss"], rows[0]["val/loss"])
+    if math.isfinite(start_loss):
+        loss_ax.set_ylim(0, 1.5 * start_loss)
+    acc_ax.set_ylabel("accuracy")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_xlabel("learning rate")
+    by = "best val/acc" if result["criterion"] == "acc" else "steepest val/loss descent"
+    acc_ax.set_title(f"LR range test: max_lr {result['max_lr']:.3g} ({by}), base_lr {result['base_lr']:.3g}")
+    save(fig, path)
+
+
+def report(result: dict, record_dir: Path) -> None:
+    print(f"ablate: lr_range suggests sched.base_lr={result['base_lr']:.3g} sched.max_lr={result['max_lr']:.3g}")
+    if result["at_edge"]:
+        print("ablate: warning: the chosen LR is at the edge of the sweep; widen lr_range.min_lr..lr_range.max_lr")
+    print(f"ablate: train with them:\n  {result['command']}")
+    print(f"ablate: or take them from this record:  sched=cyclical sched.bounds_from={record_dir}")

@@ -1,0 +1,192 @@
+"""The LR range test: a real sweep on a small learnable task, the bound suggestion on known curves, bad input."""
+
+import contextlib
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ablate.errors import ConfigError
+from ablate.lr_range import check_lr_range, lr_at, run_lr_range, suggest_bounds
+from ablate.schedules import build_scheduler
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A tiny model trains faster on one thread than on oversubscribed shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Blobs:
+    """Four well-separated Gaussian blobs in 8 dimensions, with the loop's data interface (train/eval batches)."""
+
+    def __init__(self, train_size: int = 512, val_size: int = 256):
+        generator = torch.Generator().manual_seed(0)
+        centres = 3 * torch.randn(4, 8, generator=generator)
+
+        def draw(n):
+            labels = torch.arange(n) % 4
+            return centres[labels] + torch.randn(n, 8, generator=generator), labels
+
+        self.train, self.val = draw(train_size), draw(val_size)
+
+    def train_batches(self, batch_size, generator):
+        order = torch.randperm(len(self.train[1]), generator=generator)
+        for index in order[: len(order) // batch_size * batch_size].view(-1, batch_size):
+            yield self.train[0][index], self.train[1][index]
+
+    def eval_batches(self, split, batch_size):
+        x, y = self.val
+        yield from zip(x.split(batch_size), y.split(batch_size))
+
+
+def range_test(tmp_path, batch_size=32, **lr_range):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = Blobs()
+    setup = {
+        "device": torch.device("cpu"),
+        "data": data,
+        "model": model,
+        "forward": model,
+        "autocast": contextlib.nullcontext,
+        "channels_last": False,
+        "steps_per_epoch": len(data.train[1]) // batch_size,
+    }
+    settings = dict(min_lr=1e-4, max_lr=3.0, steps=120, scale="exp", eval_every=6, criterion="acc", stop_factor=None)
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "batch": {"size": batch_size},
+            "trainer": {"epochs": 3},
+            "optim": OmegaConf.load(CONF / "optim" / "sgd.yaml"),
+            "lr_range": {**settings, **lr_range},
+        }
+    )
+    return run_lr_range(cfg, setup, tmp_path), cfg
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+def test_a_range_test_sweeps_the_lr_up_and_suggests_bounds_inside_the_sweep(tmp_path):
+    summary, cfg = range_test(tmp_path)
+    rows = read_csv(tmp_path / "lr_range.csv")
+    lrs = [row["lr"] for row in rows]
+    sweep = check_lr_range(cfg.lr_range, total_steps=48)
+    assert len(rows) == 120 // 6
+    assert all(b > a for a, b in zip(lrs, lrs[1:]))
+    # Each point is the LR of the last update before its evaluation.
+    assert lrs == pytest.approx([lr_at(int(row["step"]) - 1, sweep) for row in rows], rel=1e-9)
+    assert lrs[0] >= 1e-4 and lrs[-1] == pytest.approx(3.0)
+
+    suggestion = json.loads((tmp_path / "lr_range.json").read_text())
+    assert 1e-4 <= suggestion["base_lr"] < suggestion["max_lr"] <= 3.0
+    assert suggestion["base_lr"] == pytest.approx(suggestion["max_lr"] / 3)
+    best = max(rows, key=lambda row: row["val/acc"])
+    assert suggestion["max_lr"] == pytest.approx(best["lr"])
+    assert best["val/acc"] > 0.9  # the task is learnable, so the sweep found where it learns
+    assert "sched=cyclical" in suggestion["command"]
+    assert f"sched.max_lr={suggestion['max_lr']:.3g}" in suggestion["command"]
+    assert summary["status"] == "completed" and summary["lr_range"]["max_lr"] == suggestion["max_lr"]
+    assert (tmp_path / "lr_range.png").stat().st_size > 0
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_a_cyclical_schedule_takes_its_bounds_from_the_range_test_record(tmp_path):
+    range_test(tmp_path, steps=60, eval_every=6)
+    suggestion = json.loads((tmp_path / "lr_range.json").read_text())
+    overrides = {"bounds_from": str(tmp_path), "unit": "iters", "stepsize": 10}
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "sched" / "cyclical.yaml"), overrides)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01, momentum=0.9)
+    build_scheduler(cfg, optimizer, steps_per_epoch=10, total_steps=100)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(suggestion["base_lr"])
+
+
+def test_the_sweep_stops_once_the_loss_diverges(tmp_path):
+    range_test(tmp_path, max_lr=1e4, stop_factor=4.0)
+    lrs = [row["lr"] for row in read_csv(tmp_path / "lr_range.csv")]
+    assert lrs[-1] < 1e4 and len(lrs) < 120 // 6
+
+
+def test_a_linear_sweep_is_even_in_lr():
+    sweep = {"min_lr": 0.01, "max_lr": 0.1, "steps": 11, "scale": "linear"}
+    assert [lr_at(i, sweep) for i in (0, 5, 10)] == pytest.approx([0.01, 0.055, 0.1])
+    sweep["scale"] = "exp"
+    assert [lr_at(i, sweep) for i in (0, 5, 10)] == pytest.approx([0.01, 0.1**1.5, 0.1])
+
+
+LRS = list(np.logspace(-4, 0, 9))  # 1e-4 ... 1, half a decade apart
+
+
+def test_suggestion_by_accuracy_is_the_best_accuracy_and_a_third_of_it():
+    acc = [0.1, 0.2, 0.4, 0.6, 0.8, 0.7, 0.5, 0.3, 0.1]
+    suggestion = suggest_bounds(LRS, acc=acc, loss=[1.0] * 9, criterion="acc")
+    assert suggestion == {"base_lr": pytest.approx(LRS[4] / 3), "max_lr": pytest.approx(LRS[4]), "at_edge": False}
+
+
+def test_suggestion_by_accuracy_takes_the_lower_lr_on_a_tie():
+    acc = [0.1, 0.2, 0.8, 0.5, 0.8, 0.3, 0.1, 0.1, 0.1]
+    assert suggest_bounds(LRS, acc=acc, loss=[1.0] * 9, criterion="acc")["max_lr"] == pytest.approx(LRS[2])
+
+
+def test_suggestion_by_loss_is_the_steepest_descent_in_log_lr():
+    # The loss falls fastest at 1e-2 (index 4) and blows up past 0.1: the steepest descent ignores the blow-up.
+    loss = [2.3 - 1.0 * math.tanh(2 * (math.log10(lr) + 2)) + (5.0 if lr > 0.1 else 0.0) for lr in LRS]
+    suggestion = suggest_bounds(LRS, acc=[0.5] * 9, loss=loss, criterion="loss")
+    assert suggestion["max_lr"] == pytest.approx(LRS[4])
+
+
+def test_points_after_divergence_are_ignored_and_the_edge_is_flagged():
+    acc = [0.1, 0.3, 0.5, 0.7, math.nan, math.nan, math.nan, math.nan, math.nan]
+    loss = [2.0, 1.5, 1.0, 0.8, math.inf, math.nan, math.nan, math.nan, math.nan]
+    suggestion = suggest_bounds(LRS, acc=acc, loss=loss, criterion="acc")
+    assert suggestion["max_lr"] == pytest.approx(LRS[3]) and suggestion["at_edge"] is True
+
+
+def test_too_few_finite_points_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^lr_range\.min_lr"):
+        suggest_bounds(LRS[:4], acc=[0.1, 0.2, math.nan, math.nan], loss=[1, 1, math.nan, math.nan], criterion="acc")
+
+
+GOOD = dict(min_lr=1e-5, max_lr=1.0, steps=None, scale="exp", eval_every=None, criterion="acc", stop_factor=4.0)
+
+
+def test_nulls_default_to_the_run_length_and_forty_points():
+    sweep = check_lr_range(OmegaConf.create(GOOD), total_steps=800)
+    assert (sweep["steps"], sweep["eval_every"]) == (800, 20)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"min_lr": -1e-5}, "lr_range.min_lr"),
+        ({"max_lr": 1e-6}, "lr_range.max_lr"),
+        ({"scale": "log"}, "lr_range.scale"),
+        ({"steps": 0}, "lr_range.steps"),
+        ({"steps": 10, "eval_every": 5}, "lr_range.eval_every"),
+        ({"criterion": "f1"}, "lr_range.criterion"),
+        ({"stop_factor": 0.5}, "lr_range.stop_factor"),
+    ],
+)
+def test_bad_lr_range_input_is_one_line_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=rf"^{key}=") as error:
+        check_lr_range(OmegaConf.create({**GOOD, **overrides}), total_steps=800)
+    assert "\n" not in str(error.value)
+
+
+def test_the_root_config_has_the_lr_range_node(compose):
+    cfg = compose("mode=lr_range")
+    check_lr_range(cfg.lr_range, total_steps=1000)

@@ -1,0 +1,141 @@
+"""Optimizer options build and step; the batch-size scaling rule's numbers; bad input."""
+
+import io
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from ablate.errors import ConfigError
+from ablate.optim import build_optimizer, scaled_lr, validate_optim
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+OPTIMIZERS = sorted(path.stem for path in (CONF / "optim").glob("*.yaml"))
+
+
+def optim_cfg(name: str, **overrides):
+    """conf/optim/<name>.yaml with keys replaced, as `optim=<name> optim.key=value` would."""
+    return OmegaConf.merge(OmegaConf.load(CONF / "optim" / f"{name}.yaml"), overrides)
+
+
+def small_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 2),
+    )
+
+
+def test_every_optimizer_of_the_issue_has_an_option_file():
+    expected = {"sgd", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax", "nadam"}
+    assert expected <= set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_builds_at_the_given_lr_and_takes_a_step(name):
+    cfg = optim_cfg(name)
+    model = small_net()
+    optimizer = build_optimizer(cfg, model, lr=cfg.lr * 2)
+    assert type(optimizer) is get_class(cfg._target_)
+    assert all(group["lr"] == cfg.lr * 2 for group in optimizer.param_groups)
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 2, (8,))).backward()
+    optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # The loop's checkpoint must hold plain values, loadable without trusting pickled classes.
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    buffer.seek(0)
+    torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_composes_with_the_root_config(name, compose):
+    cfg = compose(f"optim={name}")
+    validate_optim(cfg.optim, lr=cfg.optim.lr)
+
+
+def test_the_articles_defaults():
+    sgd = optim_cfg("sgd")
+    assert (sgd.lr, sgd.momentum, sgd.weight_decay, sgd.nesterov) == (0.01, 0.9, 0.005, False)
+    adam = optim_cfg("adam")
+    assert (adam.lr, list(adam.betas)) == (0.001, [0.9, 0.999])
+    rmsprop = optim_cfg("rmsprop")
+    assert (rmsprop.lr, rmsprop.alpha) == (0.001, 0.9)
+    assert optim_cfg("adadelta").lr == 1.0
+    assert optim_cfg("nesterov").nesterov is True
+
+
+def test_weight_decay_reaches_every_parameter_by_default_as_in_caffe():
+    optimizer = build_optimizer(optim_cfg("sgd"), small_net(), lr=0.01)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.005]
+
+
+def test_bn_and_bias_parameters_can_be_exempt_from_weight_decay():
+    model = small_net()
+    optimizer = build_optimizer(optim_cfg("sgd", decay_bn_and_bias=False), model, lr=0.01)
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    conv, bn, linear = model[0], model[1], model[4]
+    assert decay[id(conv.weight)] == decay[id(linear.weight)] == 0.005
+    assert decay[id(conv.bias)] == decay[id(bn.weight)] == decay[id(bn.bias)] == decay[id(linear.bias)] == 0.0
+    assert len(decay) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("rule", "batch_size", "base_batch_size", "lr"),
+    [
+        ("none", 256, 64, 0.01),
+        ("linear", 256, 64, 0.04),
+        ("linear", 32, 256, 0.00125),
+        ("sqrt", 256, 64, 0.02),
+        ("sqrt", 16, 64, 0.005),
+        ("linear", 64, 64, 0.01),
+    ],
+)
+def test_scaling_rule(rule, batch_size, base_batch_size, lr):
+    assert math.isclose(scaled_lr(0.01, batch_size, base_batch_size, rule), lr, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        ((0.01, 64, 64, "cubic"), "batch.rule"),
+        ((-0.01, 64, 64, "linear"), "optim.lr"),
+        ((0.0, 64, 64, "none"), "optim.lr"),
+        ((0.01, 0, 64, "linear"), "batch.size"),
+        ((0.01, 64, -1, "linear"), "batch.base_size"),
+    ],
+)
+def test_scaling_rule_rejects_bad_input(args, key):
+    with pytest.raises(ConfigError, match=rf"^{key}="):
+        scaled_lr(*args)
+
+
+BAD = [
+    ("sgd", {"momentum": 1.0}, "optim.momentum"),
+    ("sgd", {"momentum": -0.1}, "optim.momentum"),
+    ("nesterov", {"momentum": 0.0}, "optim.momentum"),
+    ("sgd", {"weight_decay": -0.005}, "optim.weight_decay"),
+    ("sgd", {"momentun": 0.9}, "optim.momentun"),
+    ("adam", {"betas": [0.9, 1.0]}, "optim.betas"),
+    ("rmsprop", {"alpha": 1.2}, "optim.alpha"),
+    ("sgd", {"decay_bn_and_bias": "yes"}, "optim.decay_bn_and_bias"),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides", "key"), BAD, ids=[f"{n}-{k}" for n, _, k in BAD])
+def test_bad_optimizer_input_is_one_line_naming_the_key(name, overrides, key):
+    with pytest.raises(ConfigError, match=rf"^{key}=") as error:
+        validate_optim(optim_cfg(name, **overrides), lr=0.01)
+    assert "\n" not in str(error.value)
+
+
+def test_a_negative_effective_lr_is_rejected():
+    with pytest.raises(ConfigError, match=r"^optim\.lr=-0\.01"):
+        build_optimizer(optim_cfg("sgd"), small_net(), lr=-0.01)
