@@ -7,13 +7,14 @@ import sys
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from ablate import record
 from ablate import train as train_module
 from ablate.errors import ConfigError
 from ablate.train import run
 
-from .conftest import ROOT
+from conftest import ROOT
 
 TINY = ("data.train_size=320", "data.val_size=64", "data.test_size=64", "trainer.epochs=2", "logger=none")
 
@@ -27,9 +28,9 @@ def run_here(compose, tmp_path):
         HydraConfig.instance().set_config(cfg)
         record_dir = tmp_path / "record"
         record_dir.mkdir(exist_ok=True)
-        with_hydra = cfg
-        del cfg["hydra"]
-        return run(with_hydra, record_dir), record_dir
+        with open_dict(cfg):  # the task function never sees the hydra node
+            del cfg["hydra"]
+        return run(cfg, record_dir), record_dir
 
     _run.record_dir = tmp_path / "record"
     return _run
@@ -51,7 +52,7 @@ def test_two_epoch_run_writes_a_valid_record(run_here):
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr", "epoch", "step", "seconds",
                 "images_per_s"):
         assert key in lines[0], key
-    assert lines[-1]["step"] == 2 * (288 // 64)  # 320 minus the 10% val hold-out, drop_last
+    assert lines[-1]["step"] == 2 * (320 // 64)  # synthetic makes its own val split; drop_last
     assert on_disk["final"]["test/acc"] == lines[-1]["test/acc"]
     assert "model:" in (record_dir / record.CONFIG).read_text()
     assert not (record_dir / record.CHECKPOINT).exists()  # removed once complete
