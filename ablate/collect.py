@@ -1,0 +1,196 @@
+"""A study's records -> results/<study>/runs.csv, one row per record: `python -m ablate.collect depth`.
+
+Rows are built from what each record says about itself (summary.json and the resolved config.yaml), never from
+folder names. The local folder and W&B (`--source wandb`) give the same record dicts to the one function `table`.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ablate import record
+from ablate.errors import ConfigError
+
+RUNS_CSV = "runs.csv"
+
+# Override keys that never become columns: where and how a run was computed, not what it computed.
+NOT_SWEPT_ROOTS = ("sweep", "paths", "logger", "launcher", "study", "resume", "hydra")
+NOT_SWEPT_KEYS = tuple(
+    [f"trainer.{k}" for k in record.NOT_IDENTITY_TRAINER_KEYS] + [f"data.{k}" for k in record.NOT_IDENTITY_DATA_KEYS]
+)
+# Every study's columns, around the swept keys (which go after `seed`). ablate.analysis.study relies on these names.
+HEAD_COLUMNS = ("identity", "study", "status", "seed")
+RECORD_COLUMNS = (
+    "data", "data.resolution", "trainer.epochs", "depth", "params", "macs", "lr_base", "lr_effective",
+    "wall_seconds", "images_per_s",
+    "final/train/loss", "final/train/acc", "final/val/loss", "final/val/acc", "final/test/loss", "final/test/acc",
+    "best/val/acc", "best/test/acc", "best/epoch", "steps", "git_commit", "error", "record_dir",
+)
+
+
+def local_records(study_dir: Path) -> list[dict]:
+    """Every run record under runs/<study>/: a folder holding summary.json, with its resolved config.yaml."""
+    records = []
+    for summary_path in sorted(Path(study_dir).glob(f"*/{record.SUMMARY}")):
+        record_dir = summary_path.parent
+        summary = record.read_json(summary_path)
+        if summary is None:  # records are written atomically, so this is a file someone else put there
+            print(f"ablate.collect: skipping {summary_path}: not valid JSON", file=sys.stderr)
+            continue
+        config_path = record_dir / record.CONFIG
+        # A run that failed on a bad config value has a summary but no resolved config.
+        config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+        records.append({"summary": summary, "config": config or {}, "record_dir": str(record_dir)})
+    return records
+
+
+def table(records: list[dict]) -> pd.DataFrame:
+    """One row per record: identity, study, status, seed, every swept key, then the record's numbers."""
+    swept = [k for k in swept_keys(records) if k not in HEAD_COLUMNS and k not in RECORD_COLUMNS]
+    columns = [*HEAD_COLUMNS, *swept, *RECORD_COLUMNS]
+    rows = [row(r, swept) for r in records]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["study", "identity"], kind="stable", ignore_index=True)
+
+
+def swept_keys(records: list[dict]) -> list[str]:
+    """The study's scientific and nuisance keys, then every other key a record was overridden with, in first-seen
+    order; keys that change only where or how fast a run computes are left out."""
+    keys = {}
+    for r in records:
+        study = r["config"].get("study") or {}
+        for key in [*(study.get("scientific") or []), *(study.get("nuisance") or [])]:
+            keys.setdefault(key, None)
+    for r in records:
+        for key in overrides(r["summary"]):
+            root = key.split(".")[0].split("/")[0]
+            if root not in NOT_SWEPT_ROOTS and key not in NOT_SWEPT_KEYS:
+                keys.setdefault(key, None)
+    return list(keys)
+
+
+def overrides(summary: dict) -> dict[str, str]:
+    """The record's command-line and sweep overrides as {key: value text}, without Hydra's +/++/~ prefixes."""
+    parsed = {}
+    for text in summary.get("overrides") or []:
+        key, _, value = text.partition("=")
+        parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+def row(r: dict, swept: list[str]) -> dict:
+    summary, config = r["summary"], r["config"]
+    model, lr = summary.get("model") or {}, summary.get("lr") or {}
+    final, best = summary.get("final") or {}, summary.get("best") or {}
+    values = {
+        "identity": summary.get("identity"),
+        "study": summary.get("study"),
+        "status": summary.get("status"),
+        "seed": summary.get("seed", select(config, "seed")),
+        **{key: value_of(summary, config, key) for key in swept},
+        "data": value_of(summary, config, "data"),
+        "data.resolution": value_of(summary, config, "data.resolution"),
+        "trainer.epochs": value_of(summary, config, "trainer.epochs"),
+        "depth": model.get("depth"),
+        "params": model.get("params"),
+        "macs": model.get("macs"),
+        "lr_base": lr.get("base"),
+        "lr_effective": lr.get("effective"),
+        "wall_seconds": summary.get("wall_seconds"),
+        "images_per_s": summary.get("images_per_s"),
+        **{f"final/{k}": final.get(k) for k in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")},
+        **{f"best/{k}": best.get(k) for k in ("val/acc", "test/acc", "epoch")},
+        "steps": summary.get("steps"),
+        "git_commit": (summary.get("git") or {}).get("commit"),
+        "error": summary.get("error"),
+        "record_dir": r["record_dir"],
+    }
+    # Lists and dicts (optim.betas=[0.9,0.99]) become one cell each, as JSON.
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()}
+
+
+def value_of(summary: dict, config: dict, key: str):
+    """A config group's option name (model=allconv6), else the resolved config value, else the override's text
+    (a run that failed before writing its config)."""
+    choices = summary.get("choices") or {}
+    if key in choices:
+        return choices[key]
+    value = select(config, key)
+    if value is None and key in overrides(summary):
+        value = yaml.safe_load(overrides(summary)[key])
+        if isinstance(value, str):  # YAML reads 1e6 as text; Hydra, which set the value, reads it as a number
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+    return value
+
+
+def select(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def write_table(frame: pd.DataFrame, results_dir: Path) -> Path:
+    """results/<study>/runs.csv, written atomically so a reader never sees half a table."""
+    path = Path(results_dir) / RUNS_CSV
+    record.atomic_write_text(path, frame.to_csv(index=False))
+    return path
+
+
+def write_study_table(study_dir: Path, results_dir: Path) -> Path:
+    """The local records of runs/<study>/ into results/<study>/runs.csv; called at the end of every sweep."""
+    study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        study = study_dir.name
+        raise ConfigError(f"study={study}: {study_dir} does not exist; run the study first: python -m ablate +sweep={study}")
+    return write_table(table(local_records(study_dir)), results_dir)
+
+
+def wandb_records(study: str, entity: str | None, project: str | None) -> list[dict]:
+    from ablate.tracking.wandb_source import fetch_study_runs, records_from_wandb  # needs wandb and the network
+
+    return records_from_wandb(fetch_study_runs(entity, project, study))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablate.collect",
+        description="Collect a study's run records into results/<study>/runs.csv (one row per record).",
+    )
+    parser.add_argument("study", help="study name, e.g. depth (the records are in <runs>/<study>/)")
+    parser.add_argument("--runs", default="runs", help="the runs folder (paths.runs), default runs")
+    parser.add_argument("--results", default="results", help="the results folder (paths.results), default results")
+    parser.add_argument("--source", choices=("local", "wandb"), default="local",
+                        help="local: the record folders (the truth); wandb: the runs mirrored to W&B")
+    parser.add_argument("--entity", default=None, help="W&B entity (with --source wandb; default: yours)")
+    parser.add_argument("--project", default=None, help="W&B project (with --source wandb)")
+    args = parser.parse_args(argv)
+    results_dir = Path(args.results) / args.study
+    try:
+        if args.source == "wandb":
+            if not args.project:
+                raise ConfigError("--project: required with --source wandb; e.g. --project ablate")
+            records = wandb_records(args.study, args.entity, args.project)
+            path = write_table(table(records), results_dir)
+        else:
+            path = write_study_table(Path(args.runs) / args.study, results_dir)
+    except ConfigError as error:
+        print(f"ablate.collect: error: {error}", file=sys.stderr)
+        return 2
+    frame = pd.read_csv(path)
+    counts = ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items()) or "no records"
+    print(f"wrote {path}: {len(frame)} runs ({counts})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The results table from run records: what each column holds, whatever the source (local folders or W&B)."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from ablate import collect, record
+from ablate.errors import ConfigError
+
+
+def summary(**changes) -> dict:
+    """A completed depth-study record's summary, as ablate.train writes it."""
+    base = {
+        "identity": "a1b2c3d4e5f6",
+        "study": "depth",
+        "status": "completed",
+        "error": None,
+        "seed": 1,
+        "choices": {"model": "allconv7_1", "data": "synthetic", "optim": "sgd", "sched": "step", "logger": "none",
+                    "launcher": "parallel", "sweep": "depth"},
+        "overrides": ["model=allconv7_1", "optim.lr=0.03", "seed=1", "+sweep=depth", "launcher=parallel",
+                      "paths.runs=/tmp/runs", "trainer.threads=1", "++optim.betas=[0.9,0.99]"],
+        "model": {"name": "allconv7_1", "depth": 7, "params": 1150000, "macs": 20000000, "total_stride": 32},
+        "lr": {"base": 0.03, "effective": 0.03, "batch_size": 64, "base_batch_size": 64, "rule": "none"},
+        "final": {"train/loss": 0.5, "train/acc": 0.8, "val/loss": 0.7, "val/acc": 0.75, "test/loss": 0.72,
+                  "test/acc": 0.74},
+        "best": {"val/acc": 0.76, "test/acc": 0.73, "epoch": 5},
+        "steps": 180,
+        "wall_seconds": 12.5,
+        "images_per_s": 900.0,
+        "git": {"commit": "deadbeef", "dirty": False},
+    }
+    return {**base, **changes}
+
+
+def config(**changes) -> dict:
+    base = {
+        "seed": 1,
+        "model": {"name": "allconv7_1", "batch_norm": False},
+        "data": {"name": "synthetic", "resolution": 32},
+        "optim": {"lr": 0.03, "momentum": 0.9, "betas": [0.9, 0.99]},
+        "trainer": {"epochs": 6, "threads": 1},
+        "study": {"name": "depth", "scientific": ["model"], "nuisance": ["optim.lr"]},
+    }
+    return {**base, **changes}
+
+
+def rec(summary_: dict, config_: dict, record_dir: str = "/runs/depth/a1b2c3d4e5f6") -> dict:
+    return {"summary": summary_, "config": config_, "record_dir": record_dir}
+
+
+def test_a_row_holds_the_swept_keys_and_the_records_numbers():
+    (row,) = collect.table([rec(summary(), config())]).to_dict("records")
+    assert row["identity"] == "a1b2c3d4e5f6" and row["study"] == "depth" and row["status"] == "completed"
+    assert row["seed"] == 1
+    assert row["model"] == "allconv7_1"        # a config group: the option name, not the node
+    assert row["optim.lr"] == 0.03            # a plain key: the resolved config value
+    assert json.loads(row["optim.betas"]) == [0.9, 0.99]  # an override with ++; a list is one JSON cell
+    assert row["data"] == "synthetic" and row["data.resolution"] == 32 and row["trainer.epochs"] == 6
+    assert (row["depth"], row["params"], row["macs"]) == (7, 1150000, 20000000)
+    assert (row["lr_base"], row["lr_effective"]) == (0.03, 0.03)
+    assert row["final/test/acc"] == 0.74 and row["final/train/loss"] == 0.5
+    assert (row["best/val/acc"], row["best/test/acc"], row["best/epoch"]) == (0.76, 0.73, 5)
+    assert (row["steps"], row["wall_seconds"], row["images_per_s"]) == (180, 12.5, 900.0)
+    assert row["git_commit"] == "deadbeef" and row["record_dir"] == "/runs/depth/a1b2c3d4e5f6"
+
+
+def test_keys_that_do_not_change_a_result_are_not_columns():
+    columns = collect.table([rec(summary(), config())]).columns
+    for key in ("sweep", "launcher", "paths.runs", "trainer.threads"):
+        assert key not in columns
+    swept = [c for c in columns if c not in collect.HEAD_COLUMNS and c not in collect.RECORD_COLUMNS]
+    assert swept == ["model", "optim.lr", "optim.betas"]  # the study's axes first, then other overrides
+
+
+def test_study_axes_are_columns_even_when_not_overridden():
+    """The optimizer study sets optim and optim.momentum through its solver presets, never as overrides."""
+    study = {"name": "optimizer", "scientific": ["optim", "optim.momentum"], "nuisance": ["lr_factor"]}
+    sgd = rec(summary(choices={"optim": "sgd"}, overrides=["+solver=sgd_momentum0.9", "lr_factor=3"]),
+              config(study=study, lr_factor=3))
+    adam = rec(summary(identity="0123456789ab", choices={"optim": "adam"}, overrides=["+solver=adam", "lr_factor=1"]),
+               config(study=study, lr_factor=1, optim={"lr": 0.001, "betas": [0.9, 0.999]}))
+    runs = collect.table([sgd, adam]).set_index("solver")
+    assert runs.loc["sgd_momentum0.9", "optim"] == "sgd" and runs.loc["sgd_momentum0.9", "optim.momentum"] == 0.9
+    assert runs.loc["adam", "optim"] == "adam" and math.isnan(runs.loc["adam", "optim.momentum"])
+    assert runs.loc["sgd_momentum0.9", "lr_factor"] == 3 and runs.loc["adam", "lr_factor"] == 1
+
+
+def test_a_killed_run_appears_as_running_and_a_failed_one_with_its_error():
+    running = rec(summary(identity="111111111111", status="running", final={}, best={}, steps=None), config())
+    failed = rec(
+        summary(identity="222222222222", status="failed", error="batch.size=100000: larger than the training split",
+                overrides=["model=allconv5", "optim.lr=1e6", "batch.size=100000"], model=None, lr=None, final=None,
+                best=None),
+        {},  # it failed before writing its config
+    )
+    runs = collect.table([running, failed]).set_index("identity")
+    assert runs.loc["111111111111", "status"] == "running"
+    assert pd.isna(runs.loc["111111111111", "final/test/acc"])
+    assert runs.loc["222222222222", "status"] == "failed"
+    assert runs.loc["222222222222", "error"].startswith("batch.size=100000")
+    assert runs.loc["222222222222", "optim.lr"] == 1e6 and runs.loc["222222222222", "batch.size"] == 100000
+
+
+def test_local_records_read_summary_and_config_from_each_record_folder(tmp_path):
+    study_dir = tmp_path / "runs" / "depth"
+    for identity, seed in (("aaaaaaaaaaaa", 0), ("bbbbbbbbbbbb", 1)):
+        folder = study_dir / identity
+        record.atomic_write_json(folder / record.SUMMARY, summary(identity=identity, seed=seed))
+        record.atomic_write_text(folder / record.CONFIG, yaml.safe_dump(config(seed=seed)))
+    (study_dir / ".submitit").mkdir()  # launcher logs and Hydra's multirun.yaml are not records
+    (study_dir / "multirun.yaml").write_text("hydra: {}\n")
+    path = collect.write_study_table(study_dir, tmp_path / "results" / "depth")
+    assert path == tmp_path / "results" / "depth" / "runs.csv"
+    runs = pd.read_csv(path)
+    assert list(runs["identity"]) == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] and list(runs["seed"]) == [0, 1]
+    assert not list((tmp_path / "results" / "depth").glob(".*"))  # no temp file left behind
+
+
+def test_missing_study_folder_is_one_line_naming_it_and_the_command(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        collect.write_study_table(tmp_path / "runs" / "width", tmp_path / "results" / "width")
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(tmp_path / "runs" / "width") in message and "python -m ablate +sweep=width" in message
+
+
+def test_wandb_source_feeds_the_same_table(monkeypatch, tmp_path):
+    calls = {}
+
+    def fake_records(study, entity, project):
+        calls.update(study=study, entity=entity, project=project)
+        return [rec(summary(), config(), record_dir="wandb:team/ablate/abc123")]
+
+    monkeypatch.setattr(collect, "wandb_records", fake_records)
+    assert collect.main(["depth", "--source", "wandb", "--entity", "team", "--project", "ablate",
+                         "--results", str(tmp_path)]) == 0
+    assert calls == {"study": "depth", "entity": "team", "project": "ablate"}
+    runs = pd.read_csv(tmp_path / "depth" / "runs.csv")
+    local = collect.table([rec(summary(), config(), record_dir="wandb:team/ablate/abc123")])
+    assert list(runs.columns) == list(local.columns) and len(runs) == 1
+
+
+def test_wandb_source_needs_a_project(tmp_path, capsys):
+    assert collect.main(["depth", "--source", "wandb", "--results", str(tmp_path)]) == 2
+    assert "--project" in capsys.readouterr().err
+
