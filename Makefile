@@ -14,7 +14,8 @@ help: ## list the targets
 
 install: ## install uv if missing, then the locked environment (.venv) with torch, hydra, wandb, ...
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen -p "$(PYTHON_FOR_UV)"
+	@# Byte-compiled at install: every test and sweep job is a fresh process that would otherwise recompile torch.
+	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen -p "$(PYTHON_FOR_UV)"
 
 run: install ## one run: allconv6 on the embedded dataset (ARGS="model=allconv8_1 trainer.epochs=5")
 	$(RUN) python -m ablate $(ARGS)
@@ -24,3 +25,23 @@ test: install ## the test suite: CPU-only, offline, a few minutes on 2 cores
 
 test-all: install ## the test suite including the slow tests
 	$(RUN) pytest -m "slow or not slow"
+
+.PHONY: analyze bench wandb-sync wandb-report schedules
+
+analyze: ## a study's report and figures from results/<study>/runs.csv: make analyze STUDY=depth
+	@test -n "$(STUDY)" || { echo "make analyze: STUDY is required, e.g. STUDY=depth"; exit 2; }
+	$(RUN) python -m ablate.analyze $(STUDY)
+
+bench: install ## speed vs a hand-written loop, fixed cost per run, parallel study (ARGS="--quick" or "--device cuda")
+	$(RUN) python scripts/bench.py --json results/bench.json $(ARGS)
+
+schedules: install ## results/figures/lr_policies.png: every LR policy with the articles' settings
+	$(RUN) python scripts/plot_schedules.py
+
+wandb-sync: ## upload every offline W&B run of a study: make wandb-sync STUDY=depth
+	@test -n "$(STUDY)" || { echo "make wandb-sync: STUDY is required, e.g. STUDY=depth"; exit 2; }
+	$(RUN) python -m ablate.tracking.wandb_sync $(STUDY) --root $(or $(RUNS),runs)
+
+wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate]
+	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
+	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)

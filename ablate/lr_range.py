@@ -42,8 +42,11 @@ MIN_POINTS = 3  # the steepest descent needs neighbours on both sides
 NOT_CARRIED = ("mode=", "lr_range.", "sched=", "sched.")
 
 
-def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path) -> dict:
-    """Sweep the LR over the model in `setup` (built by ablate.train.build); returns the summary's entries."""
+def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict:
+    """Sweep the LR over the model in `setup` (built by ablate.train.build); returns the summary's entries.
+
+    Each evaluation goes to the tracker too, with the (fractional) epoch as its x-axis, like a training run's.
+    """
     total_steps = setup["steps_per_epoch"] * cfg.trainer.epochs
     sweep = check_lr_range(cfg.get("lr_range"), total_steps=total_steps)
     # A fresh optimizer at min_lr: the range test ignores cfg.sched and the batch scaling rule.
@@ -74,6 +77,7 @@ def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path) -> dict:
                 "val/acc": val["acc"],
             }
         )
+        logger.log(rows[-1], step=rows[-1]["epoch"])
         print(f"ablate: lr_range {done}/{sweep['steps']} lr {lr:.3g} val/loss {val['loss']:.4g} "
               f"val/acc {val['acc']:.4f}")
         if diverged(rows, sweep["stop_factor"]):

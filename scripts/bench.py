@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import runpy
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -112,7 +113,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="optimizer updates per throughput loop (default 200; --quick 10)")
     parser.add_argument("--model", default="allconv6", help="conf/model option for every loop (default allconv6)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per update (default 64)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where both loops train (trainer.device); auto: CUDA when visible")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every loop and run (trainer.threads); default: torch's own")
     parser.add_argument("--workers", type=int, default=REFERENCE_WORKERS,
@@ -365,18 +367,22 @@ def cifar_subset(train_per_class: int, test_per_class: int) -> Path:
     limits = {"train": train_per_class, "test": test_per_class}
     BENCH_DATA.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=BENCH_DATA, prefix=f".{root.name}."))
-    with tarfile.open(CIFAR_TARBALL) as tar:
-        for member in tar:
-            parts = Path(member.name).parts  # split/class/NNNN.jpg
-            if member.isfile() and len(parts) == 3 and parts[0] in limits and \
-                    int(Path(parts[2]).stem) < limits[parts[0]]:
-                tar.extract(member, staging, filter="data")
-    (staging / ".complete").touch()
-    # Rename into place: a killed extraction never leaves a half-filled folder that looks complete.
     try:
+        with tarfile.open(CIFAR_TARBALL) as tar:
+            for member in tar:
+                parts = Path(member.name).parts  # split/class/NNNN.jpg
+                if member.isfile() and len(parts) == 3 and parts[0] in limits and \
+                        int(Path(parts[2]).stem) < limits[parts[0]]:
+                    tar.extract(member, staging, filter="data")
+        (staging / ".complete").touch()
+        staging.chmod(0o755)  # mkdtemp makes it private
+        # Rename into place: a killed extraction never leaves a half-filled folder that looks complete.
         staging.rename(root)
-    except OSError:  # another benchmark finished first
-        subprocess.run(["rm", "-rf", str(staging)], check=False)
+    except OSError:
+        if not (root / ".complete").exists():  # else another benchmark finished the same extraction first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from ablate.errors import ConfigError
 from ablate.lr_range import check_lr_range, lr_at, run_lr_range, suggest_bounds
 from ablate.schedules import build_scheduler
+from ablate.tracking import NullLogger
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -73,7 +74,7 @@ def range_test(tmp_path, batch_size=32, **lr_range):
             "lr_range": {**settings, **lr_range},
         }
     )
-    return run_lr_range(cfg, setup, tmp_path), cfg
+    return run_lr_range(cfg, setup, tmp_path, NullLogger(run={})), cfg
 
 
 def read_csv(path: Path) -> list[dict]:

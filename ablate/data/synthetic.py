@@ -33,7 +33,6 @@ _BACKGROUND_STRIPES = 0.15  # largest stripe amplitude on the background, times 
 _SHAPE_STRIPES = 0.4  # largest share of a shape's colour darkened by its stripes, times `texture`
 _ROWS_PER_CHUNK = 1024  # images rendered at once: bounds the memory of the float32 temporaries
 _SQRT_HALF = 0.70710678
-_SAME_DIRECTION = False
 
 
 def load(
@@ -97,10 +96,10 @@ def check(*, image_size, seed, sizes, num_classes, shape_size, gap, contrast, te
             f"data.gap=[{gap_low},{gap_high}]: the vertical gap between the shapes, a fraction of the image side, "
             f"needs 0 <= min <= max <= {room:.2f} with shape_size max {size_high}; e.g. data.gap=[0.02,{room:.2f}]"
         )
-    if not 0 < contrast <= 0.35:
+    if not 0 < contrast <= _BACKGROUND[0]:
         raise ConfigError(
             f"data.contrast={contrast}: the least per-channel difference between a shape and the background "
-            "(0-1 scale) must be in (0, 0.35]; e.g. data.contrast=0.3"
+            f"(0-1 scale) must be in (0, {_BACKGROUND[0]}] as backgrounds span {_BACKGROUND}; e.g. data.contrast=0.3"
         )
     if not 0 <= texture <= 2:
         raise ConfigError(f"data.texture={texture}: the scale of stripes and blotches must be in [0, 2]; e.g. data.texture=0.5")
@@ -217,9 +216,6 @@ def _shape(kind, x, y, radius, uniform, texture) -> dict:
 def _contrasting(base, contrast, uniform):
     """Random colours at least `contrast` away from `base` in every channel, so no shape blends in."""
     fraction = uniform(0, 1, *base.shape)
-    if _SAME_DIRECTION:
-        lighter = uniform(0, 1, base.shape[0], 1) < 0.5
-        return torch.where(lighter, base + contrast + fraction * (1 - contrast - base), fraction * (base - contrast))
     return torch.where(base < 0.5, base + contrast + fraction * (1 - contrast - base), fraction * (base - contrast))
 
 
