@@ -90,7 +90,7 @@ def row(r: dict, swept: list[str]) -> dict:
         "identity": summary.get("identity"),
         "study": summary.get("study"),
         "status": summary.get("status"),
-        "seed": summary.get("seed", select(config, "seed")),
+        "seed": summary.get("seed", record.select(config, "seed")),
         **{key: value_of(summary, config, key) for key in swept},
         "data": value_of(summary, config, "data"),
         "data.resolution": value_of(summary, config, "data.resolution"),
@@ -119,7 +119,7 @@ def value_of(summary: dict, config: dict, key: str):
     choices = summary.get("choices") or {}
     if key in choices:
         return choices[key]
-    value = select(config, key)
+    value = record.select(config, key)
     if value is None and key in overrides(summary):
         value = yaml.safe_load(overrides(summary)[key])
         if isinstance(value, str):  # YAML reads 1e6 as text; Hydra, which set the value, reads it as a number
@@ -128,15 +128,6 @@ def value_of(summary: dict, config: dict, key: str):
             except ValueError:
                 pass
     return value
-
-
-def select(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def write_table(frame: pd.DataFrame, results_dir: Path) -> Path:

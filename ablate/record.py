@@ -83,6 +83,16 @@ def read_metrics(record_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def select(config: dict, dotted_key: str):
+    """A dotted key's value in a plain-dict config (a record's config.yaml, a W&B run's config), or None."""
+    node = config
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def git_state() -> dict:
     """Commit and dirty flag of the checkout the code runs from (None outside git)."""
     root = Path(__file__).resolve().parent.parent

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ablate.record import select
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
@@ -215,17 +217,8 @@ def _axis_label(config: dict, keys: list[str]) -> str:
     # A config group's value is its option name (model=allconv7_1), as in the run's name:
     # from derived.choices, else the `name` its option file sets; any other key, its value.
     choices = (config.get("derived") or {}).get("choices") or {}
-    values = [choices[key] if key in choices else _lookup(config, key) for key in keys]
+    values = [choices[key] if key in choices else select(config, key) for key in keys]
     return "+".join(str(value.get("name", value) if isinstance(value, dict) else value) for value in values)
-
-
-def _lookup(config: dict, dotted_key: str):
-    value = config
-    for part in dotted_key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
 
 
 def _one_line(error: BaseException) -> str:
