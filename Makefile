@@ -45,3 +45,35 @@ wandb-sync: ## upload every offline W&B run of a study: make wandb-sync STUDY=de
 wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate]
 	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
 	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)
+
+# Studies: sweep, collect the table, analyse. Variables: DATA, DATA_ROOT, LAUNCHER (basic|parallel|slurm|
+# submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, ARGS (any other overrides).
+LAUNCHER ?= basic
+STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
+	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(ARGS)
+define study
+	$(RUN) python -m ablate +sweep=$(1) $(STUDY_ARGS)
+	$(RUN) python -m ablate.collect $(1)
+	$(RUN) python -m ablate.analyze $(1)
+endef
+
+.PHONY: depth depth-bn width mobilenet-depth mobilenet-width lr-policy optimizer batch-size lr-range
+
+depth: install ## depth study allconv5..8_3: make depth [DATA=imagefolder DATA_ROOT=...] [LAUNCHER=parallel]
+	$(call study,depth)
+depth-bn: install ## depth study with BatchNorm
+	$(call study,depth_bn)
+width: install ## width study allconv6, allconv6_1..6_8
+	$(call study,width)
+mobilenet-depth: install ## MobileNet v1 depth study, 10..28 layers
+	$(call study,mobilenet_depth)
+mobilenet-width: install ## MobileNet width multiplier 1, 0.75, 0.5, 0.25
+	$(call study,mobilenet_width)
+lr-policy: install ## LR policy study: Caffe's policies, cyclical, SGDR
+	$(call study,lr_policy)
+optimizer: install ## optimizer study: SGD momenta, Nesterov, AdaGrad, AdaDelta, RMSProp, Adam
+	$(call study,optimizer)
+batch-size: install ## batch size 16..1024 x scaling rule none/linear/sqrt
+	$(call study,batch_size)
+lr-range: install ## LR range test for each model of a family
+	$(call study,lr_range)
