@@ -44,7 +44,8 @@ def local_records(study_dir: Path) -> list[dict]:
         config_path = record_dir / record.CONFIG
         # A run that failed on a bad config value has a summary but no resolved config.
         config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-        records.append({"summary": summary, "config": config or {}, "record_dir": str(record_dir)})
+        # Absolute, so the table's record_dir works from any working directory (the analysis reads metrics.jsonl).
+        records.append({"summary": summary, "config": config or {}, "record_dir": str(record_dir.resolve())})
     return records
 
 

@@ -117,6 +117,7 @@ def test_local_records_read_summary_and_config_from_each_record_folder(tmp_path)
     assert path == tmp_path / "results" / "depth" / "runs.csv"
     runs = pd.read_csv(path)
     assert list(runs["identity"]) == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] and list(runs["seed"]) == [0, 1]
+    assert list(runs["record_dir"]) == [str(study_dir / "aaaaaaaaaaaa"), str(study_dir / "bbbbbbbbbbbb")]
     assert not list((tmp_path / "results" / "depth").glob(".*"))  # no temp file left behind
 
 

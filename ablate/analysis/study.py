@@ -80,7 +80,8 @@ def check_one_setup(runs: pd.DataFrame, study: Study) -> None:
     """Seeds of different data or budgets are not repeats of one experiment: refuse to average them."""
     for key in SETUP_COLUMNS:
         if key in runs.columns and key not in study.scientific and key not in study.nuisance:
-            counts = runs[key].value_counts(dropna=False)
+            # A run that failed before its config was resolved has no setup to mix in: it only counts as failed.
+            counts = runs[key].dropna().value_counts()
             if len(counts) > 1:
                 found = ", ".join(f"{fmt(v)} ({n} runs)" for v, n in counts.items())
                 raise ConfigError(
