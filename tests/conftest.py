@@ -20,6 +20,7 @@ def compose():
     from hydra import initialize_config_dir
 
     import ablate.record  # noqa: F401  (registers the ${identity:} resolver)
+    import ablate.sweep  # noqa: F401  (registers the ${ablate.*:} resolvers of launcher=parallel and +solver)
 
     def _compose(*overrides: str, return_hydra_config: bool = False):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
