@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     cfg = OmegaConf.merge(OmegaConf.load(CONFIG), OmegaConf.from_dotlist(args.overrides))
-    source = {key: value for key, value in OmegaConf.to_container(cfg).items() if key not in COMMON_KEYS}
+    source = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key not in COMMON_KEYS}
     start = time.perf_counter()
     data = load(image_size=cfg.resize or cfg.resolution, cache_dir=None, **source)
     seconds = time.perf_counter() - start

@@ -66,9 +66,15 @@ def test_step_decays_by_gamma_exactly_at_each_multiple_of_stepsize():
     assert close(lrs[200], BASE_LR * 0.01)
 
 
-def test_step_default_is_the_articles_10k_of_100k_as_a_fraction():
+def test_step_default_decays_once_at_three_quarters_of_the_run():
+    # Not the articles' 10% staircase: a short run with their init needs its updates at the base LR (step.yaml).
     lrs = lr_trace(sched_cfg("step"), total_steps=1000)
-    assert close(lrs[99], BASE_LR) and close(lrs[100], BASE_LR * 0.1)
+    assert close(lrs[749], BASE_LR) and close(lrs[750], BASE_LR * 0.1) and close(lrs[-1], BASE_LR * 0.1)
+
+
+def test_step_at_stepsize_0_1_is_the_articles_10k_of_100k_as_a_fraction():
+    lrs = lr_trace(sched_cfg("step", stepsize=0.1), total_steps=1000)
+    assert close(lrs[99], BASE_LR) and close(lrs[100], BASE_LR * 0.1) and close(lrs[200], BASE_LR * 0.01)
 
 
 def test_multistep_decays_at_each_stepvalue():
