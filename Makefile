@@ -48,7 +48,8 @@ wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTIT
 
 # Studies: sweep, collect the table, analyse. Variables: DATA, DATA_ROOT, LAUNCHER (basic|parallel|slurm|
 # submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, ARGS (any other overrides).
-LAUNCHER ?= basic
+# parallel: one process per CPU core (one torch thread each) or per GPU; basic: one job after another.
+LAUNCHER ?= parallel
 STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
 	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(ARGS)
 define study

@@ -372,13 +372,17 @@ def test_depth_report_names_its_inputs_and_draws_both_bn_curves(tmp_path):
         claims:
           - {id: five_worse, text: allconv5 < allconv6, kind: less, left: [allconv5], right: [allconv6]}
     """
-    results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path / "a", accs), DEPTH_SWEEP, claims)
+    rows = depth_rows(tmp_path / "a", accs)
+    for row in rows:  # the study's smaller embedded dataset: the report must say how small
+        row.update({"data.train": 1600, "data.val": 500, "data.test": 500})
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, claims)
     bn = {k: (d, a + 0.05) for k, (d, a) in accs.items()}
     write_study(tmp_path, "depth_bn", depth_rows(tmp_path / "b", bn), DEPTH_SWEEP.replace("name: depth", "name: x"))
     report = analyze("depth", results_dir=results, conf_dir=conf)
     text = report.read_text()
     for needed in (str(results / "depth" / "runs.csv"), str(conf / "sweep" / "depth.yaml"),
-                   str(conf / "claims" / "depth.yaml"), "`synthetic` at 32 px", "3 epochs", "0, 1, 2",
+                   str(conf / "claims" / "depth.yaml"),
+                   "`synthetic` at 32 px, 1600 / 500 / 500 train / val / test images", "3 epochs", "0, 1, 2",
                    "36: 36 completed, 0 diverged, 0 failed", "`0123456789ab`", "Student t",
                    "`five_worse`", "**supported**", "## Saturation along `depth`"):
         assert needed in text, needed

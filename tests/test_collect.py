@@ -68,6 +68,15 @@ def test_a_row_holds_the_swept_keys_and_the_records_numbers():
     assert row["git_commit"] == "deadbeef" and row["record_dir"] == "/runs/depth/a1b2c3d4e5f6"
 
 
+def test_the_data_root_and_the_split_sizes_the_run_saw_are_columns():
+    # A subset of a dataset is a different experiment: the table (and the report) must say which one.
+    sizes = {"name": "imagefolder", "classes": 10, "train": 1800, "val": 200, "test": 1000}
+    data = {"name": "imagefolder", "root": "/data/cifar10-ref", "resolution": 32}
+    (row,) = collect.table([rec(summary(data=sizes), config(data=data))]).to_dict("records")
+    assert row["data.root"] == "/data/cifar10-ref"
+    assert (row["data.train"], row["data.val"], row["data.test"]) == (1800, 200, 1000)
+
+
 def test_keys_that_do_not_change_a_result_are_not_columns():
     columns = collect.table([rec(summary(), config())]).columns
     for key in ("sweep", "launcher", "paths.runs", "trainer.threads"):

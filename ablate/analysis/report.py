@@ -15,6 +15,7 @@ from ablate.analysis.study import (
     Study,
     check_one_setup,
     fmt,
+    is_missing,
     load_runs,
     load_study,
     runs_path,
@@ -168,14 +169,14 @@ def _what_was_run(selection: Selection, results_dir: Path, conf_dir: Path, where
     if where:
         rows_text += " where " + ", ".join(f"{k}={fmt(v)}" for k, v in where.items())
     inputs = [f"`{runs_path(spec.name, results_dir)}` ({rows_text})"]
-    inputs += [f"`{p}`" for p in spec.sources]
+    inputs += [f"`{_shown(p)}`" for p in spec.sources]
     if not any(p.parent.name == "sweep" for p in spec.sources):
-        inputs.append(f"no `{conf_dir / 'sweep' / (spec.name + '.yaml')}`: axes from the command line, "
+        inputs.append(f"no `{_shown(conf_dir / 'sweep' / (spec.name + '.yaml'))}`: axes from the command line, "
                       "the records' config.yaml or the table")
     inputs.append(f"per-evaluation curves from `metrics.jsonl` in {with_curves} of {len(records)} completed records")
     rows = [
-        ("data", _counted(runs, ["data", "data.resolution"],
-                          lambda v: f"`{fmt(v.get('data'))}` at {fmt(v.get('data.resolution'))} px")),
+        ("data", _counted(runs, ["data", "data.root", "data.resolution", "data.train", "data.val", "data.test"],
+                          _data_text)),
         ("budget", _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
          + (f"; median {fmt(runs['steps'].median())} updates a run" if "steps" in runs else "")),
         ("scientific axis (compared)", ", ".join(f"`{k}`" for k in spec.scientific)),
@@ -322,6 +323,26 @@ def _rows_of(selection: Selection, values: dict):
     for key, value in values.items():
         mask &= np.array([same(v, value) for v in selection.runs[key]], dtype=bool)
     return mask
+
+
+def _shown(path: Path) -> Path:
+    """A path relative to the working directory when it lies under it: a committed report names no one's home."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return Path(path)
+
+
+def _data_text(v: dict) -> str:
+    """`imagefolder` (.cache/data/cifar10-ref) at 32 px, 1800 / 200 / 1000 train / val / test images."""
+    text = f"`{fmt(v.get('data'))}`"
+    if not is_missing(v.get("data.root")):
+        text += f" (`{v['data.root']}`)"
+    text += f" at {fmt(v.get('data.resolution'))} px"
+    sizes = [v.get(f"data.{split}") for split in ("train", "val", "test")]
+    if not any(is_missing(size) for size in sizes):
+        text += ", " + " / ".join(fmt(size) for size in sizes) + " train / val / test images"
+    return text
 
 
 def _counted(runs: pd.DataFrame, columns: list[str], text) -> str:
