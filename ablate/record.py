@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 # Keys that decide a run's result. Everything else (paths, logger, launcher, study bookkeeping, resume) and the
 # trainer keys below only change where or how fast a run computes, so a rerun under them is the same run.
@@ -29,7 +30,15 @@ def identity(cfg: DictConfig) -> str:
     for key in IDENTITY_KEYS:
         if key in cfg:
             node = cfg[key]
-            relevant[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            if not OmegaConf.is_config(node):
+                relevant[key] = node
+                continue
+            try:
+                relevant[key] = OmegaConf.to_container(node, resolve=True)
+            except OmegaConfBaseException:
+                # A value that does not resolve (a typo in an interpolation) still gets a folder of its own, so Hydra
+                # can set the job up and the run fails there, recorded, instead of stopping the whole sweep.
+                relevant[key] = OmegaConf.to_container(node, resolve=False)
     for key in NOT_IDENTITY_TRAINER_KEYS:
         relevant.get("trainer", {}).pop(key, None)
     for key in NOT_IDENTITY_DATA_KEYS:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ablate import record
 from ablate.data import build as build_data
@@ -70,7 +71,8 @@ def start_summary(cfg: DictConfig, record_dir: Path) -> dict:
         "seed": cfg.seed,
         "mode": cfg.mode,
         "choices": choices,
-        "overrides": list(HydraConfig.get().overrides.task),
+        # As typed: an override such as optim.lr=${oops} is text here, not an interpolation to resolve.
+        "overrides": OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False),
         "record_dir": str(record_dir.resolve()),
         "git": record.git_state(),
         "versions": record.versions(),
@@ -81,7 +83,8 @@ def start_summary(cfg: DictConfig, record_dir: Path) -> dict:
 
 def value_of(cfg: DictConfig, choices: dict, key: str):
     """A swept key's value: the option name for a config group (model=allconv6), else the config value."""
-    return choices[key] if key in choices else OmegaConf.select(cfg, key)
+    # An unresolvable value names the run "...None"; build() then fails it with a line naming the key.
+    return choices[key] if key in choices else OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
 
 
 def run_name(cfg: DictConfig, choices: dict) -> str:
@@ -160,8 +163,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_resolves(cfg: DictConfig) -> None:
+    """A value whose ${...} does not resolve (a typo on the command line) is one line naming the key."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"{error.full_key}: {reason}; fix the interpolation in that value") from None
+
+
 def build(cfg: DictConfig, summary: dict) -> dict:
     """Everything a run needs, checked before training starts; fills the summary's model and LR entries."""
+    check_resolves(cfg)
     check_trainer(cfg)
     tune_allocator()
     if cfg.trainer.threads:

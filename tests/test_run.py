@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -119,7 +120,7 @@ def test_diverging_run_says_diverged(run_here):
     ],
 )
 def test_bad_input_fails_before_training_naming_the_key(run_here, overrides, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")) as error:
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
         run_here(*overrides)
     assert "\n" not in str(error.value)
 
@@ -143,6 +144,12 @@ def test_command_line_bad_input_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "trainer.epochs=-1" in result.stderr and "positive" in result.stderr
+
+
+def test_command_line_value_that_does_not_resolve_is_one_line_naming_the_key(tmp_path):
+    result = ablate(*TINY, "optim.lr=${oops}", f"paths.runs={tmp_path / 'runs'}", cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "ablate: error: optim.lr: Interpolation key 'oops' not found; fix the interpolation in that value"
 
 
 def test_unknown_preset_is_hydras_one_error(tmp_path):

@@ -191,6 +191,16 @@ def test_failing_and_diverging_jobs_do_not_stop_their_sweep(tmp_path):
     assert set(failed["batch.size"]) == {100000} and set(failed["optim.lr"]) == {0.01, 1e6}
 
 
+def test_a_job_whose_value_does_not_resolve_fails_alone_under_the_parallel_launcher(tmp_path):
+    # Hydra names each job's folder from its resolved config (${identity:}) before the job runs: a typo in one
+    # job's interpolation must fail that job, recorded, not the set-up of the whole sweep.
+    result = sweep(tmp_path, "+sweep=depth", "launcher=parallel", "hydra.launcher.n_jobs=2", "model=allconv5",
+                   "optim.lr=0.01,${oops}", "seed=0", *TINY)
+    assert counts(result) == {"completed": 1, "skipped": 0, "diverged": 0, "failed": 1}
+    (failed,) = [s for s in records(tmp_path, "depth") if s["status"] == "failed"]
+    assert failed["error"] == "optim.lr: Interpolation key 'oops' not found; fix the interpolation in that value"
+
+
 def test_sweep_killed_mid_run_and_started_again_completes_without_losing_or_duplicating(tmp_path):
     epochs = 4
     study = ("+sweep=depth", "model=allconv5,allconv6", "optim.lr=0.01", "seed=0", *TINY,
