@@ -15,7 +15,9 @@ help: ## list the targets
 install: ## install uv if missing, then the locked environment (.venv) with torch, hydra, wandb, ...
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@# Byte-compiled at install: every test and sweep job is a fresh process that would otherwise recompile torch.
-	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen -p "$(PYTHON_FOR_UV)"
+	@# The interpreter only when creating .venv: `uv sync -p` with a pyenv shim removes and rebuilds it every time.
+	@[ -d .venv ] || $(UV) venv -p "$(PYTHON_FOR_UV)" .venv
+	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
 
 run: install ## one run: allconv6 on the embedded dataset (ARGS="model=allconv8_1 trainer.epochs=5")
 	$(RUN) python -m ablate $(ARGS)
