@@ -25,7 +25,7 @@ NOT_SWEPT_KEYS = tuple(
 # Every study's columns, around the swept keys (which go after `seed`). ablate.analysis.study relies on these names.
 HEAD_COLUMNS = ("identity", "study", "status", "seed")
 RECORD_COLUMNS = (
-    "data", "data.root", "data.resolution", "data.train", "data.val", "data.test", "trainer.epochs", "depth", "params", "macs", "lr_base", "lr_effective",
+    "data", "data.root", "data.resolution", "data.train", "data.val", "data.test", "data.classes", "trainer.epochs", "depth", "params", "macs", "lr_base", "lr_effective",
     "wall_seconds", "images_per_s",
     "final/train/loss", "final/train/acc", "final/val/loss", "final/val/acc", "final/test/loss", "final/test/acc",
     "best/val/acc", "best/test/acc", "best/epoch", "steps", "git_commit", "error", "record_dir",
@@ -96,8 +96,8 @@ def row(r: dict, swept: list[str]) -> dict:
         "data": value_of(summary, config, "data"),
         "data.root": value_of(summary, config, "data.root"),
         "data.resolution": value_of(summary, config, "data.resolution"),
-        # The split sizes the run saw, from its summary: a subset or a study's smaller embedded dataset shows here.
-        **{f"data.{split}": (summary.get("data") or {}).get(split) for split in ("train", "val", "test")},
+        # The split sizes and classes the run saw, from its summary: a subset or a smaller embedded dataset shows here.
+        **{f"data.{key}": (summary.get("data") or {}).get(key) for key in ("train", "val", "test", "classes")},
         "trainer.epochs": value_of(summary, config, "trainer.epochs"),
         "depth": model.get("depth"),
         "params": model.get("params"),

@@ -314,6 +314,40 @@ def test_every_claim_verdict_is_reachable_with_its_numbers(tmp_path):
     assert "cyclical" in verdicts["missing"].comparisons[0].note
 
 
+def test_a_value_at_chance_is_flagged_and_its_claims_are_inconclusive(tmp_path):
+    # 20 classes: chance is 5%. Two nets that never left chance are "equal" and one that did not is "worse",
+    # but neither comparison is evidence about depth: the budget did not train them.
+    accs = {"allconv5": (5, 0.40), "allconv6": (6, 0.055), "allconv7_1": (7, 0.05), "allconv8_1": (8, 0.30)}
+    rows = depth_rows(tmp_path / "runs", accs)
+    for row in rows:
+        row["data.classes"] = 20
+    claims = """\
+        margin: 0.02
+        claims:
+          - {id: six_like_seven, text: allconv6 ≈ allconv7_1, kind: approx, left: [allconv6, allconv7_1]}
+          - {id: five_beats_six, text: allconv5 > allconv6, kind: greater, left: [allconv5], right: [allconv6]}
+          - {id: five_beats_eight, text: allconv5 > allconv8_1, kind: greater, left: [allconv5], right: [allconv8_1]}
+    """
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, claims)
+    runs = load_runs("depth", results)
+    from ablate.analysis.study import load_study
+
+    study = load_study("depth", conf, list(runs.columns))
+    selection = select(runs, study)
+    at_chance = {arm.label: arm.at_chance for arm in selection.arms}
+    assert at_chance == {"allconv5": False, "allconv6": True, "allconv7_1": True, "allconv8_1": False}
+    (six,) = [arm for arm in selection.arms if arm.label == "allconv6"]
+    assert "at chance (5%) on every seed: this budget did not train it" in six.flags
+    verdicts = {v.claim.id: v for v in (judge(c, selection) for c in parse_claims(study.claims, "test"))}
+    assert verdicts["six_like_seven"].verdict == INCONCLUSIVE
+    assert verdicts["six_like_seven"].comparisons[0].note == "allconv6 and allconv7_1 at chance: the budget did not train it"
+    assert verdicts["five_beats_six"].verdict == INCONCLUSIVE
+    assert verdicts["five_beats_eight"].verdict == SUPPORTED  # both trained: the guard leaves it alone
+    # Without the number of classes there is no chance level to compare with, and nothing is flagged.
+    runs = runs.drop(columns=["data.classes"])
+    assert not any(arm.at_chance for arm in select(runs, study).arms)
+
+
 def test_a_bad_claim_is_one_line_naming_the_entry_and_the_fix():
     with pytest.raises(ConfigError, match=r"claims\[1\]\.kind=bigger: unknown kind; use one of greater, less"):
         parse_claims([{"id": "a", "kind": "less", "left": ["x"], "right": ["y"]}, {"kind": "bigger"}], "f.yaml")

@@ -150,6 +150,11 @@ def compare(a, b, kind: str, margin: float, method: str) -> Comparison:
     if a is b:
         return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, "the same arm on both sides")
     diff = diff_ci(a.test_accs, b.test_accs, method)
+    untrained = [arm.label for arm in (a, b) if arm.at_chance]
+    if untrained:
+        # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
+        return Comparison(a.label, b.label, kind, diff, INCONCLUSIVE,
+                          f"{' and '.join(untrained)} at chance: the budget did not train it")
     note = "" if diff.bounded else "fewer than two seeds on a side: no interval"
     return Comparison(a.label, b.label, kind, diff, pair_verdict(kind, diff, margin), note)
 

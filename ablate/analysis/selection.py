@@ -16,6 +16,11 @@ METRICS = {
 }
 
 
+# A value whose every seed ends within this of 1/classes did not learn: comparing it measures the budget (an init
+# plateau, a too-short run), not the network, so the report flags it and claims involving it are inconclusive.
+CHANCE_MARGIN = 0.02
+
+
 @dataclass
 class Arm:
     """One scientific value at one nuisance setting, with its seeds' results."""
@@ -43,6 +48,17 @@ class Arm:
     @property
     def seeds(self) -> int:
         return len(self.test_accs)
+
+    @property
+    def chance(self) -> float:
+        """1 / classes of the data the runs saw (NaN when the table does not say)."""
+        classes = self.x("data.classes")
+        return 1.0 / classes if classes and np.isfinite(classes) and classes > 0 else np.nan
+
+    @property
+    def at_chance(self) -> bool:
+        """Every seed within CHANCE_MARGIN of guessing: the budget did not train this value at all."""
+        return bool(self.seeds and np.isfinite(self.chance) and self.test_accs.max() <= self.chance + CHANCE_MARGIN)
 
     def x(self, column: str) -> float:
         """A per-model number (depth, params, macs, a swept size) as one float, NaN when the table lacks it."""
@@ -184,6 +200,8 @@ def _seed_flags(arm: Arm, study: Study) -> list[str]:
         flags.append(f"{arm.seeds} of {study.seeds_requested} seeds completed")
     if arm.seeds == 1:
         flags.append("one seed: no interval")
+    if arm.at_chance:
+        flags.append(f"at chance ({arm.chance:.0%}) on every seed: this budget did not train it")
     diverged = int((arm.runs["status"] == "diverged").sum())
     if diverged:
         flags.append(f"{diverged} seed(s) diverged at the chosen setting")
