@@ -340,8 +340,9 @@ def test_a_value_at_chance_is_flagged_and_its_claims_are_inconclusive(tmp_path):
     assert "at chance (5%) on every seed: this budget did not train it" in six.flags
     verdicts = {v.claim.id: v for v in (judge(c, selection) for c in parse_claims(study.claims, "test"))}
     assert verdicts["six_like_seven"].verdict == INCONCLUSIVE
-    assert verdicts["six_like_seven"].comparisons[0].note == "allconv6 and allconv7_1 at chance: the budget did not train it"
+    assert verdicts["six_like_seven"].comparisons[0].note == "allconv6 and allconv7_1 at chance: the budget did not train them"
     assert verdicts["five_beats_six"].verdict == INCONCLUSIVE
+    assert verdicts["five_beats_six"].comparisons[0].note == "allconv6 at chance: the budget did not train it"
     assert verdicts["five_beats_eight"].verdict == SUPPORTED  # both trained: the guard leaves it alone
     # Without the number of classes there is no chance level to compare with, and nothing is flagged.
     runs = runs.drop(columns=["data.classes"])

@@ -154,7 +154,8 @@ def compare(a, b, kind: str, margin: float, method: str) -> Comparison:
     if untrained:
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
         return Comparison(a.label, b.label, kind, diff, INCONCLUSIVE,
-                          f"{' and '.join(untrained)} at chance: the budget did not train it")
+                          f"{' and '.join(untrained)} at chance: the budget did not train "
+                          + ("them" if len(untrained) > 1 else "it"))
     note = "" if diff.bounded else "fewer than two seeds on a side: no interval"
     return Comparison(a.label, b.label, kind, diff, pair_verdict(kind, diff, margin), note)
 
