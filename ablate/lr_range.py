@@ -26,6 +26,7 @@ from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
 
 from ablate import record  # noqa: E402
 from ablate.analysis.figures import save  # noqa: E402
+from ablate.analysis.selection import CHANCE_MARGIN  # noqa: E402
 from ablate.errors import ConfigError  # noqa: E402
 from ablate.optim import build_optimizer  # noqa: E402
 from ablate.schedules import RANGE_TEST_JSON  # noqa: E402
@@ -92,6 +93,7 @@ def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict
     command = cyclical_command(suggestion, record_dir)
     result = {
         **suggestion,
+        "learned": learned([row["val/acc"] for row in rows], setup["data"].num_classes),
         "criterion": sweep["criterion"],
         "sweep": {**sweep, "steps_done": done, "lr_reached": lrs[-1]},
         "command": command,
@@ -188,6 +190,12 @@ def suggest_bounds(lrs: list[float], *, acc: list[float], loss: list[float], cri
     return {"base_lr": max_lr / 3, "max_lr": max_lr, "at_edge": best in (0, len(points) - 1)}
 
 
+def learned(acc: list[float], num_classes: int) -> bool:
+    """Whether val accuracy ever left chance: if it never did, the sweep's best LR is noise, not a bound."""
+    finite = [a for a in acc if math.isfinite(a)]
+    return bool(finite) and max(finite) > 1 / num_classes + CHANCE_MARGIN
+
+
 def smooth(values: list[float], window: int = 3) -> np.ndarray:
     """Centred moving average; the ends average what they have."""
     half = window // 2
@@ -240,6 +248,9 @@ def plot(rows: list[dict], result: dict, path: Path) -> None:
 
 def report(result: dict, record_dir: Path) -> None:
     print(f"ablate: lr_range suggests sched.base_lr={result['base_lr']:.3g} sched.max_lr={result['max_lr']:.3g}")
+    if not result.get("learned", True):
+        print("ablate: warning: val/acc never left chance during the sweep, so these bounds are noise; "
+              "lengthen it (trainer.epochs or lr_range.steps) or try model.batch_norm=true")
     if result["at_edge"]:
         print("ablate: warning: the chosen LR is at the edge of the sweep; widen lr_range.min_lr..lr_range.max_lr")
     print(f"ablate: train with them:\n  {result['command']}")

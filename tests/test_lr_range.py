@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ablate.errors import ConfigError
-from ablate.lr_range import check_lr_range, lr_at, run_lr_range, suggest_bounds
+from ablate.lr_range import check_lr_range, learned, lr_at, report, run_lr_range, suggest_bounds
 from ablate.schedules import build_scheduler
 from ablate.tracking import NullLogger
 
@@ -30,6 +30,8 @@ def one_thread():
 
 class Blobs:
     """Four well-separated Gaussian blobs in 8 dimensions, with the loop's data interface (train/eval batches)."""
+
+    num_classes = 4
 
     def __init__(self, train_size: int = 512, val_size: int = 256):
         generator = torch.Generator().manual_seed(0)
@@ -160,6 +162,15 @@ def test_points_after_divergence_are_ignored_and_the_edge_is_flagged():
 def test_too_few_finite_points_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^lr_range\.min_lr"):
         suggest_bounds(LRS[:4], acc=[0.1, 0.2, math.nan, math.nan], loss=[1, 1, math.nan, math.nan], criterion="acc")
+
+
+def test_a_sweep_that_never_leaves_chance_says_its_bounds_are_noise(capsys):
+    # 20 classes: chance is 5%; the best of a flat 5-6% curve is an accident of noise, not an LR bound.
+    assert not learned([0.05, 0.06, 0.05, 0.065, math.nan], num_classes=20)
+    assert learned([0.05, 0.06, 0.12, 0.08], num_classes=20)
+    result = {"base_lr": 1e-4, "max_lr": 3e-4, "at_edge": False, "learned": False, "command": "python -m ablate"}
+    report(result, Path("runs/x"))
+    assert "val/acc never left chance during the sweep, so these bounds are noise" in capsys.readouterr().out
 
 
 GOOD = dict(min_lr=1e-5, max_lr=1.0, steps=None, scale="exp", eval_every=None, criterion="acc", stop_factor=4.0)
