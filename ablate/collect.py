@@ -25,7 +25,8 @@ NOT_SWEPT_KEYS = tuple(
 # Every study's columns, around the swept keys (which go after `seed`). ablate.analysis.study relies on these names.
 HEAD_COLUMNS = ("identity", "study", "status", "seed")
 RECORD_COLUMNS = (
-    "data", "data.root", "data.resolution", "data.train", "data.val", "data.test", "data.classes", "trainer.epochs", "depth", "params", "macs", "lr_base", "lr_effective",
+    "data", "data.root", "data.resolution", "data.train", "data.val", "data.test", "data.classes", "trainer.epochs",
+    "depth", "params", "macs", "lr_base", "lr_effective",
     "wall_seconds", "images_per_s",
     "final/train/loss", "final/train/acc", "final/val/loss", "final/val/acc", "final/test/loss", "final/test/acc",
     "best/val/acc", "best/test/acc", "best/epoch", "steps", "git_commit", "error", "record_dir",

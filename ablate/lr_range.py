@@ -26,7 +26,7 @@ from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
 
 from ablate import record  # noqa: E402
 from ablate.analysis.figures import save  # noqa: E402
-from ablate.analysis.selection import CHANCE_MARGIN  # noqa: E402
+from ablate.analysis.selection import at_chance  # noqa: E402
 from ablate.errors import ConfigError  # noqa: E402
 from ablate.optim import build_optimizer  # noqa: E402
 from ablate.schedules import RANGE_TEST_JSON  # noqa: E402
@@ -93,7 +93,8 @@ def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict
     command = cyclical_command(suggestion, record_dir)
     result = {
         **suggestion,
-        "learned": learned([row["val/acc"] for row in rows], setup["data"].num_classes),
+        # Never above chance: the best LR of the sweep is noise, not a bound (report() says so).
+        "learned": not at_chance([row["val/acc"] for row in rows], setup["data"].num_classes),
         "criterion": sweep["criterion"],
         "sweep": {**sweep, "steps_done": done, "lr_reached": lrs[-1]},
         "command": command,
@@ -188,12 +189,6 @@ def suggest_bounds(lrs: list[float], *, acc: list[float], loss: list[float], cri
         best = int(np.argmin(slopes))
     max_lr = float(lr_values[best])
     return {"base_lr": max_lr / 3, "max_lr": max_lr, "at_edge": best in (0, len(points) - 1)}
-
-
-def learned(acc: list[float], num_classes: int) -> bool:
-    """Whether val accuracy ever left chance: if it never did, the sweep's best LR is noise, not a bound."""
-    finite = [a for a in acc if math.isfinite(a)]
-    return bool(finite) and max(finite) > 1 / num_classes + CHANCE_MARGIN
 
 
 def smooth(values: list[float], window: int = 3) -> np.ndarray:

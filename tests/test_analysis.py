@@ -429,6 +429,16 @@ def test_depth_report_names_its_inputs_and_draws_both_bn_curves(tmp_path):
     assert not list(figures.glob("*.tmp"))
 
 
+def test_a_report_names_its_inputs_relative_to_the_working_directory(tmp_path, monkeypatch):
+    # Reports are committed: they must not carry the absolute paths of whoever ran the analysis.
+    monkeypatch.chdir(tmp_path)
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path / "a", accs), DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    (inputs,) = [line for line in text.splitlines() if line.startswith("| inputs |")]
+    assert "`conf/sweep/depth.yaml`; `conf/claims/depth.yaml`" in inputs and str(conf) not in inputs
+
+
 def test_every_study_figure_is_written(tmp_path):
     # width: per preset, against params and MACs
     accs = {"allconv6_1": (6, 0.6), "allconv6_5": (6, 0.7), "allconv6": (6, 0.72)}

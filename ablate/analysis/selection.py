@@ -21,6 +21,17 @@ METRICS = {
 CHANCE_MARGIN = 0.02
 
 
+def at_chance(accuracies, num_classes) -> bool:
+    """Every accuracy within CHANCE_MARGIN of 1 / num_classes (False when there is none or no class count)."""
+    values = np.asarray(accuracies, dtype=float)
+    values = values[np.isfinite(values)]
+    try:
+        chance = 1.0 / float(num_classes)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return False
+    return bool(len(values) and np.isfinite(chance) and chance > 0 and values.max() <= chance + CHANCE_MARGIN)
+
+
 @dataclass
 class Arm:
     """One scientific value at one nuisance setting, with its seeds' results."""
@@ -50,15 +61,9 @@ class Arm:
         return len(self.test_accs)
 
     @property
-    def chance(self) -> float:
-        """1 / classes of the data the runs saw (NaN when the table does not say)."""
-        classes = self.x("data.classes")
-        return 1.0 / classes if classes and np.isfinite(classes) and classes > 0 else np.nan
-
-    @property
     def at_chance(self) -> bool:
         """Every seed within CHANCE_MARGIN of guessing: the budget did not train this value at all."""
-        return bool(self.seeds and np.isfinite(self.chance) and self.test_accs.max() <= self.chance + CHANCE_MARGIN)
+        return at_chance(self.test_accs, self.x("data.classes"))
 
     def x(self, column: str) -> float:
         """A per-model number (depth, params, macs, a swept size) as one float, NaN when the table lacks it."""
@@ -201,7 +206,7 @@ def _seed_flags(arm: Arm, study: Study) -> list[str]:
     if arm.seeds == 1:
         flags.append("one seed: no interval")
     if arm.at_chance:
-        flags.append(f"at chance ({arm.chance:.0%}) on every seed: this budget did not train it")
+        flags.append(f"at chance ({1 / arm.x('data.classes'):.0%}) on every seed: this budget did not train it")
     diverged = int((arm.runs["status"] == "diverged").sum())
     if diverged:
         flags.append(f"{diverged} seed(s) diverged at the chosen setting")
