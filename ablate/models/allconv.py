@@ -66,7 +66,8 @@ def initialise(model: nn.Module, init: str) -> None:
             if init == "articles":
                 nn.init.normal_(module.weight, std=0.01)
             else:
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                # fan_in, as Caffe's msra filler and He et al.: keeps the forward signal's scale through ReLU layers.
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
