@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTHON_FOR_UV := $(shell command -v python3)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run test test-all
+.PHONY: help install run test test-all lint format
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,6 +27,14 @@ test: install ## the test suite: CPU-only, offline, a few minutes on 2 cores
 
 test-all: install ## the test suite including the slow tests
 	$(RUN) pytest -m "slow or not slow"
+
+lint: install ## ruff: lint and format check (CI runs this)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install ## ruff: fix what it can and format
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
 
 .PHONY: analyze bench wandb-sync wandb-report schedules
 

@@ -19,14 +19,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results", help="results folder holding <study>/runs.csv")
     parser.add_argument("--conf", default=None, help="config folder with sweep/ and claims/ (default: the repo's conf)")
     parser.add_argument("--ci", choices=METHODS, default="t", help="interval over seeds: Student t or bootstrap")
-    parser.add_argument("--metric", choices=list(METRICS), default="final",
-                        help="final: last evaluation; best: test acc at the best-val epoch")
+    parser.add_argument(
+        "--metric",
+        choices=list(METRICS),
+        default="final",
+        help="final: last evaluation; best: test acc at the best-val epoch",
+    )
     parser.add_argument("--scientific", default=None, help="compared keys, comma-separated (overrides the sweep file)")
-    parser.add_argument("--nuisance", default=None,
-                        help="keys tuned on val, comma-separated, '' for none (overrides the sweep file)")
-    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep only these rows, e.g. --where data=cifar10 (repeatable); "
-                        "the report then goes to results/<study>/<value>/")
+    parser.add_argument(
+        "--nuisance", default=None, help="keys tuned on val, comma-separated, '' for none (overrides the sweep file)"
+    )
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep only these rows, e.g. --where data=cifar10 (repeatable); "
+        "the report then goes to results/<study>/<value>/",
+    )
     parser.add_argument("--out", default=None, help="folder for report.md and figures/ (default: results/<study>)")
     args = parser.parse_args(argv)
     try:

@@ -5,6 +5,7 @@ folder names. The local folder and W&B (`--source wandb`) give the same record d
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -25,11 +26,34 @@ NOT_SWEPT_KEYS = tuple(
 # Every study's columns, around the swept keys (which go after `seed`). ablate.analysis.study relies on these names.
 HEAD_COLUMNS = ("identity", "study", "status", "seed")
 RECORD_COLUMNS = (
-    "data", "data.root", "data.resolution", "data.train", "data.val", "data.test", "data.classes", "trainer.epochs",
-    "depth", "params", "macs", "lr_base", "lr_effective",
-    "wall_seconds", "images_per_s",
-    "final/train/loss", "final/train/acc", "final/val/loss", "final/val/acc", "final/test/loss", "final/test/acc",
-    "best/val/acc", "best/test/acc", "best/epoch", "steps", "git_commit", "error", "record_dir",
+    "data",
+    "data.root",
+    "data.resolution",
+    "data.train",
+    "data.val",
+    "data.test",
+    "data.classes",
+    "trainer.epochs",
+    "depth",
+    "params",
+    "macs",
+    "lr_base",
+    "lr_effective",
+    "wall_seconds",
+    "images_per_s",
+    "final/train/loss",
+    "final/train/acc",
+    "final/val/loss",
+    "final/val/acc",
+    "final/test/loss",
+    "final/test/acc",
+    "best/val/acc",
+    "best/test/acc",
+    "best/epoch",
+    "steps",
+    "git_commit",
+    "error",
+    "record_dir",
 )
 
 
@@ -107,7 +131,10 @@ def row(r: dict, swept: list[str]) -> dict:
         "lr_effective": lr.get("effective"),
         "wall_seconds": summary.get("wall_seconds"),
         "images_per_s": summary.get("images_per_s"),
-        **{f"final/{k}": final.get(k) for k in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")},
+        **{
+            f"final/{k}": final.get(k)
+            for k in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+        },
         **{f"best/{k}": best.get(k) for k in ("val/acc", "test/acc", "epoch")},
         "steps": summary.get("steps"),
         "git_commit": (summary.get("git") or {}).get("commit"),
@@ -128,10 +155,8 @@ def value_of(summary: dict, config: dict, key: str):
     if value is None and key in overrides(summary):
         value = yaml.safe_load(overrides(summary)[key])
         if isinstance(value, str):  # YAML reads 1e6 as text; Hydra, which set the value, reads it as a number
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
     return value
 
 
@@ -147,7 +172,9 @@ def write_study_table(study_dir: Path, results_dir: Path) -> Path:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         study = study_dir.name
-        raise ConfigError(f"study={study}: {study_dir} does not exist; run the study first: python -m ablate +sweep={study}")
+        raise ConfigError(
+            f"study={study}: {study_dir} does not exist; run the study first: python -m ablate +sweep={study}"
+        )
     return write_table(table(local_records(study_dir)), results_dir)
 
 
@@ -165,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", help="study name, e.g. depth (the records are in <runs>/<study>/)")
     parser.add_argument("--runs", default="runs", help="the runs folder (paths.runs), default runs")
     parser.add_argument("--results", default="results", help="the results folder (paths.results), default results")
-    parser.add_argument("--source", choices=("local", "wandb"), default="local",
-                        help="local: the record folders (the truth); wandb: the runs mirrored to W&B")
+    parser.add_argument(
+        "--source",
+        choices=("local", "wandb"),
+        default="local",
+        help="local: the record folders (the truth); wandb: the runs mirrored to W&B",
+    )
     parser.add_argument("--entity", default=None, help="W&B entity (with --source wandb; default: yours)")
     parser.add_argument("--project", default=None, help="W&B project (with --source wandb)")
     args = parser.parse_args(argv)

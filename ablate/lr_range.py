@@ -17,20 +17,20 @@ from types import SimpleNamespace
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from torch.optim.lr_scheduler import LambdaLR  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from torch.optim.lr_scheduler import LambdaLR
 
-from ablate import record  # noqa: E402
-from ablate.analysis.figures import save  # noqa: E402
-from ablate.analysis.selection import at_chance  # noqa: E402
-from ablate.errors import ConfigError  # noqa: E402
-from ablate.optim import build_optimizer  # noqa: E402
-from ablate.schedules import RANGE_TEST_JSON  # noqa: E402
-from ablate.train import evaluate, train_epoch  # noqa: E402
+from ablate import record
+from ablate.analysis.figures import save
+from ablate.analysis.selection import at_chance
+from ablate.errors import ConfigError
+from ablate.optim import build_optimizer
+from ablate.schedules import RANGE_TEST_JSON
+from ablate.train import evaluate, train_epoch
 
 CSV = "lr_range.csv"
 PNG = "lr_range.png"
@@ -61,7 +61,7 @@ def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict
         chunk = min(sweep["eval_every"], sweep["steps"] - done)
         # train_epoch trains on whatever its data yields; a window of the endless stream makes it train `chunk`
         # updates, so the sweep runs the training loop's own update code.
-        window = SimpleNamespace(train_batches=lambda *_: itertools.islice(stream, chunk))
+        window = SimpleNamespace(train_batches=lambda *_, n=chunk: itertools.islice(stream, n))
         train_metrics, lr = train_epoch(
             {**setup, "data": window, "optimizer": optimizer, "scheduler": ramp}, cfg.batch.size, generator
         )
@@ -79,8 +79,9 @@ def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict
             }
         )
         logger.log(rows[-1], step=rows[-1]["epoch"])
-        print(f"ablate: lr_range {done}/{sweep['steps']} lr {lr:.3g} val/loss {val['loss']:.4g} "
-              f"val/acc {val['acc']:.4f}")
+        print(
+            f"ablate: lr_range {done}/{sweep['steps']} lr {lr:.3g} val/loss {val['loss']:.4g} val/acc {val['acc']:.4f}"
+        )
         if diverged(rows, sweep["stop_factor"]):
             print(f"ablate: lr_range stopped at lr {lr:.3g}: the loss is diverging")
             break
@@ -175,7 +176,7 @@ def suggest_bounds(lrs: list[float], *, acc: list[float], loss: list[float], cri
     loss falls fastest against log LR. at_edge is true when that LR is the first or last finite point, so the
     sweep should be widened.
     """
-    points = [(lr, a, l) for lr, a, l in zip(lrs, acc, loss) if math.isfinite(a) and math.isfinite(l)]
+    points = [(lr, a, v) for lr, a, v in zip(lrs, acc, loss) if math.isfinite(a) and math.isfinite(v)]
     if len(points) < MIN_POINTS:
         raise ConfigError(
             f"lr_range.min_lr: only {len(points)} evaluations before the loss diverged (at lr {lrs[-1]:.3g}); "
@@ -244,8 +245,10 @@ def plot(rows: list[dict], result: dict, path: Path) -> None:
 def report(result: dict, record_dir: Path) -> None:
     print(f"ablate: lr_range suggests sched.base_lr={result['base_lr']:.3g} sched.max_lr={result['max_lr']:.3g}")
     if not result.get("learned", True):
-        print("ablate: warning: val/acc never left chance during the sweep, so these bounds are noise; "
-              "lengthen it (trainer.epochs or lr_range.steps) or try model.batch_norm=true")
+        print(
+            "ablate: warning: val/acc never left chance during the sweep, so these bounds are noise; "
+            "lengthen it (trainer.epochs or lr_range.steps) or try model.batch_norm=true"
+        )
     if result["at_edge"]:
         print("ablate: warning: the chosen LR is at the edge of the sweep; widen lr_range.min_lr..lr_range.max_lr")
     print(f"ablate: train with them:\n  {result['command']}")

@@ -68,7 +68,7 @@ def check_optim(options: dict, lr: float) -> None:
     target = options.get("_target_")
     try:
         optimizer_class = get_class(target)
-    except Exception:
+    except (ImportError, AttributeError, ValueError, TypeError):
         raise ConfigError(f"optim._target_={target}: not an importable class; e.g. torch.optim.SGD") from None
     accepted = set(inspect.signature(optimizer_class).parameters) - {"params"}
     for key in options:

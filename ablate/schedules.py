@@ -122,7 +122,7 @@ def check_keys(options: dict):
     target = options.get("_target_")
     try:
         policy = get_method(str(target))
-    except Exception:
+    except (ImportError, AttributeError, ValueError, TypeError):
         raise ConfigError(f"sched._target_={target}: not a policy function; e.g. ablate.schedules.step") from None
     accepted = [
         name

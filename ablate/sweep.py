@@ -75,10 +75,14 @@ class SweepSummary(Callback):
         from ablate import collect  # pandas is only needed here, once per sweep
 
         try:
-            table = collect.write_study_table(Path(config.hydra.sweep.dir), Path(config.paths.results) / config.study.name)
+            table = collect.write_study_table(
+                Path(config.hydra.sweep.dir), Path(config.paths.results) / config.study.name
+            )
         except Exception as error:  # noqa: BLE001 — the records are safe; `python -m ablate.collect` can redo this
-            print(f"sweep {config.study.name}: could not collect the table ({type(error).__name__}: {error}); "
-                  f"retry with: python -m ablate.collect {config.study.name} --runs {config.paths.runs}")
+            print(
+                f"sweep {config.study.name}: could not collect the table ({type(error).__name__}: {error}); "
+                f"retry with: python -m ablate.collect {config.study.name} --runs {config.paths.runs}"
+            )
         else:
             print(f"sweep {config.study.name}: table in {table}")
 

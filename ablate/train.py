@@ -6,7 +6,7 @@ import math
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -245,7 +245,6 @@ def build(cfg: DictConfig, summary: dict) -> dict:
 
 def train(cfg: DictConfig, setup: dict, summary: dict, record_dir: Path, logger) -> None:
     """The epoch loop: one optimizer update per batch, the LR set per update, evaluation every N epochs."""
-    model, optimizer, scheduler, data = setup["model"], setup["optimizer"], setup["scheduler"], setup["data"]
     generator = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
     checkpoint = record_dir / record.CHECKPOINT
@@ -386,4 +385,4 @@ def load_checkpoint(path: Path, setup: dict, generator: torch.Generator) -> dict
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -47,12 +47,30 @@ RUN_SECONDS = 60.0
 REFERENCE_WORKERS = 2  # DataLoader workers, as a user would write it
 
 # Sizes: full (`make bench`) and --quick (what the test runs).
-FULL = {"updates": 200, "cifar_train_per_class": 500, "cifar_test_per_class": 100, "synthetic_train_size": 5000,
-        "eval_size": 256, "study_models": ["allconv6_1", "allconv6_2", "allconv6_3", "allconv6_4"],
-        "study_seeds": [0, 1, 2], "study_train_size": 5000, "study_epochs": 3, "startup_repeats": 2}
-QUICK = {"updates": 10, "cifar_train_per_class": 64, "cifar_test_per_class": 16, "synthetic_train_size": 640,
-         "eval_size": 64, "study_models": ["allconv6_1", "allconv6_2"], "study_seeds": [0, 1],
-         "study_train_size": 320, "study_epochs": 1, "startup_repeats": 1}
+FULL = {
+    "updates": 200,
+    "cifar_train_per_class": 500,
+    "cifar_test_per_class": 100,
+    "synthetic_train_size": 5000,
+    "eval_size": 256,
+    "study_models": ["allconv6_1", "allconv6_2", "allconv6_3", "allconv6_4"],
+    "study_seeds": [0, 1, 2],
+    "study_train_size": 5000,
+    "study_epochs": 3,
+    "startup_repeats": 2,
+}
+QUICK = {
+    "updates": 10,
+    "cifar_train_per_class": 64,
+    "cifar_test_per_class": 16,
+    "synthetic_train_size": 640,
+    "eval_size": 64,
+    "study_models": ["allconv6_1", "allconv6_2"],
+    "study_seeds": [0, 1],
+    "study_train_size": 320,
+    "study_epochs": 1,
+    "startup_repeats": 1,
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,10 +80,20 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"machine": machine(device), "settings": {
-        "model": args.model, "batch_size": args.batch_size, "updates": updates, "device": str(device),
-        "quick": args.quick, "repeats": args.repeats, "threads": args.threads, "reference_workers": args.workers,
-        "overrides": args.override}}
+    results = {
+        "machine": machine(device),
+        "settings": {
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "updates": updates,
+            "device": str(device),
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "reference_workers": args.workers,
+            "overrides": args.override,
+        },
+    }
     print(header(results))
 
     # The fixed cost first: its first run then meets this process as `python -m ablate` meets a fresh one.
@@ -82,14 +110,24 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         root = cifar_subset(sizes["cifar_train_per_class"], sizes["cifar_test_per_class"])
         results["throughput"]["cifar10_jpg"] = throughput(
-            args, device, updates,
+            args,
+            device,
+            updates,
             ["data=imagefolder", "data.name=cifar10_jpg", f"data.root={root}", "data.resize=32"],
-            reference_dataset=lambda cfg: imagefolder_dataset(root / "train", cfg))
+            reference_dataset=lambda cfg: imagefolder_dataset(root / "train", cfg),
+        )
     results["throughput"]["synthetic"] = throughput(
-        args, device, updates,
-        ["data=synthetic", f"data.train_size={sizes['synthetic_train_size']}",
-         f"data.val_size={sizes['eval_size']}", f"data.test_size={sizes['eval_size']}"],
-        reference_dataset=synthetic_dataset)
+        args,
+        device,
+        updates,
+        [
+            "data=synthetic",
+            f"data.train_size={sizes['synthetic_train_size']}",
+            f"data.val_size={sizes['eval_size']}",
+            f"data.test_size={sizes['eval_size']}",
+        ],
+        reference_dataset=synthetic_dataset,
+    )
 
     if args.skip_study:
         results["study"] = {"skipped": "--skip-study"}
@@ -106,25 +144,48 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (what the test runs, under a minute)")
-    parser.add_argument("--updates", type=int, default=None,
-                        help="optimizer updates per throughput loop (default 200; --quick 10)")
+    parser.add_argument(
+        "--updates", type=int, default=None, help="optimizer updates per throughput loop (default 200; --quick 10)"
+    )
     parser.add_argument("--model", default="allconv6", help="conf/model option for every loop (default allconv6)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per update (default 64)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where both loops train (trainer.device); auto: CUDA when visible")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for every loop and run (trainer.threads); default: torch's own")
-    parser.add_argument("--workers", type=int, default=REFERENCE_WORKERS,
-                        help=f"DataLoader workers of the hand-written loop (default {REFERENCE_WORKERS})")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="measure each throughput loop this many times and keep the fastest (default 1)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where both loops train (trainer.device); auto: CUDA when visible",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for every loop and run (trainer.threads); default: torch's own",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=REFERENCE_WORKERS,
+        help=f"DataLoader workers of the hand-written loop (default {REFERENCE_WORKERS})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure each throughput loop this many times and keep the fastest (default 1)",
+    )
     parser.add_argument("--skip-cifar", action="store_true", help="skip the CIFAR-10 JPEG throughput")
     parser.add_argument("--skip-study", action="store_true", help="skip the 12-run study")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for every ablate config composed here (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for every ablate config composed here (repeatable)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
     if args.updates is not None and args.updates <= 0:
@@ -165,7 +226,7 @@ def machine(device: torch.device) -> dict:
         "load_average_1min": round(os.getloadavg()[0], 2),
         # Without .pyc files every process compiles every module it imports: start-up figures grow several-fold.
         "bytecode_cache": not os.environ.get("PYTHONDONTWRITEBYTECODE"),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -179,7 +240,7 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import ablate.record  # noqa: F401  (the ${identity:} resolver)
+    import ablate.record
     import ablate.sweep  # noqa: F401  (the launcher and solver resolvers)
 
     GlobalHydra.instance().clear()  # `python -m ablate` run in this process leaves its Hydra set up
@@ -188,9 +249,16 @@ def compose(overrides: list[str]):
 
 
 def ablate_overrides(args, device: torch.device, data_overrides: list[str], cache_dir: Path | None) -> list[str]:
-    return [f"model={args.model}", *data_overrides, f"batch.size={args.batch_size}",
-            f"trainer.device={device.type}", f"paths.cache={cache_dir or 'null'}", "logger=none",
-            *thread_override(args), *args.override]
+    return [
+        f"model={args.model}",
+        *data_overrides,
+        f"batch.size={args.batch_size}",
+        f"trainer.device={device.type}",
+        f"paths.cache={cache_dir or 'null'}",
+        "logger=none",
+        *thread_override(args),
+        *args.override,
+    ]
 
 
 def thread_override(args) -> list[str]:
@@ -216,8 +284,13 @@ def ablate_loop(cfg) -> dict:
     synchronize(setup["device"])
     finished = time.perf_counter()
     images = setup["steps_per_epoch"] * cfg.trainer.epochs * cfg.batch.size
-    return {"seconds": finished - started, "setup_s": built - started, "loop_s": finished - built,
-            "images_per_s": images / (finished - started), "loop_images_per_s": images / (finished - built)}
+    return {
+        "seconds": finished - started,
+        "setup_s": built - started,
+        "loop_s": finished - built,
+        "images_per_s": images / (finished - started),
+        "loop_images_per_s": images / (finished - built),
+    }
 
 
 def reference_loop(make_dataset, cfg, device: torch.device, updates: int, workers: int) -> dict:
@@ -226,13 +299,23 @@ def reference_loop(make_dataset, cfg, device: torch.device, updates: int, worker
 
     started = time.perf_counter()
     dataset, num_classes = make_dataset(cfg)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch.size, shuffle=True, drop_last=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.batch.size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=num_classes, in_channels=3).to(device)
     # Plain SGD with the config's settings (the same solver as ablate's default optim=sgd).
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.get("momentum", 0.0),
-                                weight_decay=cfg.optim.get("weight_decay", 0.0))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.get("momentum", 0.0),
+        weight_decay=cfg.optim.get("weight_decay", 0.0),
+    )
     model.train()
     done = 0
     while done < updates:
@@ -302,14 +385,15 @@ def synthetic_dataset(cfg):
 
 def warm_up(args, device: torch.device) -> None:
     """One-time costs of the process (lazy imports in torch.optim, worker start, kernels) before any timed loop."""
-    from ablate.models import build_model
     from omegaconf import OmegaConf
 
-    model = build_model(OmegaConf.load(CONF / "model" / f"{args.model}.yaml"), num_classes=10,
-                        in_channels=3).to(device)
+    from ablate.models import build_model
+
+    model = build_model(OmegaConf.load(CONF / "model" / f"{args.model}.yaml"), num_classes=10, in_channels=3).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    batches = torch.utils.data.TensorDataset(torch.randn(2 * args.batch_size, 3, 32, 32),
-                                             torch.randint(0, 10, (2 * args.batch_size,)))
+    batches = torch.utils.data.TensorDataset(
+        torch.randn(2 * args.batch_size, 3, 32, 32), torch.randint(0, 10, (2 * args.batch_size,))
+    )
     for x, y in torch.utils.data.DataLoader(batches, batch_size=args.batch_size, num_workers=args.workers):
         loss = F.cross_entropy(model(x.to(device)), y.to(device))
         optimizer.zero_grad()
@@ -333,10 +417,14 @@ def throughput(args, device: torch.device, updates: int, data_overrides: list[st
     best: dict[str, dict] = {}
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="ablate-bench-cache-") as cache_dir:
-            cfg = compose([*ablate_overrides(args, device, data_overrides, Path(cache_dir)),
-                           f"trainer.epochs={epochs}"])
-            measured = {"reference": reference_loop(reference_dataset, cfg, device, updates, args.workers),
-                        "cold": ablate_loop(cfg), "warm": ablate_loop(cfg)}
+            cfg = compose(
+                [*ablate_overrides(args, device, data_overrides, Path(cache_dir)), f"trainer.epochs={epochs}"]
+            )
+            measured = {
+                "reference": reference_loop(reference_dataset, cfg, device, updates, args.workers),
+                "cold": ablate_loop(cfg),
+                "warm": ablate_loop(cfg),
+            }
         for kind, figures in measured.items():
             if kind not in best or figures["images_per_s"] > best[kind]["images_per_s"]:
                 best[kind] = figures
@@ -362,8 +450,11 @@ def cifar_subset(train_per_class: int, test_per_class: int) -> Path:
     root = BENCH_DATA / f"cifar10-jpg-{train_per_class}-{test_per_class}"
     if (root / ".complete").exists():
         return root
-    print(f"bench: extracting {train_per_class}+{test_per_class} images per class from {CIFAR_TARBALL} "
-          f"into {root} (once)", flush=True)
+    print(
+        f"bench: extracting {train_per_class}+{test_per_class} images per class from {CIFAR_TARBALL} "
+        f"into {root} (once)",
+        flush=True,
+    )
     limits = {"train": train_per_class, "test": test_per_class}
     BENCH_DATA.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=BENCH_DATA, prefix=f".{root.name}."))
@@ -371,8 +462,12 @@ def cifar_subset(train_per_class: int, test_per_class: int) -> Path:
         with tarfile.open(CIFAR_TARBALL) as tar:
             for member in tar:
                 parts = Path(member.name).parts  # split/class/NNNN.jpg
-                if member.isfile() and len(parts) == 3 and parts[0] in limits and \
-                        int(Path(parts[2]).stem) < limits[parts[0]]:
+                if (
+                    member.isfile()
+                    and len(parts) == 3
+                    and parts[0] in limits
+                    and int(Path(parts[2]).stem) < limits[parts[0]]
+                ):
                     tar.extract(member, staging, filter="data")
         (staging / ".complete").touch()
         staging.chmod(0o755)  # mkdtemp makes it private
@@ -429,33 +524,60 @@ def fixed_cost(args, device: torch.device) -> dict:
 
     print("bench: fixed cost per run (python -m ablate in this process, logger=wandb offline) ...", flush=True)
     runs = []
-    with tempfile.TemporaryDirectory(prefix="ablate-bench-fixed-") as tmp, \
-            environment(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=tmp):
+    with (
+        tempfile.TemporaryDirectory(prefix="ablate-bench-fixed-") as tmp,
+        environment(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=tmp),
+    ):
         for index in range(2):
             runs_dir = Path(tmp) / f"runs{index}"
             spent: dict[str, float] = {}
-            argv = ["ablate", f"model={args.model}", "data=synthetic", "data.train_size=640", "data.val_size=64",
-                    "data.test_size=64", "trainer.epochs=2", f"batch.size={args.batch_size}",
-                    f"trainer.device={device.type}", "logger=wandb", "logger.mode=offline",
-                    f"paths.runs={runs_dir}", f"paths.cache={Path(tmp) / 'cache'}",
-                    f"paths.results={Path(tmp) / 'results'}", "study.name=bench", *thread_override(args),
-                    *args.override]
-            with timed(ablate.train, "train_epoch", spent), timed(ablate.train, "evaluate", spent), \
-                    timed(ablate.train, "build_data", spent), replaced_argv(argv):
+            argv = [
+                "ablate",
+                f"model={args.model}",
+                "data=synthetic",
+                "data.train_size=640",
+                "data.val_size=64",
+                "data.test_size=64",
+                "trainer.epochs=2",
+                f"batch.size={args.batch_size}",
+                f"trainer.device={device.type}",
+                "logger=wandb",
+                "logger.mode=offline",
+                f"paths.runs={runs_dir}",
+                f"paths.cache={Path(tmp) / 'cache'}",
+                f"paths.results={Path(tmp) / 'results'}",
+                "study.name=bench",
+                *thread_override(args),
+                *args.override,
+            ]
+            with (
+                timed(ablate.train, "train_epoch", spent),
+                timed(ablate.train, "evaluate", spent),
+                timed(ablate.train, "build_data", spent),
+                replaced_argv(argv),
+            ):
                 started = time.perf_counter()
                 try:
                     runpy.run_module("ablate", run_name="__main__", alter_sys=True)
                 except SystemExit as exit_:
                     if exit_.code not in (0, None):
-                        raise RuntimeError(f"bench: python -m ablate {' '.join(argv[1:])} exited {exit_.code}")
+                        raise RuntimeError(
+                            f"bench: python -m ablate {' '.join(argv[1:])} exited {exit_.code}"
+                        ) from None
                 total = time.perf_counter() - started
             summaries = [json.loads(path.read_text()) for path in runs_dir.rglob("summary.json")]
             if [summary["status"] for summary in summaries] != ["completed"]:
                 raise RuntimeError(f"bench: the fixed-cost run did not complete: {summaries}")
             epochs = spent.get("train_epoch", 0.0) + spent.get("evaluate", 0.0)
-            runs.append({"total_s": total, "epochs_s": epochs, "data_s": spent.get("build_data", 0.0),
-                         "fixed_s": total - epochs - spent.get("build_data", 0.0),
-                         "wandb_offline_run": any(runs_dir.rglob("offline-run-*"))})
+            runs.append(
+                {
+                    "total_s": total,
+                    "epochs_s": epochs,
+                    "data_s": spent.get("build_data", 0.0),
+                    "fixed_s": total - epochs - spent.get("build_data", 0.0),
+                    "wandb_offline_run": any(runs_dir.rglob("offline-run-*")),
+                }
+            )
     first, further = runs
     return {
         "per_run_s": round(further["fixed_s"], 3),
@@ -500,27 +622,52 @@ def study(args, device: torch.device, sizes: dict) -> dict:
     walls = {}
     with tempfile.TemporaryDirectory(prefix="ablate-bench-study-") as tmp:
         for launcher in ("basic", "parallel"):
-            command = [sys.executable, "-m", "ablate", "-m", f"launcher={launcher}", f"model={','.join(models)}",
-                       f"seed={','.join(map(str, seeds))}", f"trainer.epochs={sizes['study_epochs']}",
-                       "data=synthetic", f"data.train_size={sizes['study_train_size']}",
-                       f"data.val_size={sizes['eval_size']}", f"data.test_size={sizes['eval_size']}",
-                       f"batch.size={args.batch_size}", "logger=none", f"study.name=bench-{launcher}",
-                       f"paths.runs={tmp}/runs", f"paths.results={tmp}/results", f"paths.cache={tmp}/cache",
-                       *args.override]
+            command = [
+                sys.executable,
+                "-m",
+                "ablate",
+                "-m",
+                f"launcher={launcher}",
+                f"model={','.join(models)}",
+                f"seed={','.join(map(str, seeds))}",
+                f"trainer.epochs={sizes['study_epochs']}",
+                "data=synthetic",
+                f"data.train_size={sizes['study_train_size']}",
+                f"data.val_size={sizes['eval_size']}",
+                f"data.test_size={sizes['eval_size']}",
+                f"batch.size={args.batch_size}",
+                "logger=none",
+                f"study.name=bench-{launcher}",
+                f"paths.runs={tmp}/runs",
+                f"paths.results={tmp}/results",
+                f"paths.cache={tmp}/cache",
+                *args.override,
+            ]
             if args.device == "cpu":  # launcher=parallel sizes itself by GPUs when it sees one
-                command += ["trainer.device=cpu"] + ([f"hydra.launcher.n_jobs={jobs}"] if launcher == "parallel"
-                                                     else [])
+                command += ["trainer.device=cpu"] + (
+                    [f"hydra.launcher.n_jobs={jobs}"] if launcher == "parallel" else []
+                )
             started = time.perf_counter()
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                                  env={**os.environ, "WANDB_MODE": "disabled"})
+            done = subprocess.run(
+                command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"}
+            )
             walls[launcher] = time.perf_counter() - started
-            statuses = [json.loads(path.read_text())["status"]
-                        for path in Path(tmp, "runs", f"bench-{launcher}").glob("*/summary.json")]
+            statuses = [
+                json.loads(path.read_text())["status"]
+                for path in Path(tmp, "runs", f"bench-{launcher}").glob("*/summary.json")
+            ]
             if done.returncode != 0 or statuses.count("completed") != run_count:
-                raise RuntimeError(f"bench: the launcher={launcher} study did not complete its {run_count} runs "
-                                   f"(exit {done.returncode}, statuses {statuses}):\n{done.stderr[-3000:]}")
-    return {"runs": run_count, "jobs": jobs, "basic_s": round(walls["basic"], 2),
-            "parallel_s": round(walls["parallel"], 2), "speedup": round(walls["basic"] / walls["parallel"], 3)}
+                raise RuntimeError(
+                    f"bench: the launcher={launcher} study did not complete its {run_count} runs "
+                    f"(exit {done.returncode}, statuses {statuses}):\n{done.stderr[-3000:]}"
+                )
+    return {
+        "runs": run_count,
+        "jobs": jobs,
+        "basic_s": round(walls["basic"], 2),
+        "parallel_s": round(walls["parallel"], 2),
+        "speedup": round(walls["basic"] / walls["parallel"], 3),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -529,37 +676,59 @@ def study(args, device: torch.device, sizes: dict) -> dict:
 
 def targets(results: dict) -> list[dict]:
     rows = []
-    for key, part in results["throughput"].items():
+    for part in results["throughput"].values():
         if "skipped" not in part:
-            rows.append({"figure": f"throughput {part['data']}: ablate warm / reference", "value": part["ratio_warm"],
-                         "target": f">= {TARGET_THROUGHPUT_RATIO}x",
-                         "pass": part["ratio_warm"] >= TARGET_THROUGHPUT_RATIO})
+            rows.append(
+                {
+                    "figure": f"throughput {part['data']}: ablate warm / reference",
+                    "value": part["ratio_warm"],
+                    "target": f">= {TARGET_THROUGHPUT_RATIO}x",
+                    "pass": part["ratio_warm"] >= TARGET_THROUGHPUT_RATIO,
+                }
+            )
     share = results["fixed_cost"]["share_of_60s"]
-    rows.append({"figure": "fixed cost per run / 60 s run", "value": share, "target": f"<= {TARGET_FIXED_SHARE:.0%}",
-                 "pass": share <= TARGET_FIXED_SHARE})
+    rows.append(
+        {
+            "figure": "fixed cost per run / 60 s run",
+            "value": share,
+            "target": f"<= {TARGET_FIXED_SHARE:.0%}",
+            "pass": share <= TARGET_FIXED_SHARE,
+        }
+    )
     if "skipped" not in results["study"]:
         speedup = results["study"]["speedup"]
-        rows.append({"figure": "study: basic / parallel wall time", "value": speedup,
-                     "target": f">= {TARGET_STUDY_SPEEDUP}x",
-                     # One job (one GPU) cannot run anything in parallel: the target does not apply.
-                     "pass": speedup >= TARGET_STUDY_SPEEDUP if results["study"]["jobs"] > 1 else None})
+        rows.append(
+            {
+                "figure": "study: basic / parallel wall time",
+                "value": speedup,
+                "target": f">= {TARGET_STUDY_SPEEDUP}x",
+                # One job (one GPU) cannot run anything in parallel: the target does not apply.
+                "pass": speedup >= TARGET_STUDY_SPEEDUP if results["study"]["jobs"] > 1 else None,
+            }
+        )
     return rows
 
 
 def header(results: dict) -> str:
     m, s = results["machine"], results["settings"]
     device = m["device"] + (f" ({m['gpu']})" if m["gpu"] else "")
-    lines = [f"ablate benchmark, {m['date']}",
-             f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads, "
-             f"device {device}, python {m['python']}, load average {m['load_average_1min']}",
-             f"model {s['model']}, batch {s['batch_size']}, {s['updates']} updates per loop"
-             + (", --quick" if s["quick"] else "")]
+    lines = [
+        f"ablate benchmark, {m['date']}",
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads, "
+        f"device {device}, python {m['python']}, load average {m['load_average_1min']}",
+        f"model {s['model']}, batch {s['batch_size']}, {s['updates']} updates per loop"
+        + (", --quick" if s["quick"] else ""),
+    ]
     if m["device"].startswith("cuda"):
-        lines.append("note: on CUDA ablate runs its defaults (bf16 autocast, channels_last, data on the GPU); the "
-                     "hand-written loop runs fp32 from pinned DataLoader batches")
+        lines.append(
+            "note: on CUDA ablate runs its defaults (bf16 autocast, channels_last, data on the GPU); the "
+            "hand-written loop runs fp32 from pinned DataLoader batches"
+        )
     if not m["bytecode_cache"]:
-        lines.append("note: PYTHONDONTWRITEBYTECODE is set: every process compiles its modules, so start-up and "
-                     "first-run figures are several times what they are with .pyc files")
+        lines.append(
+            "note: PYTHONDONTWRITEBYTECODE is set: every process compiles its modules, so start-up and "
+            "first-run figures are several times what they are with .pyc files"
+        )
     return "\n".join(lines)
 
 
@@ -579,13 +748,27 @@ def table(results: dict) -> str:
         if "skipped" in part:
             rows.append(("1. throughput (skipped)", part["skipped"], "", ""))
             continue
-        rows.append((f"1. throughput, {part['data']} ({part['images_per_epoch']} images per epoch, "
-                     f"{part['updates']} updates)", "", "", ""))
+        rows.append(
+            (
+                f"1. throughput, {part['data']} ({part['images_per_epoch']} images per epoch, "
+                f"{part['updates']} updates)",
+                "",
+                "",
+                "",
+            )
+        )
         workers = results["settings"]["reference_workers"]
-        rows.append((f"   reference: DataLoader ({workers} workers) + per-sample transforms",
-                     f"{part['reference_images_per_s']:.0f} img/s", "", ""))
-        rows.append(("   ablate, cold cache (decode included)", f"{part['ablate_cold_images_per_s']:.0f} img/s", "",
-                     ""))
+        rows.append(
+            (
+                f"   reference: DataLoader ({workers} workers) + per-sample transforms",
+                f"{part['reference_images_per_s']:.0f} img/s",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            ("   ablate, cold cache (decode included)", f"{part['ablate_cold_images_per_s']:.0f} img/s", "", "")
+        )
         rows.append(("   ablate, warm cache", f"{part['ablate_warm_images_per_s']:.0f} img/s", "", ""))
         rows.append(("   ablate, loop only (data set up)", f"{part['ablate_loop_images_per_s']:.0f} img/s", "", ""))
         rows.append(("   ablate cold / reference", f"{part['ratio_cold']:.2f}x", "", ""))
@@ -602,8 +785,7 @@ def table(results: dict) -> str:
         rows.append(("3. study (skipped)", study_part["skipped"], "", ""))
     else:
         rows.append((f"3. {study_part['runs']}-run study, launcher=basic", f"{study_part['basic_s']:.1f} s", "", ""))
-        rows.append((f"   launcher=parallel ({study_part['jobs']} jobs)", f"{study_part['parallel_s']:.1f} s", "",
-                     ""))
+        rows.append((f"   launcher=parallel ({study_part['jobs']} jobs)", f"{study_part['parallel_s']:.1f} s", "", ""))
         rows.append(("   basic / parallel", f"{study_part['speedup']:.2f}x", *next_target()))
     width = max(len(row[0]) for row in rows)
     lines = [f"{'figure':<{width}}  {'value':>12}  {'target':>8}  result", "-" * (width + 32)]

@@ -17,8 +17,19 @@ from ablate.data.synthetic import load
 
 CONFIG = Path(__file__).parents[1] / "conf/data/synthetic.yaml"
 # Read by the data builder, not by the source.
-COMMON_KEYS = ("name", "_target_", "resolution", "resize", "pad", "flip", "mean", "std", "val_fraction",
-               "split_seed", "in_memory")
+COMMON_KEYS = (
+    "name",
+    "_target_",
+    "resolution",
+    "resize",
+    "pad",
+    "flip",
+    "mean",
+    "std",
+    "val_fraction",
+    "split_seed",
+    "in_memory",
+)
 
 
 def main() -> None:

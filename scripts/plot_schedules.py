@@ -11,13 +11,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.ticker import FuncFormatter
+from omegaconf import OmegaConf
 
-from ablate.analysis.figures import save  # noqa: E402
-from ablate.schedules import build_scheduler  # noqa: E402
+from ablate.analysis.figures import save
+from ablate.schedules import build_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 ITERS = 100_000

@@ -83,7 +83,14 @@ def batch_size():
             "Batch size",
             "Best accuracy against the batch size, and against the LR its scaling rule gave.",
             saturation_panels("batch.size", "batch size", log_x=True)
-            + [wr.ScatterPlot(title="best/val/acc against effective LR", x=wr.Config("derived.lr_effective"), y=wr.SummaryMetric("best/val/acc"), log_x=True)],
+            + [
+                wr.ScatterPlot(
+                    title="best/val/acc against effective LR",
+                    x=wr.Config("derived.lr_effective"),
+                    y=wr.SummaryMetric("best/val/acc"),
+                    log_x=True,
+                )
+            ],
         ),
         ("Learning curves", "Grouped by batch size (and rule) and LR.", learning_curve_panels()),
         ("Learning rate", "The LR each run followed.", lr_panels()),
@@ -95,7 +102,8 @@ def lr_range():
     return [
         (
             "LR range test",
-            "Loss and accuracy against the LR, one curve per setting; a cyclical LR takes the LR of the best accuracy as its upper bound and a third of it as its lower.",
+            "Loss and accuracy against the LR, one curve per setting; a cyclical LR takes the LR of the best accuracy "
+            "as its upper bound and a third of it as its lower.",
             [
                 wr.LinePlot(title="train/loss against LR", x="lr", y=["train/loss"], log_x=True, **SPREAD),
                 wr.LinePlot(title="accuracy against LR", x="lr", y=["train/acc", "val/acc"], log_x=True, **SPREAD),
@@ -126,7 +134,9 @@ STUDY_TEMPLATES = {
 }
 
 
-def build_report(study: str, entity: str, project: str, template: str | None = None, runset_project: bool = True) -> wr.Report:
+def build_report(
+    study: str, entity: str, project: str, template: str | None = None, runset_project: bool = True
+) -> wr.Report:
     """The report of a study; runset_project=False leaves the runsets unbound, so it builds without a server."""
     template = template or STUDY_TEMPLATES[study]
     blocks = [
@@ -155,14 +165,18 @@ def report_spec(report: wr.Report) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the W&B report of a study.")
-    parser.add_argument("--study", required=True, help=f"study name: {', '.join(STUDY_TEMPLATES)}, or any with --template")
+    parser.add_argument(
+        "--study", required=True, help=f"study name: {', '.join(STUDY_TEMPLATES)}, or any with --template"
+    )
     parser.add_argument("--entity", default=None, help="W&B entity (default: that of your credentials)")
     parser.add_argument("--project", default="ablate", help="W&B project (logger.project)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="override the study's template")
     parser.add_argument("--dry-run", action="store_true", help="print the report's spec as JSON; no server needed")
     args = parser.parse_args(argv)
     if args.template is None and args.study not in STUDY_TEMPLATES:
-        parser.error(f"--study={args.study}: no template for this study; pass --template ({'|'.join(sorted(TEMPLATES))})")
+        parser.error(
+            f"--study={args.study}: no template for this study; pass --template ({'|'.join(sorted(TEMPLATES))})"
+        )
 
     if args.dry_run:
         report = build_report(args.study, args.entity or "ENTITY", args.project, args.template, runset_project=False)

@@ -19,7 +19,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import ablate.record  # noqa: F401  (registers the ${identity:} resolver)
+    import ablate.record
     import ablate.sweep  # noqa: F401  (registers the ${ablate.*:} resolvers of launcher=parallel and +solver)
 
     def _compose(*overrides: str, return_hydra_config: bool = False):

@@ -54,9 +54,19 @@ def run_row(record_root: Path, status="completed", val=0.5, test=0.5, **keys) ->
     record.mkdir(parents=True, exist_ok=True)
     lr = keys.get("optim.lr", 0.01)
     curve = [
-        {"epoch": e, "step": 10 * e, "lr": lr * 0.5 ** (e - 1), "train/loss": 2.0 / e, "train/acc": val * e / 3,
-         "val/loss": 2.0 / e, "val/acc": val * e / 3, "test/loss": 2.0 / e, "test/acc": test * e / 3,
-         "seconds": e, "images_per_s": 100.0}
+        {
+            "epoch": e,
+            "step": 10 * e,
+            "lr": lr * 0.5 ** (e - 1),
+            "train/loss": 2.0 / e,
+            "train/acc": val * e / 3,
+            "val/loss": 2.0 / e,
+            "val/acc": val * e / 3,
+            "test/loss": 2.0 / e,
+            "test/acc": test * e / 3,
+            "seconds": e,
+            "images_per_s": 100.0,
+        }
         for e in (1, 2, 3)
     ]
     (record / "metrics.jsonl").write_text("".join(json.dumps(c) + "\n" for c in curve))
@@ -142,8 +152,9 @@ def test_bootstrap_intervals_agree_with_scipy_bootstrap():
     theirs = stats.bootstrap((a,), np.mean, method="percentile", n_resamples=10_000, rng=0).confidence_interval
     assert (mine.low, mine.high) == pytest.approx((theirs.low, theirs.high), abs=2e-3)
     mine = diff_ci(a, b, "bootstrap")
-    theirs = stats.bootstrap((a, b), lambda x, y: np.mean(x) - np.mean(y), method="percentile",
-                             n_resamples=10_000, rng=0).confidence_interval
+    theirs = stats.bootstrap(
+        (a, b), lambda x, y: np.mean(x) - np.mean(y), method="percentile", n_resamples=10_000, rng=0
+    ).confidence_interval
     assert (mine.low, mine.high) == pytest.approx((theirs.low, theirs.high), abs=3e-3)
 
 
@@ -158,9 +169,11 @@ def test_one_seed_has_no_interval():
 def test_best_setting_is_chosen_on_val_and_reported_on_test(tmp_path):
     # At LR 0.01 val is best but test is poor; at 0.1 test is best but val is not. A selection that peeks at
     # test (or reports val) gets a different number.
-    rows = (seeded(tmp_path, 0.50, 0.95, model="a", **{"optim.lr": 0.001})
-            + seeded(tmp_path, 0.80, 0.60, model="a", **{"optim.lr": 0.01})
-            + seeded(tmp_path, 0.70, 0.90, model="a", **{"optim.lr": 0.1}))
+    rows = (
+        seeded(tmp_path, 0.50, 0.95, model="a", **{"optim.lr": 0.001})
+        + seeded(tmp_path, 0.80, 0.60, model="a", **{"optim.lr": 0.01})
+        + seeded(tmp_path, 0.70, 0.90, model="a", **{"optim.lr": 0.1})
+    )
     results, _ = write_study(tmp_path, "sel", rows)
     study = Study(name="sel", scientific=("model",), nuisance=("optim.lr",))
     arm = select(load_runs("sel", results), study).arms[0]
@@ -174,8 +187,11 @@ def test_best_setting_is_chosen_on_val_and_reported_on_test(tmp_path):
 def test_a_setting_that_diverged_on_any_seed_is_not_chosen(tmp_path):
     best_but_diverging = seeded(tmp_path, 0.90, 0.90, model="a", **{"optim.lr": 0.1})
     best_but_diverging[2].update({"status": "diverged", "final/val/acc": np.nan, "final/test/acc": np.nan})
-    rows = (seeded(tmp_path, 0.60, 0.60, model="a", **{"optim.lr": 0.001})
-            + seeded(tmp_path, 0.70, 0.70, model="a", **{"optim.lr": 0.01}) + best_but_diverging)
+    rows = (
+        seeded(tmp_path, 0.60, 0.60, model="a", **{"optim.lr": 0.001})
+        + seeded(tmp_path, 0.70, 0.70, model="a", **{"optim.lr": 0.01})
+        + best_but_diverging
+    )
     results, _ = write_study(tmp_path, "div", rows)
     selection = select(load_runs("div", results), Study(name="div", scientific=("model",), nuisance=("optim.lr",)))
     assert selection.arms[0].setting == {"optim.lr": 0.01}
@@ -194,8 +210,10 @@ def test_a_best_setting_on_the_edge_of_its_grid_is_flagged(tmp_path, best_lr, fl
     if flag is None:
         assert edge == []
     else:
-        assert edge == [f"optim.lr={best_lr:g} is the {'largest' if flag == 'upward' else 'smallest'} value tried: "
-                        f"widen the optim.lr grid {flag}"]
+        assert edge == [
+            f"optim.lr={best_lr:g} is the {'largest' if flag == 'upward' else 'smallest'} value tried: "
+            f"widen the optim.lr grid {flag}"
+        ]
 
 
 # ---- saturation ------------------------------------------------------------------------------------------
@@ -340,7 +358,10 @@ def test_a_value_at_chance_is_flagged_and_its_claims_are_inconclusive(tmp_path):
     assert "at chance (5%) on every seed: this budget did not train it" in six.flags
     verdicts = {v.claim.id: v for v in (judge(c, selection) for c in parse_claims(study.claims, "test"))}
     assert verdicts["six_like_seven"].verdict == INCONCLUSIVE
-    assert verdicts["six_like_seven"].comparisons[0].note == "allconv6 and allconv7_1 at chance: the budget did not train them"
+    assert (
+        verdicts["six_like_seven"].comparisons[0].note
+        == "allconv6 and allconv7_1 at chance: the budget did not train them"
+    )
     assert verdicts["five_beats_six"].verdict == INCONCLUSIVE
     assert verdicts["five_beats_six"].comparisons[0].note == "allconv6 at chance: the budget did not train it"
     assert verdicts["five_beats_eight"].verdict == SUPPORTED  # both trained: the guard leaves it alone
@@ -363,15 +384,23 @@ def test_the_repository_claims_name_values_their_sweeps_run():
     from ablate.analysis.study import load_study, same
 
     files = sorted((ROOT / "conf" / "claims").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"depth", "depth_bn", "width", "mobilenet_depth", "mobilenet_width",
-                                       "lr_policy", "optimizer", "batch_size"}
+    assert {f.stem for f in files} >= {
+        "depth",
+        "depth_bn",
+        "width",
+        "mobilenet_depth",
+        "mobilenet_width",
+        "lr_policy",
+        "optimizer",
+        "batch_size",
+    }
     for path in files:
         claims = parse_claims(OmegaConf.to_container(OmegaConf.load(path)).get("claims"), str(path))
         sweep = OmegaConf.load(ROOT / "conf" / "sweep" / path.name)
         axes = [*sweep.study.scientific, *sweep.study.nuisance]
         study = load_study(path.stem, ROOT / "conf", axes)
 
-        def check(term, where):
+        def check(term, where, study=study, axes=axes, path=path):
             if isinstance(term, str) and term in study.groups:
                 for t in study.groups[term]:
                     check(t, where)
@@ -415,11 +444,20 @@ def test_depth_report_names_its_inputs_and_draws_both_bn_curves(tmp_path):
     write_study(tmp_path, "depth_bn", depth_rows(tmp_path / "b", bn), DEPTH_SWEEP.replace("name: depth", "name: x"))
     report = analyze("depth", results_dir=results, conf_dir=conf)
     text = report.read_text()
-    for needed in (str(results / "depth" / "runs.csv"), str(conf / "sweep" / "depth.yaml"),
-                   str(conf / "claims" / "depth.yaml"),
-                   "`synthetic` at 32 px, 1600 / 500 / 500 train / val / test images", "3 epochs", "0, 1, 2",
-                   "36: 36 completed, 0 diverged, 0 failed", "`0123456789ab`", "Student t",
-                   "`five_worse`", "**supported**", "## Saturation along `depth`"):
+    for needed in (
+        str(results / "depth" / "runs.csv"),
+        str(conf / "sweep" / "depth.yaml"),
+        str(conf / "claims" / "depth.yaml"),
+        "`synthetic` at 32 px, 1600 / 500 / 500 train / val / test images",
+        "3 epochs",
+        "0, 1, 2",
+        "36: 36 completed, 0 diverged, 0 failed",
+        "`0123456789ab`",
+        "Student t",
+        "`five_worse`",
+        "**supported**",
+        "## Saturation along `depth`",
+    ):
         assert needed in text, needed
     assert "allconv7_1" in text.split("## Figures")[0]
     figures = report.parent / "figures"
@@ -485,8 +523,7 @@ def test_every_study_figure_is_written(tmp_path):
 def test_bootstrap_and_best_metric_options_reach_the_report(tmp_path):
     accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
     results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path, accs), DEPTH_SWEEP)
-    assert main(["depth", "--results", str(results), "--conf", str(conf), "--ci", "bootstrap", "--metric",
-                 "best"]) == 0
+    assert main(["depth", "--results", str(results), "--conf", str(conf), "--ci", "bootstrap", "--metric", "best"]) == 0
     text = (results / "depth" / "report.md").read_text()
     assert "percentile bootstrap" in text and "`best/val/acc`" in text
 
@@ -522,8 +559,13 @@ def test_without_a_sweep_file_the_axes_come_from_the_records_config(tmp_path):
     rows = []
     for model, acc in (("a", 0.6), ("b", 0.7)):
         for lr in (0.001, 0.01, 0.1):
-            rows += seeded(tmp_path, acc if lr == 0.01 else acc - 0.1, acc, model=model,
-                           **{"optim.lr": lr, "data.root": "/data/x", "sched": "fixed"})
+            rows += seeded(
+                tmp_path,
+                acc if lr == 0.01 else acc - 0.1,
+                acc,
+                model=model,
+                **{"optim.lr": lr, "data.root": "/data/x", "sched": "fixed"},
+            )
     (Path(rows[0]["record_dir"]) / "config.yaml").write_text("study:\n  scientific: [model]\n  nuisance: [optim.lr]\n")
     results, conf = write_study(tmp_path, "adhoc", rows)
     text = analyze("adhoc", results_dir=results, conf_dir=conf).read_text()

@@ -33,8 +33,17 @@ def torchvision_train(image, top, left, flip, resolution, pad, std=STD):
 def test_train_batch_equals_torchvision_pad_crop_flip_normalize(stored_size, resolution, pad):
     max_offset = stored_size + 2 * pad - resolution
     # Both extremes of the offset range, the middle, and every flip combination.
-    offsets = torch.tensor([[0, 0], [max_offset, max_offset], [0, max_offset], [max_offset, 0],
-                            [max_offset // 2, max_offset // 3], [max_offset // 3, max_offset // 2]] * 2)
+    offsets = torch.tensor(
+        [
+            [0, 0],
+            [max_offset, max_offset],
+            [0, max_offset],
+            [max_offset, 0],
+            [max_offset // 2, max_offset // 3],
+            [max_offset // 3, max_offset // 2],
+        ]
+        * 2
+    )
     flips = torch.tensor([False] * 6 + [True] * 6)
     images = random_images(len(offsets), stored_size)
     mean, std = stats()
@@ -48,8 +57,9 @@ def test_train_batch_equals_torchvision_pad_crop_flip_normalize(stored_size, res
 def test_padding_is_zero_before_normalisation():
     images = torch.full((1, 3, 8, 8), 200, dtype=torch.uint8)
     mean = augment.channel_stats([0, 0, 0], "cpu")
-    out = augment.train_batch(images, torch.tensor([[0, 0]]), torch.tensor([False]), resolution=8, pad=2,
-                              mean=mean, std=None)
+    out = augment.train_batch(
+        images, torch.tensor([[0, 0]]), torch.tensor([False]), resolution=8, pad=2, mean=mean, std=None
+    )
     assert out[0, :, :2].eq(0).all() and out[0, :, :, :2].eq(0).all()
     assert out[0, :, 2:, 2:].eq(200).all()
 
@@ -91,8 +101,9 @@ def test_random_train_batch_uses_the_drawn_offsets_and_flips():
     mean, std = stats()
     settings = dict(resolution=14, pad=2, mean=mean, std=std)
     out = augment.random_train_batch(images, torch.Generator().manual_seed(5), flip=True, **settings)
-    offsets, flips = augment.draw_train_params(64, torch.Generator().manual_seed(5), stored_size=16, resolution=14,
-                                               pad=2, flip=True)
+    offsets, flips = augment.draw_train_params(
+        64, torch.Generator().manual_seed(5), stored_size=16, resolution=14, pad=2, flip=True
+    )
     assert torch.equal(out, augment.train_batch(images, offsets, flips, **settings))
     again = augment.random_train_batch(images, torch.Generator().manual_seed(5), flip=True, **settings)
     other = augment.random_train_batch(images, torch.Generator().manual_seed(6), flip=True, **settings)
@@ -104,8 +115,9 @@ def test_draws_cover_every_offset_and_both_flips():
     offsets, flips = augment.draw_train_params(4000, generator, stored_size=32, resolution=32, pad=4, flip=True)
     assert set(offsets.flatten().tolist()) == set(range(9))  # 0..2*pad, as RandomCrop(32, padding=4)
     assert 0.45 < flips.float().mean() < 0.55
-    unflipped_offsets, no_flips = augment.draw_train_params(4000, torch.Generator().manual_seed(0), stored_size=32,
-                                                            resolution=32, pad=4, flip=False)
+    unflipped_offsets, no_flips = augment.draw_train_params(
+        4000, torch.Generator().manual_seed(0), stored_size=32, resolution=32, pad=4, flip=False
+    )
     assert not no_flips.any() and torch.equal(unflipped_offsets, offsets)
 
 
@@ -117,8 +129,9 @@ def test_same_batches_on_cpu_and_gpu():
     for device in ("cpu", "cuda"):
         mean, std = stats(device)
         generator = torch.Generator().manual_seed(3)
-        train = augment.random_train_batch(images.to(device), generator, resolution=28, pad=4, flip=True,
-                                           mean=mean, std=std)
+        train = augment.random_train_batch(
+            images.to(device), generator, resolution=28, pad=4, flip=True, mean=mean, std=std
+        )
         evaluation = augment.eval_batch(images.to(device), resolution=28, mean=mean, std=std)
         outputs.append((train.cpu(), evaluation.cpu()))
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])

@@ -22,8 +22,25 @@ def load_bench():
 
 def run_bench(tmp_path, *flags: str) -> tuple[dict, str]:
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--skip-cifar", "--device", "cpu", "--threads", "1",
-                           "--json", str(out), *flags], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--quick",
+            "--skip-cifar",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return json.loads(out.read_text()), done.stdout
 
@@ -40,13 +57,20 @@ def test_quick_benchmark_measures_throughput_and_fixed_cost(tmp_path):
     assert synthetic["data"] == "synthetic" and synthetic["batch_size"] == 64
     # Whole epochs for ablate, at least the 10 updates --quick asks for, and the reference runs as many.
     assert synthetic["updates"] >= 10 and synthetic["updates"] % (synthetic["images_per_epoch"] // 64) == 0
-    for key in ("reference_images_per_s", "ablate_cold_images_per_s", "ablate_warm_images_per_s",
-                "ablate_loop_images_per_s", "ablate_cold_setup_s", "ablate_warm_setup_s"):
+    for key in (
+        "reference_images_per_s",
+        "ablate_cold_images_per_s",
+        "ablate_warm_images_per_s",
+        "ablate_loop_images_per_s",
+        "ablate_cold_setup_s",
+        "ablate_warm_setup_s",
+    ):
         assert synthetic[key] > 0, key
     # Setting the data up is part of a run's time, so the whole run is slower than its loop alone.
     assert synthetic["ablate_loop_images_per_s"] > synthetic["ablate_warm_images_per_s"]
     assert synthetic["ratio_warm"] == pytest.approx(
-        synthetic["ablate_warm_images_per_s"] / synthetic["reference_images_per_s"], rel=1e-2)
+        synthetic["ablate_warm_images_per_s"] / synthetic["reference_images_per_s"], rel=1e-2
+    )
 
     fixed = results["fixed_cost"]
     assert fixed["per_run_s"] > 0 and fixed["first_run_s"] > 0 and fixed["data_setup_s"] > 0
@@ -76,10 +100,14 @@ def test_targets_pass_at_their_bounds_and_miss_beyond():
     bench = load_bench()
 
     def verdicts(ratio_warm, share, speedup, jobs=2):
-        results = {"throughput": {"synthetic": {"data": "synthetic", "ratio_warm": ratio_warm},
-                                  "cifar10_jpg": {"skipped": "--skip-cifar"}},
-                   "fixed_cost": {"share_of_60s": share},
-                   "study": {"speedup": speedup, "jobs": jobs}}
+        results = {
+            "throughput": {
+                "synthetic": {"data": "synthetic", "ratio_warm": ratio_warm},
+                "cifar10_jpg": {"skipped": "--skip-cifar"},
+            },
+            "fixed_cost": {"share_of_60s": share},
+            "study": {"speedup": speedup, "jobs": jobs},
+        }
         return [row["pass"] for row in bench.targets(results)]
 
     assert verdicts(2.0, 0.05, 1.6) == [True, True, True]
@@ -93,8 +121,12 @@ def test_reference_transform_is_the_configs_augmentation(compose):
     bench = load_bench()
     cfg = compose("data=imagefolder", "data.root=/nowhere", "data.pad=4", "data.flip=true")
     steps = bench.per_sample_transform(cfg.data).transforms
-    assert [type(step) for step in steps] == [transforms.RandomCrop, transforms.RandomHorizontalFlip,
-                                             transforms.ToTensor, transforms.Normalize]
+    assert [type(step) for step in steps] == [
+        transforms.RandomCrop,
+        transforms.RandomHorizontalFlip,
+        transforms.ToTensor,
+        transforms.Normalize,
+    ]
     assert steps[0].size == (32, 32) and steps[0].padding == 4
     assert steps[3].mean == pytest.approx([m / 255 for m in cfg.data.mean])
     assert steps[3].std == pytest.approx([s / 255 for s in cfg.data.std])

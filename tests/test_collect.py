@@ -19,14 +19,35 @@ def summary(**changes) -> dict:
         "status": "completed",
         "error": None,
         "seed": 1,
-        "choices": {"model": "allconv7_1", "data": "synthetic", "optim": "sgd", "sched": "step", "logger": "none",
-                    "launcher": "parallel", "sweep": "depth"},
-        "overrides": ["model=allconv7_1", "optim.lr=0.03", "seed=1", "+sweep=depth", "launcher=parallel",
-                      "paths.runs=/tmp/runs", "trainer.threads=1", "++optim.betas=[0.9,0.99]"],
+        "choices": {
+            "model": "allconv7_1",
+            "data": "synthetic",
+            "optim": "sgd",
+            "sched": "step",
+            "logger": "none",
+            "launcher": "parallel",
+            "sweep": "depth",
+        },
+        "overrides": [
+            "model=allconv7_1",
+            "optim.lr=0.03",
+            "seed=1",
+            "+sweep=depth",
+            "launcher=parallel",
+            "paths.runs=/tmp/runs",
+            "trainer.threads=1",
+            "++optim.betas=[0.9,0.99]",
+        ],
         "model": {"name": "allconv7_1", "depth": 7, "params": 1150000, "macs": 20000000, "total_stride": 32},
         "lr": {"base": 0.03, "effective": 0.03, "batch_size": 64, "base_batch_size": 64, "rule": "none"},
-        "final": {"train/loss": 0.5, "train/acc": 0.8, "val/loss": 0.7, "val/acc": 0.75, "test/loss": 0.72,
-                  "test/acc": 0.74},
+        "final": {
+            "train/loss": 0.5,
+            "train/acc": 0.8,
+            "val/loss": 0.7,
+            "val/acc": 0.75,
+            "test/loss": 0.72,
+            "test/acc": 0.74,
+        },
         "best": {"val/acc": 0.76, "test/acc": 0.73, "epoch": 5},
         "steps": 180,
         "wall_seconds": 12.5,
@@ -56,8 +77,8 @@ def test_a_row_holds_the_swept_keys_and_the_records_numbers():
     (row,) = collect.table([rec(summary(), config())]).to_dict("records")
     assert row["identity"] == "a1b2c3d4e5f6" and row["study"] == "depth" and row["status"] == "completed"
     assert row["seed"] == 1
-    assert row["model"] == "allconv7_1"        # a config group: the option name, not the node
-    assert row["optim.lr"] == 0.03            # a plain key: the resolved config value
+    assert row["model"] == "allconv7_1"  # a config group: the option name, not the node
+    assert row["optim.lr"] == 0.03  # a plain key: the resolved config value
     assert json.loads(row["optim.betas"]) == [0.9, 0.99]  # an override with ++; a list is one JSON cell
     assert row["data"] == "synthetic" and row["data.resolution"] == 32 and row["trainer.epochs"] == 6
     assert (row["depth"], row["params"], row["macs"]) == (7, 1150000, 20000000)
@@ -88,10 +109,14 @@ def test_keys_that_do_not_change_a_result_are_not_columns():
 def test_study_axes_are_columns_even_when_not_overridden():
     """The optimizer study sets optim and optim.momentum through its solver presets, never as overrides."""
     study = {"name": "optimizer", "scientific": ["optim", "optim.momentum"], "nuisance": ["lr_factor"]}
-    sgd = rec(summary(choices={"optim": "sgd"}, overrides=["+solver=sgd_momentum0.9", "lr_factor=3"]),
-              config(study=study, lr_factor=3))
-    adam = rec(summary(identity="0123456789ab", choices={"optim": "adam"}, overrides=["+solver=adam", "lr_factor=1"]),
-               config(study=study, lr_factor=1, optim={"lr": 0.001, "betas": [0.9, 0.999]}))
+    sgd = rec(
+        summary(choices={"optim": "sgd"}, overrides=["+solver=sgd_momentum0.9", "lr_factor=3"]),
+        config(study=study, lr_factor=3),
+    )
+    adam = rec(
+        summary(identity="0123456789ab", choices={"optim": "adam"}, overrides=["+solver=adam", "lr_factor=1"]),
+        config(study=study, lr_factor=1, optim={"lr": 0.001, "betas": [0.9, 0.999]}),
+    )
     runs = collect.table([sgd, adam]).set_index("solver")
     assert runs.loc["sgd_momentum0.9", "optim"] == "sgd" and runs.loc["sgd_momentum0.9", "optim.momentum"] == 0.9
     assert runs.loc["adam", "optim"] == "adam" and math.isnan(runs.loc["adam", "optim.momentum"])
@@ -101,9 +126,16 @@ def test_study_axes_are_columns_even_when_not_overridden():
 def test_a_killed_run_appears_as_running_and_a_failed_one_with_its_error():
     running = rec(summary(identity="111111111111", status="running", final={}, best={}, steps=None), config())
     failed = rec(
-        summary(identity="222222222222", status="failed", error="batch.size=100000: larger than the training split",
-                overrides=["model=allconv5", "optim.lr=1e6", "batch.size=100000"], model=None, lr=None, final=None,
-                best=None),
+        summary(
+            identity="222222222222",
+            status="failed",
+            error="batch.size=100000: larger than the training split",
+            overrides=["model=allconv5", "optim.lr=1e6", "batch.size=100000"],
+            model=None,
+            lr=None,
+            final=None,
+            best=None,
+        ),
         {},  # it failed before writing its config
     )
     runs = collect.table([running, failed]).set_index("identity")
@@ -146,8 +178,12 @@ def test_wandb_source_feeds_the_same_table(monkeypatch, tmp_path):
         return [rec(summary(), config(), record_dir="wandb:team/ablate/abc123")]
 
     monkeypatch.setattr(collect, "wandb_records", fake_records)
-    assert collect.main(["depth", "--source", "wandb", "--entity", "team", "--project", "ablate",
-                         "--results", str(tmp_path)]) == 0
+    assert (
+        collect.main(
+            ["depth", "--source", "wandb", "--entity", "team", "--project", "ablate", "--results", str(tmp_path)]
+        )
+        == 0
+    )
     assert calls == {"study": "depth", "entity": "team", "project": "ablate"}
     runs = pd.read_csv(tmp_path / "depth" / "runs.csv")
     local = collect.table([rec(summary(), config(), record_dir="wandb:team/ablate/abc123")])
@@ -157,4 +193,3 @@ def test_wandb_source_feeds_the_same_table(monkeypatch, tmp_path):
 def test_wandb_source_needs_a_project(tmp_path, capsys):
     assert collect.main(["depth", "--source", "wandb", "--results", str(tmp_path)]) == 2
     assert "--project" in capsys.readouterr().err
-

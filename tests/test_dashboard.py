@@ -21,12 +21,18 @@ LR_CURVE = [("epoch", ["lr"])]
 # Per template: (x, y, log x) of its scatter plots, (x, metrics) of its line plots, and whether it has the bar chart.
 EXPECTED = {
     "capacity_depth": (
-        [("config:derived.value.depth", "summary:best/val/acc", False), ("config:derived.value.depth", "summary:best/test/acc", False)],
+        [
+            ("config:derived.value.depth", "summary:best/val/acc", False),
+            ("config:derived.value.depth", "summary:best/test/acc", False),
+        ],
         LEARNING_CURVES + LR_CURVE,
         True,
     ),
     "capacity_width": (
-        [("config:derived.value.params", "summary:best/val/acc", True), ("config:derived.value.params", "summary:best/test/acc", True)],
+        [
+            ("config:derived.value.params", "summary:best/val/acc", True),
+            ("config:derived.value.params", "summary:best/test/acc", True),
+        ],
         LEARNING_CURVES + LR_CURVE,
         True,
     ),
@@ -55,7 +61,12 @@ def panel_grids(report: dict) -> list[dict]:
 
 
 def panels(report: dict, view_type: str) -> list[dict]:
-    return [panel["config"] for grid in panel_grids(report) for panel in grid["panelBankSectionConfig"]["panels"] if panel["viewType"] == view_type]
+    return [
+        panel["config"]
+        for grid in panel_grids(report)
+        for panel in grid["panelBankSectionConfig"]["panels"]
+        if panel["viewType"] == view_type
+    ]
 
 
 @pytest.mark.parametrize("study", sorted(dashboard.STUDY_TEMPLATES))
@@ -67,13 +78,22 @@ def test_each_study_gets_its_templates_panels_and_axes(study, capsys):
     assert [(p["xAxis"], p["yAxis"], p.get("xAxisLogScale")) for p in panels(report, "Scatter Plot")] == scatters
     assert [(p["xAxis"], p["metrics"]) for p in panels(report, "Run History Line Plot")] == lines
     bars = panels(report, "Bar Chart")
-    assert bars == ([{**bars[0], "metrics": BEST_ACCURACIES, "vertical": True, "groupAgg": "mean", "groupArea": "stderr"}] if has_bars else [])
+    assert bars == (
+        [{**bars[0], "metrics": BEST_ACCURACIES, "vertical": True, "groupAgg": "mean", "groupArea": "stderr"}]
+        if has_bars
+        else []
+    )
     # spread over seeds: every line is a mean with its standard error
     assert all((p["groupAgg"], p["groupArea"]) == ("mean", "stderr") for p in panels(report, "Run History Line Plot"))
     for grid in panel_grids(report):
         [runset] = grid["runSets"]
-        assert runset["filters"]["filters"] == [{"key": {"section": "run", "name": "group"}, "op": "=", "value": study, "disabled": False}]
-        assert runset["grouping"] == [{"section": "config", "name": "derived.value.scientific"}, {"section": "config", "name": "derived.value.nuisance"}]
+        assert runset["filters"]["filters"] == [
+            {"key": {"section": "run", "name": "group"}, "op": "=", "value": study, "disabled": False}
+        ]
+        assert runset["grouping"] == [
+            {"section": "config", "name": "derived.value.scientific"},
+            {"section": "config", "name": "derived.value.nuisance"},
+        ]
         assert "project" not in runset, "a dry run never looks the project up on a server"
 
 
@@ -93,7 +113,10 @@ def test_a_study_without_template_is_a_one_line_error(capsys):
 def test_the_script_runs_from_the_command_line():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--study", "lr_policy", "--entity", "E", "--project", "P", "--dry-run"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["displayName"] == "ablate: lr_policy (lr_policy)"

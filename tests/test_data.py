@@ -25,6 +25,7 @@ CLASSES = ["cat", "dog", "eel"]
 
 # ---------------------------------------------------------------- a tiny in-memory source
 
+
 def tiny_source(*, image_size, cache_dir, class_count=3, per_class=10, with_val=False):
     """Every pixel of image i is i, so a batch says which images it holds; labels are i % class_count."""
     count = class_count * per_class
@@ -34,14 +35,28 @@ def tiny_source(*, image_size, cache_dir, class_count=3, per_class=10, with_val=
         images = index.view(-1, 1, 1, 1).expand(-1, 3, image_size, image_size).to(torch.uint8).clone()
         return images, index % class_count
 
-    return {"train": split(0, count), "val": split(count, class_count * 2) if with_val else None,
-            "test": split(200, class_count * 3), "classes": [f"c{i}" for i in range(class_count)]}
+    return {
+        "train": split(0, count),
+        "val": split(count, class_count * 2) if with_val else None,
+        "test": split(200, class_count * 3),
+        "classes": [f"c{i}" for i in range(class_count)],
+    }
 
 
 def tiny_config(**overrides):
-    config = {"_target_": f"{__name__}.tiny_source", "name": "tiny", "resolution": 8, "resize": 8, "pad": 2,
-              "flip": True, "mean": [0, 0, 0], "std": None, "val_fraction": 0.1, "split_seed": 0,
-              "in_memory": "auto"}
+    config = {
+        "_target_": f"{__name__}.tiny_source",
+        "name": "tiny",
+        "resolution": 8,
+        "resize": 8,
+        "pad": 2,
+        "flip": True,
+        "mean": [0, 0, 0],
+        "std": None,
+        "val_fraction": 0.1,
+        "split_seed": 0,
+        "in_memory": "auto",
+    }
     return {**config, **overrides}
 
 
@@ -66,6 +81,7 @@ def epoch(data, batch_size, seed):
 
 
 # ---------------------------------------------------------------- the builder
+
 
 def test_builder_holds_out_a_stratified_val_split_and_keeps_the_test_order():
     data = build(tiny_config())
@@ -148,17 +164,24 @@ def test_in_memory_false_copies_batches_from_host_memory_with_the_same_batches()
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("in_memory", "maybe", r"^data.in_memory=maybe: unknown value; pass data.in_memory=auto, true or false$"),
-    ("in_memory", 2, r"^data.in_memory=2: "),
-    ("resolution", 9, r"^data.resolution=9: larger than the stored image size 8 \(data.resize=8\); pass "
-                      r"data.resolution<=8 or data.resize>=9$"),
-    ("resolution", 0, r"^data.resolution=0: must be an integer >= 1"),
-    ("pad", -1, r"^data.pad=-1: "),
-    ("val_fraction", 1.0, r"^data.val_fraction=1.0: must be between 0 and 1"),
-    ("mean", [0, 0], r"^data.mean=\[0, 0\]: has 2 values but the images have 3 channels"),
-    ("std", [1, 0, 1], r"^data.std=\[1, 0, 1\]: every std must be positive"),
-])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("in_memory", "maybe", r"^data.in_memory=maybe: unknown value; pass data.in_memory=auto, true or false$"),
+        ("in_memory", 2, r"^data.in_memory=2: "),
+        (
+            "resolution",
+            9,
+            r"^data.resolution=9: larger than the stored image size 8 \(data.resize=8\); pass "
+            r"data.resolution<=8 or data.resize>=9$",
+        ),
+        ("resolution", 0, r"^data.resolution=0: must be an integer >= 1"),
+        ("pad", -1, r"^data.pad=-1: "),
+        ("val_fraction", 1.0, r"^data.val_fraction=1.0: must be between 0 and 1"),
+        ("mean", [0, 0], r"^data.mean=\[0, 0\]: has 2 values but the images have 3 channels"),
+        ("std", [1, 0, 1], r"^data.std=\[1, 0, 1\]: every std must be positive"),
+    ],
+)
 def test_bad_common_keys(key, value, match):
     one_line_error(match, build, tiny_config(**{key: value}))
 
@@ -166,13 +189,19 @@ def test_bad_common_keys(key, value, match):
 def test_resolution_is_checked_against_the_native_size_when_resize_is_null():
     # tiny_source has no default image_size: its native size is the resolution itself.
     assert build(tiny_config(resize=None, resolution=6, pad=0)).stored_size == 6
-    one_line_error(r"^data.resolution=40: larger than the stored image size 32 \(data.resize=null\)",
-                   build, {**cifar_config("/nonexistent"), "resolution": 40})
+    one_line_error(
+        r"^data.resolution=40: larger than the stored image size 32 \(data.resize=null\)",
+        build,
+        {**cifar_config("/nonexistent"), "resolution": 40},
+    )
 
 
 def test_an_empty_val_split_is_refused():
-    one_line_error(r"^data.val_fraction=0.01: leaves the train or val split of tiny's 30 training images empty",
-                   build, tiny_config(val_fraction=0.01))
+    one_line_error(
+        r"^data.val_fraction=0.01: leaves the train or val split of tiny's 30 training images empty",
+        build,
+        tiny_config(val_fraction=0.01),
+    )
 
 
 def test_the_config_node_may_be_an_omegaconf_node_with_interpolations():
@@ -181,6 +210,7 @@ def test_the_config_node_may_be_an_omegaconf_node_with_interpolations():
 
 
 # ---------------------------------------------------------------- image files written by the tests
+
 
 def write_image(path, size=(12, 12), seed=0, mode="RGB"):
     """A random image; PNG keeps the exact pixels."""
@@ -205,18 +235,44 @@ def pixels(path, side):
 
 
 def folder_config(root, **overrides):
-    config = {"_target_": "ablate.data.folders.imagefolder", "name": "folder", "root": root and str(root),
-              "test_fraction": 0.25, "test_split_seed": 0, "resolution": 12, "resize": None, "pad": 0,
-              "flip": False, "mean": [0, 0, 0], "std": None, "val_fraction": 0.25, "split_seed": 0,
-              "in_memory": "auto"}
+    config = {
+        "_target_": "ablate.data.folders.imagefolder",
+        "name": "folder",
+        "root": root and str(root),
+        "test_fraction": 0.25,
+        "test_split_seed": 0,
+        "resolution": 12,
+        "resize": None,
+        "pad": 0,
+        "flip": False,
+        "mean": [0, 0, 0],
+        "std": None,
+        "val_fraction": 0.25,
+        "split_seed": 0,
+        "in_memory": "auto",
+    }
     return {**config, **overrides}
 
 
 def list_config(root, **overrides):
-    config = {"_target_": "ablate.data.folders.caffe_list", "name": "lists", "root": root and str(root),
-              "train_list": "train.txt", "val_list": "val.txt", "test_list": None, "label_names": None,
-              "resolution": 12, "resize": None, "pad": 0, "flip": False, "mean": [0, 0, 0], "std": None,
-              "val_fraction": 0.25, "split_seed": 0, "in_memory": "auto"}
+    config = {
+        "_target_": "ablate.data.folders.caffe_list",
+        "name": "lists",
+        "root": root and str(root),
+        "train_list": "train.txt",
+        "val_list": "val.txt",
+        "test_list": None,
+        "label_names": None,
+        "resolution": 12,
+        "resize": None,
+        "pad": 0,
+        "flip": False,
+        "mean": [0, 0, 0],
+        "std": None,
+        "val_fraction": 0.25,
+        "split_seed": 0,
+        "in_memory": "auto",
+    }
     return {**config, **overrides}
 
 
@@ -304,19 +360,28 @@ def test_caffe_list_val_list_becomes_the_test_split_without_a_test_list(tmp_path
 
 def test_caffe_list_with_a_test_list_label_names_and_absolute_paths(tmp_path):
     write_folder(tmp_path / "images", per_class=3)
-    lists = {name: [f"{tmp_path}/images/{cls}/{i}.png {label}" for label, cls in enumerate(CLASSES)]
-             for i, name in enumerate(("train", "val", "test"))}
+    lists = {
+        name: [f"{tmp_path}/images/{cls}/{i}.png {label}" for label, cls in enumerate(CLASSES)]
+        for i, name in enumerate(("train", "val", "test"))
+    }
     for name, lines in lists.items():
         (tmp_path / f"{name}.txt").write_text("\n".join(lines))
     (tmp_path / "names.txt").write_text("/c/cat 0\n/d/dog 1\n/e/eel 2\n")
-    data = build(list_config(tmp_path / "images", train_list=str(tmp_path / "train.txt"),
-                             val_list=str(tmp_path / "val.txt"), test_list=str(tmp_path / "test.txt"),
-                             label_names=str(tmp_path / "names.txt")))
+    data = build(
+        list_config(
+            tmp_path / "images",
+            train_list=str(tmp_path / "train.txt"),
+            val_list=str(tmp_path / "val.txt"),
+            test_list=str(tmp_path / "test.txt"),
+            label_names=str(tmp_path / "names.txt"),
+        )
+    )
     assert data.classes == ["/c/cat", "/d/dog", "/e/eel"]
     assert data.sizes == {"train": 3, "val": 3, "test": 3}
 
 
 # ---------------------------------------------------------------- the decode cache
+
 
 @pytest.fixture
 def decode_calls(monkeypatch):
@@ -400,16 +465,29 @@ def test_decoding_in_a_process_pool_gives_the_same_images(tmp_path, monkeypatch)
     monkeypatch.setattr(folders, "MIN_IMAGES_FOR_POOL", 0)
     assert torch.equal(folders.decode(files, workers=2), serial)
     (tmp_path / "dog" / "3.png").write_bytes(b"not a png")
-    one_line_error(rf"^data.root={tmp_path}: cannot read image {tmp_path}/dog/3.png \(.*\); remove or replace",
-                   folders.decode, files, 2)
+    one_line_error(
+        rf"^data.root={tmp_path}: cannot read image {tmp_path}/dog/3.png \(.*\); remove or replace",
+        folders.decode,
+        files,
+        2,
+    )
 
 
 # ---------------------------------------------------------------- streaming large data
 
+
 def test_streaming_gives_the_same_batches_as_memory(tmp_path):
     write_folder(tmp_path, per_class=6, size=(10, 10))
-    config = folder_config(tmp_path, resolution=8, pad=2, flip=True, test_fraction=0.34, val_fraction=0.25,
-                           mean=[100, 110, 120], std=[50, 60, 70])
+    config = folder_config(
+        tmp_path,
+        resolution=8,
+        pad=2,
+        flip=True,
+        test_fraction=0.34,
+        val_fraction=0.25,
+        mean=[100, 110, 120],
+        std=[50, 60, 70],
+    )
     in_memory, streamed = build({**config, "in_memory": True}), build({**config, "in_memory": False})
     assert streamed.streaming and not in_memory.streaming
     assert streamed.sizes == in_memory.sizes == {"train": 9, "val": 3, "test": 6}
@@ -444,10 +522,12 @@ def test_streaming_checks_every_image_before_training_and_names_a_bad_one_during
 
 # ---------------------------------------------------------------- bad input
 
+
 def test_missing_root(tmp_path):
     one_line_error(r"^data.root=null: .*; pass data.root=/path/to/images$", build, folder_config(None))
-    one_line_error(rf"^data.root={tmp_path}/nope: no such folder; pass data.root=", build,
-                   folder_config(tmp_path / "nope"))
+    one_line_error(
+        rf"^data.root={tmp_path}/nope: no such folder; pass data.root=", build, folder_config(tmp_path / "nope")
+    )
     one_line_error(r"^data.root=null: .*pass data.root=", build, list_config(None))
 
 
@@ -458,8 +538,12 @@ def test_an_empty_class_folder_is_named(tmp_path):
     for path in (tmp_path / "test" / "dog").iterdir():
         path.unlink()
     (tmp_path / "test" / "dog" / "notes.txt").write_text("not an image")
-    one_line_error(rf"^data.root={tmp_path}: class folder {tmp_path}/test/dog has no images .*; add images or "
-                   rf"remove the folder$", build, folder_config(tmp_path))
+    one_line_error(
+        rf"^data.root={tmp_path}: class folder {tmp_path}/test/dog has no images .*; add images or "
+        rf"remove the folder$",
+        build,
+        folder_config(tmp_path),
+    )
 
 
 def test_no_class_folders(tmp_path):
@@ -471,26 +555,38 @@ def test_a_test_class_unknown_to_train_is_refused(tmp_path):
     write_folder(tmp_path / "train")
     write_folder(tmp_path / "test")
     write_image(tmp_path / "test" / "fox" / "0.png")
-    one_line_error(rf"class folder {tmp_path}/test/fox is not among the training classes", build,
-                   folder_config(tmp_path))
+    one_line_error(
+        rf"class folder {tmp_path}/test/fox is not among the training classes", build, folder_config(tmp_path)
+    )
 
 
 def test_a_corrupt_image_is_named(tmp_path):
     write_folder(tmp_path, per_class=4)
     (tmp_path / "dog" / "2.png").write_bytes(b"GIF89a garbage")
-    one_line_error(rf"^data.root={tmp_path}: cannot read image {tmp_path}/dog/2.png \(.*\); remove or replace that "
-                   rf"file$", build, folder_config(tmp_path, resize=12))
+    one_line_error(
+        rf"^data.root={tmp_path}: cannot read image {tmp_path}/dog/2.png \(.*\); remove or replace that "
+        rf"file$",
+        build,
+        folder_config(tmp_path, resize=12),
+    )
 
 
 def test_resize_null_needs_square_images_of_one_size(tmp_path):
     write_folder(tmp_path, per_class=4)
     write_image(tmp_path / "cat" / "0.png", size=(12, 10))  # the first image: no native size
-    one_line_error(rf"^data.resize=null: {tmp_path}/cat/0.png is 12x10, not square.*pass data.resize=<side>",
-                   build, folder_config(tmp_path))
+    one_line_error(
+        rf"^data.resize=null: {tmp_path}/cat/0.png is 12x10, not square.*pass data.resize=<side>",
+        build,
+        folder_config(tmp_path),
+    )
     write_image(tmp_path / "cat" / "0.png", size=(12, 12))
     write_image(tmp_path / "eel" / "9.png", size=(16, 16))
-    one_line_error(rf"^data.resize=null: {tmp_path}/eel/9.png is 16x16 but the images are stored at their own "
-                   rf"size 12x12", build, folder_config(tmp_path))
+    one_line_error(
+        rf"^data.resize=null: {tmp_path}/eel/9.png is 16x16 but the images are stored at their own "
+        rf"size 12x12",
+        build,
+        folder_config(tmp_path),
+    )
     assert build(folder_config(tmp_path, resize=12)).stored_size == 12
 
 
@@ -502,31 +598,46 @@ def write_lists(root, train_lines, val_lines=("images/cat/0.png 0",)):
 
 def test_a_missing_list_file(tmp_path):
     write_lists(tmp_path, ["images/cat/0.png 0"])
-    one_line_error(rf"^data.train_list=nope.txt: no such file {tmp_path}/nope.txt; pass data.train_list=", build,
-                   list_config(tmp_path, train_list="nope.txt"))
+    one_line_error(
+        rf"^data.train_list=nope.txt: no such file {tmp_path}/nope.txt; pass data.train_list=",
+        build,
+        list_config(tmp_path, train_list="nope.txt"),
+    )
     one_line_error(r"^data.val_list=missing.txt: no such file", build, list_config(tmp_path, val_list="missing.txt"))
     one_line_error(r"^data.train_list=null: ", build, list_config(tmp_path, train_list=None))
 
 
 def test_a_list_naming_a_missing_image(tmp_path):
     write_lists(tmp_path, ["images/cat/0.png 0", "", "images/dog/7.png 1"])
-    one_line_error(rf"^data.train_list={tmp_path}/train.txt: line 3 names a missing image {tmp_path}/images/dog/7.png;"
-                   rf" fix the list or data.root$", build, list_config(tmp_path))
+    one_line_error(
+        rf"^data.train_list={tmp_path}/train.txt: line 3 names a missing image {tmp_path}/images/dog/7.png;"
+        rf" fix the list or data.root$",
+        build,
+        list_config(tmp_path),
+    )
 
 
-@pytest.mark.parametrize("bad_line", ["images/cat/0.png", "images/cat/0.png cat", "images/cat/0.png -1",
-                                      "images/cat/0.png 1.5"])
+@pytest.mark.parametrize(
+    "bad_line", ["images/cat/0.png", "images/cat/0.png cat", "images/cat/0.png -1", "images/cat/0.png 1.5"]
+)
 def test_a_malformed_list_line(tmp_path, bad_line):
     write_lists(tmp_path, ["images/cat/0.png 0", "images/cat/1.png 0", bad_line])
-    one_line_error(rf"^data.train_list={tmp_path}/train.txt: line 3 '{bad_line}' is not '<image path> <integer "
-                   rf"label>'; fix that line$", build, list_config(tmp_path))
+    one_line_error(
+        rf"^data.train_list={tmp_path}/train.txt: line 3 '{bad_line}' is not '<image path> <integer "
+        rf"label>'; fix that line$",
+        build,
+        list_config(tmp_path),
+    )
 
 
 def test_a_label_outside_the_label_names(tmp_path):
     write_lists(tmp_path, ["images/cat/0.png 0", "images/dog/0.png 5"])
     (tmp_path / "names.txt").write_text("cat\ndog\n")
-    one_line_error(r"line 2 has label 5 but data.label_names lists 2 classes", build,
-                   list_config(tmp_path, label_names="names.txt"))
+    one_line_error(
+        r"line 2 has label 5 but data.label_names lists 2 classes",
+        build,
+        list_config(tmp_path, label_names="names.txt"),
+    )
 
 
 def test_a_corrupt_image_in_a_list_is_named(tmp_path):
@@ -537,10 +648,23 @@ def test_a_corrupt_image_in_a_list_is_named(tmp_path):
 
 # ---------------------------------------------------------------- CIFAR through torchvision's own loader
 
+
 def cifar_config(root, **overrides):
-    config = {"_target_": "ablate.data.cifar.cifar10", "name": "cifar10", "root": None if root is None else str(root),
-              "download": False, "resolution": 32, "resize": None, "pad": 4, "flip": True, "mean": [0, 0, 0],
-              "std": None, "val_fraction": 0.2, "split_seed": 0, "in_memory": "auto"}
+    config = {
+        "_target_": "ablate.data.cifar.cifar10",
+        "name": "cifar10",
+        "root": None if root is None else str(root),
+        "download": False,
+        "resolution": 32,
+        "resize": None,
+        "pad": 4,
+        "flip": True,
+        "mean": [0, 0, 0],
+        "std": None,
+        "val_fraction": 0.2,
+        "split_seed": 0,
+        "in_memory": "auto",
+    }
     return {**config, **overrides}
 
 
@@ -595,11 +719,13 @@ def test_cifar_resize_and_cifar100(fake_cifar):
 
 def test_cifar_bad_root(tmp_path):
     one_line_error(r"^data.root=null: CIFAR-10 needs a folder .*; pass data.root=~/data$", build, cifar_config(None))
-    one_line_error(rf"^data.root={tmp_path}: CIFAR-10 is not there .*pass data.download=true", build,
-                   cifar_config(tmp_path))
+    one_line_error(
+        rf"^data.root={tmp_path}: CIFAR-10 is not there .*pass data.download=true", build, cifar_config(tmp_path)
+    )
 
 
 # ---------------------------------------------------------------- the yaml files
+
 
 @pytest.mark.parametrize("name", ["imagefolder", "caffe_list", "cifar10", "cifar100"])
 def test_every_data_yaml_has_the_common_keys_and_a_callable_source(name):
@@ -607,11 +733,13 @@ def test_every_data_yaml_has_the_common_keys_and_a_callable_source(name):
     assert set(ablate.data.COMMON_DEFAULTS) | {"_target_", "root"} <= set(node)
     assert node.name == name and node.root is None
     import hydra.utils
+
     assert callable(hydra.utils.get_method(node._target_))
     one_line_error(r"^data.root=null: ", build, OmegaConf.create({"data": node}).data)
 
 
 # ---------------------------------------------------------------- real images from ../shared/data
+
 
 def extract_once(name, archive, *patterns, gzip):
     """A few files of a shared archive under .cache/data/test-subsets/<name>, extracted once for every run."""
@@ -619,8 +747,18 @@ def extract_once(name, archive, *patterns, gzip):
     if not target.is_dir():
         EXTRACTED.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=EXTRACTED, prefix=f".{name}."))
-        subprocess.run(["tar", "-xzf" if gzip else "-xf", str(SHARED_DATA / archive), "-C", str(scratch),
-                        "--wildcards", *patterns], check=True)
+        subprocess.run(
+            [
+                "tar",
+                "-xzf" if gzip else "-xf",
+                str(SHARED_DATA / archive),
+                "-C",
+                str(scratch),
+                "--wildcards",
+                *patterns,
+            ],
+            check=True,
+        )
         try:
             scratch.rename(target)  # whole or not at all, also when two test runs race
         except OSError:
@@ -634,15 +772,28 @@ needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shar
 @pytest.fixture(scope="module")
 def cifar_jpegs():
     classes = ("airplane", "cat", "ship")
-    return extract_once("cifar10-jpg", "cifar10-jpg.tar.gz", *(f"train/{c}/00[0-2]?.jpg" for c in classes),
-                        *(f"test/{c}/000?.jpg" for c in classes), gzip=True)
+    return extract_once(
+        "cifar10-jpg",
+        "cifar10-jpg.tar.gz",
+        *(f"train/{c}/00[0-2]?.jpg" for c in classes),
+        *(f"test/{c}/000?.jpg" for c in classes),
+        gzip=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def ghim():
-    return extract_once("ghim10k-subset12", "ghim10k-subset12.tar", "ghim10k-subset12/sunsets/sunsets_65[01]*.jpg",
-                        "ghim10k-subset12/flowers/flowers_30[0-4]*.jpg", "ghim10k-subset12/cars/cars_15[0-3]*.jpg",
-                        gzip=False) / "ghim10k-subset12"
+    return (
+        extract_once(
+            "ghim10k-subset12",
+            "ghim10k-subset12.tar",
+            "ghim10k-subset12/sunsets/sunsets_65[01]*.jpg",
+            "ghim10k-subset12/flowers/flowers_30[0-4]*.jpg",
+            "ghim10k-subset12/cars/cars_15[0-3]*.jpg",
+            gzip=False,
+        )
+        / "ghim10k-subset12"
+    )
 
 
 @needs_shared_data
@@ -668,9 +819,17 @@ def test_caffe_list_on_ghim_images_with_portraits(ghim, tmp_path):
     lines = [f"{path.relative_to(ghim)} {label}" for path, label in paths]
     (tmp_path / "list_train_shuffle.txt").write_text("\n".join(lines[i] for i in range(len(lines)) if i % 4))
     (tmp_path / "list_val_shuffle.txt").write_text("\n".join(lines[i] for i in range(len(lines)) if not i % 4))
-    config = list_config(ghim, train_list=str(tmp_path / "list_train_shuffle.txt"),
-                         val_list=str(tmp_path / "list_val_shuffle.txt"), resize=40, resolution=32, pad=0,
-                         flip=True, mean=[124, 117, 104], val_fraction=0.2)
+    config = list_config(
+        ghim,
+        train_list=str(tmp_path / "list_train_shuffle.txt"),
+        val_list=str(tmp_path / "list_val_shuffle.txt"),
+        resize=40,
+        resolution=32,
+        pad=0,
+        flip=True,
+        mean=[124, 117, 104],
+        val_fraction=0.2,
+    )
     data = build(config, tmp_path / "cache")
     assert data.num_classes == 3 and data.stored_size == 40
     assert data.sizes["test"] == len(lines[::4]) and sum(data.sizes.values()) == len(lines)

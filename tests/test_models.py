@@ -13,13 +13,25 @@ from ablate.models import build_model, describe
 CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 PRESETS = sorted(p.stem for p in CONF.glob("*.yaml"))
 ALLCONV_DEPTH = {
-    "allconv5": 5, "allconv6": 6, "allconv7_1": 7, "allconv7_2": 7, "allconv8_1": 8, "allconv8_2": 8, "allconv8_3": 8,
+    "allconv5": 5,
+    "allconv6": 6,
+    "allconv7_1": 7,
+    "allconv7_2": 7,
+    "allconv8_1": 8,
+    "allconv8_2": 8,
+    "allconv8_3": 8,
 }
 MOBILENET_DEPTH = {f"mobilenet{d}": d for d in (10, 12, 14, 16, 20, 24, 26, 28)}
 WIDTHS = {  # STUDIES.md, the allconv6 width study
-    "allconv6": [64, 64, 128, 128, 256], "allconv6_1": [16, 16, 32, 32, 64], "allconv6_2": [32, 32, 32, 32, 64],
-    "allconv6_3": [16, 16, 64, 64, 64], "allconv6_4": [16, 16, 32, 32, 128], "allconv6_5": [32, 32, 64, 64, 128],
-    "allconv6_6": [64, 64, 64, 64, 128], "allconv6_7": [32, 32, 128, 128, 128], "allconv6_8": [32, 32, 64, 64, 256],
+    "allconv6": [64, 64, 128, 128, 256],
+    "allconv6_1": [16, 16, 32, 32, 64],
+    "allconv6_2": [32, 32, 32, 32, 64],
+    "allconv6_3": [16, 16, 64, 64, 64],
+    "allconv6_4": [16, 16, 32, 32, 128],
+    "allconv6_5": [32, 32, 64, 64, 128],
+    "allconv6_6": [64, 64, 64, 64, 128],
+    "allconv6_7": [32, 32, 128, 128, 128],
+    "allconv6_8": [32, 32, 64, 64, 256],
 }
 
 
@@ -73,8 +85,9 @@ def test_width_presets_have_the_articles_channels(name):
 
 
 def test_allconv5_first_layer_is_the_only_5x5_stride_4():
-    convs = [m for m in build_model(preset("allconv5"), num_classes=20, in_channels=3).modules()
-             if isinstance(m, nn.Conv2d)]
+    convs = [
+        m for m in build_model(preset("allconv5"), num_classes=20, in_channels=3).modules() if isinstance(m, nn.Conv2d)
+    ]
     assert [(c.kernel_size, c.stride) for c in convs] == [((5, 5), (4, 4))] + [((3, 3), (2, 2))] * 3
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
@@ -14,8 +15,6 @@ from ablate import record
 from ablate import train as train_module
 from ablate.errors import ConfigError
 from ablate.train import run
-
-from conftest import ROOT
 
 TINY = ("data.train_size=320", "data.val_size=64", "data.test_size=64", "trainer.epochs=2", "logger=none")
 
@@ -42,16 +41,39 @@ def test_two_epoch_run_writes_a_valid_record(run_here):
     assert summary["status"] == "completed"
     on_disk = json.loads((record_dir / record.SUMMARY).read_text())
     assert on_disk["status"] == "completed" and on_disk["seed"] == 3
-    for key in ("identity", "final", "best", "model", "lr", "wall_seconds", "images_per_s", "device", "git",
-                "versions", "choices", "started_at", "finished_at"):
+    for key in (
+        "identity",
+        "final",
+        "best",
+        "model",
+        "lr",
+        "wall_seconds",
+        "images_per_s",
+        "device",
+        "git",
+        "versions",
+        "choices",
+        "started_at",
+        "finished_at",
+    ):
         assert key in on_disk, key
     assert on_disk["model"] == {"name": "allconv6", "depth": 6, "params": 560468, "macs": 4871168, "total_stride": 32}
     assert on_disk["lr"] == {"base": 0.01, "effective": 0.01, "batch_size": 64, "base_batch_size": 64, "rule": "none"}
     assert set(on_disk["versions"]) >= {"python", "torch", "torchvision", "hydra-core"}
     lines = record.read_metrics(record_dir)
     assert [row["epoch"] for row in lines] == [1, 2]
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr", "epoch", "step", "seconds",
-                "images_per_s"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "test/acc",
+        "lr",
+        "epoch",
+        "step",
+        "seconds",
+        "images_per_s",
+    ):
         assert key in lines[0], key
     assert lines[-1]["step"] == 2 * (320 // 64)  # synthetic makes its own val split; drop_last
     assert on_disk["final"]["test/acc"] == lines[-1]["test/acc"]
@@ -127,8 +149,9 @@ def test_bad_input_fails_before_training_naming_the_key(run_here, overrides, mes
 
 def ablate(*args: str, cwd, env_extra=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ablate", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_command_line_run_files_its_record_under_its_identity(tmp_path):
@@ -149,7 +172,10 @@ def test_command_line_bad_input_is_one_line_and_exit_2(tmp_path):
 def test_command_line_value_that_does_not_resolve_is_one_line_naming_the_key(tmp_path):
     result = ablate(*TINY, "optim.lr=${oops}", f"paths.runs={tmp_path / 'runs'}", cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr.strip() == "ablate: error: optim.lr: Interpolation key 'oops' not found; fix the interpolation in that value"
+    assert (
+        result.stderr.strip()
+        == "ablate: error: optim.lr: Interpolation key 'oops' not found; fix the interpolation in that value"
+    )
 
 
 def test_unknown_preset_is_hydras_one_error(tmp_path):

@@ -19,17 +19,35 @@ from ablate.sweep import OUTCOME, WORKER_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-STUDIES = ("depth", "depth_bn", "width", "mobilenet_depth", "mobilenet_width", "lr_policy", "optimizer", "batch_size",
-           "lr_range")
+STUDIES = (
+    "depth",
+    "depth_bn",
+    "width",
+    "mobilenet_depth",
+    "mobilenet_width",
+    "lr_policy",
+    "optimizer",
+    "batch_size",
+    "lr_range",
+)
 # A few seconds per job on one core: 256 training images, one epoch.
-TINY = ("data.train_size=256", "data.val_size=64", "data.test_size=64", "batch.size=32", "trainer.epochs=1",
-        "logger=none")
+TINY = (
+    "data.train_size=256",
+    "data.val_size=64",
+    "data.test_size=64",
+    "batch.size=32",
+    "trainer.epochs=1",
+    "logger=none",
+)
 COUNTS = re.compile(r"sweep (\w+): (\d+) completed, (\d+) skipped, (\d+) diverged, (\d+) failed")
 
 
 def command(tmp_path: Path, *args: str) -> list[str]:
-    paths = (f"paths.runs={tmp_path / 'runs'}", f"paths.results={tmp_path / 'results'}",
-             f"paths.cache={tmp_path / 'cache'}")
+    paths = (
+        f"paths.runs={tmp_path / 'runs'}",
+        f"paths.results={tmp_path / 'results'}",
+        f"paths.cache={tmp_path / 'cache'}",
+    )
     return [sys.executable, "-m", "ablate", *args, *paths]
 
 
@@ -39,8 +57,9 @@ def environment() -> dict:
 
 
 def sweep(tmp_path: Path, *args: str, timeout_s: int = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(tmp_path, *args), cwd=ROOT, env=environment(), capture_output=True, text=True,
-                            timeout=timeout_s)
+    result = subprocess.run(
+        command(tmp_path, *args), cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=timeout_s
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -91,8 +110,16 @@ def test_a_study_sizes_the_embedded_dataset_and_leaves_other_data_alone(compose)
 
 def test_optimizer_arms_are_distinct_values_with_their_family_lr(compose):
     seen = {}
-    for solver in ("sgd_momentum0", "sgd_momentum0.9", "sgd_momentum0.99", "nesterov", "adagrad", "adadelta",
-                   "rmsprop", "adam"):
+    for solver in (
+        "sgd_momentum0",
+        "sgd_momentum0.9",
+        "sgd_momentum0.99",
+        "nesterov",
+        "adagrad",
+        "adadelta",
+        "rmsprop",
+        "adam",
+    ):
         cfg = compose("+sweep=optimizer", f"+solver={solver}", "lr_factor=3", return_hydra_config=True)
         value = (cfg.hydra.runtime.choices.optim, cfg.optim.get("momentum"))
         assert value not in seen.values(), (solver, value)
@@ -112,8 +139,9 @@ def test_parallel_launcher_uses_every_core_with_one_thread_each(compose):
 
 
 def test_slurm_launcher_takes_its_resources_from_config(compose, monkeypatch):
-    cfg = compose("launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.array_parallelism=8",
-                  return_hydra_config=True)
+    cfg = compose(
+        "launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.array_parallelism=8", return_hydra_config=True
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.array_parallelism) == ("gpu", 8)
@@ -124,7 +152,9 @@ def test_slurm_launcher_takes_its_resources_from_config(compose, monkeypatch):
     assert compose("launcher=slurm").trainer.threads == 6
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert compose("launcher=slurm").trainer.threads is None
-    assert compose("launcher=submitit_local", return_hydra_config=True).hydra.launcher._target_.endswith("LocalLauncher")
+    assert compose("launcher=submitit_local", return_hydra_config=True).hydra.launcher._target_.endswith(
+        "LocalLauncher"
+    )
 
 
 def test_sweep_without_dash_m_runs_the_study_then_skips_it_then_runs_only_new_seeds(tmp_path):
@@ -151,8 +181,16 @@ def test_sweep_without_dash_m_runs_the_study_then_skips_it_then_runs_only_new_se
 
 
 def test_parallel_launcher_runs_jobs_in_workers_with_the_allocator_environment(tmp_path):
-    result = sweep(tmp_path, "+sweep=width", "launcher=parallel", "hydra.launcher.n_jobs=2",
-                   "model=allconv6_1,allconv6_2", "optim.lr=0.01", "seed=0", *TINY)
+    result = sweep(
+        tmp_path,
+        "+sweep=width",
+        "launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "model=allconv6_1,allconv6_2",
+        "optim.lr=0.01",
+        "seed=0",
+        *TINY,
+    )
     assert counts(result) == {"completed": 2, "skipped": 0, "diverged": 0, "failed": 0}
     summaries = records(tmp_path, "width")
     assert {s["status"] for s in summaries} == {"completed"} and len(summaries) == 2
@@ -165,8 +203,9 @@ def test_parallel_launcher_runs_jobs_in_workers_with_the_allocator_environment(t
 
 
 def test_submitit_local_launcher_runs_the_sweep(tmp_path):
-    result = sweep(tmp_path, "+sweep=depth", "launcher=submitit_local", "model=allconv5,allconv6", "optim.lr=0.01",
-                   "seed=0", *TINY)
+    result = sweep(
+        tmp_path, "+sweep=depth", "launcher=submitit_local", "model=allconv5,allconv6", "optim.lr=0.01", "seed=0", *TINY
+    )
     assert counts(result) == {"completed": 2, "skipped": 0, "diverged": 0, "failed": 0}
     assert {s["status"] for s in records(tmp_path, "depth")} == {"completed"}
     assert (tmp_path / "runs" / "depth" / ".submitit").is_dir()
@@ -175,8 +214,16 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path):
 
 def test_failing_and_diverging_jobs_do_not_stop_their_sweep(tmp_path):
     # batch.size=100000 is larger than the training split (a config error); optim.lr=1e6 blows the loss up.
-    result = sweep(tmp_path, "+sweep=depth", "model=allconv5", "model.init=kaiming", "optim.lr=0.01,1e6",
-                   "seed=0", *TINY, "batch.size=32,100000")
+    result = sweep(
+        tmp_path,
+        "+sweep=depth",
+        "model=allconv5",
+        "model.init=kaiming",
+        "optim.lr=0.01,1e6",
+        "seed=0",
+        *TINY,
+        "batch.size=32,100000",
+    )
     assert counts(result) == {"completed": 1, "skipped": 0, "diverged": 1, "failed": 2}
     by_status = {}
     for summary in records(tmp_path, "depth"):
@@ -194,8 +241,16 @@ def test_failing_and_diverging_jobs_do_not_stop_their_sweep(tmp_path):
 def test_a_job_whose_value_does_not_resolve_fails_alone_under_the_parallel_launcher(tmp_path):
     # Hydra names each job's folder from its resolved config (${identity:}) before the job runs: a typo in one
     # job's interpolation must fail that job, recorded, not the set-up of the whole sweep.
-    result = sweep(tmp_path, "+sweep=depth", "launcher=parallel", "hydra.launcher.n_jobs=2", "model=allconv5",
-                   "optim.lr=0.01,${oops}", "seed=0", *TINY)
+    result = sweep(
+        tmp_path,
+        "+sweep=depth",
+        "launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "model=allconv5",
+        "optim.lr=0.01,${oops}",
+        "seed=0",
+        *TINY,
+    )
     assert counts(result) == {"completed": 1, "skipped": 0, "diverged": 0, "failed": 1}
     (failed,) = [s for s in records(tmp_path, "depth") if s["status"] == "failed"]
     assert failed["error"] == "optim.lr: Interpolation key 'oops' not found; fix the interpolation in that value"
@@ -203,17 +258,33 @@ def test_a_job_whose_value_does_not_resolve_fails_alone_under_the_parallel_launc
 
 def test_sweep_killed_mid_run_and_started_again_completes_without_losing_or_duplicating(tmp_path):
     epochs = 4
-    study = ("+sweep=depth", "model=allconv5,allconv6", "optim.lr=0.01", "seed=0", *TINY,
-             "data.train_size=640", f"trainer.epochs={epochs}")
+    study = (
+        "+sweep=depth",
+        "model=allconv5,allconv6",
+        "optim.lr=0.01",
+        "seed=0",
+        *TINY,
+        "data.train_size=640",
+        f"trainer.epochs={epochs}",
+    )
     sweep_dir = tmp_path / "runs" / "depth"
-    process = subprocess.Popen(command(tmp_path, *study), cwd=ROOT, env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command(tmp_path, *study),
+        cwd=ROOT,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         # Kill once the first job is done and the second has a checkpoint, i.e. in the middle of the second run.
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
-            statuses = [(s["status"], (sweep_dir / s["identity"] / record.CHECKPOINT).exists())
-                        for s in map(record.read_json, sweep_dir.glob(f"*/{record.SUMMARY}")) if s]
+            statuses = [
+                (s["status"], (sweep_dir / s["identity"] / record.CHECKPOINT).exists())
+                for s in map(record.read_json, sweep_dir.glob(f"*/{record.SUMMARY}"))
+                if s
+            ]
             if ("completed", False) in statuses and ("running", True) in statuses:
                 break
             time.sleep(0.02)
@@ -257,15 +328,32 @@ def test_table_has_one_row_per_record_and_the_documented_columns(tmp_path):
     sweep_dir = tmp_path / "runs" / "lr_policy"
     first = sorted(p for p in sweep_dir.iterdir() if (p / record.SUMMARY).exists())[0]
     first.rename(sweep_dir / "renamed")
-    collected = subprocess.run([sys.executable, "-m", "ablate.collect", "lr_policy", "--runs", str(tmp_path / "runs"),
-                                "--results", str(tmp_path / "results")], cwd=ROOT, capture_output=True, text=True)
+    collected = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ablate.collect",
+            "lr_policy",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert collected.returncode == 0, collected.stderr
     assert set(table(tmp_path, "lr_policy")["identity"]) == set(runs["identity"])
 
 
 def test_collect_of_a_study_never_run_is_one_line_naming_the_folder_and_the_command(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ablate.collect", "width", "--runs", str(tmp_path / "runs")],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ablate.collect", "width", "--runs", str(tmp_path / "runs")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "runs" / "width") in result.stderr and "python -m ablate +sweep=width" in result.stderr

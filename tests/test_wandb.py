@@ -35,13 +35,25 @@ def make_run(runs_root: Path, model: str, depth: int, seed: int) -> dict:
     identity = f"{depth:02d}{seed:02d}" + "c0ffee12"
     config = {
         "seed": seed,
-        "model": {"_target_": "ablate.models.allconv.build", "_partial_": True, "channels": [64, 64, 128], "dropout": None},
+        "model": {
+            "_target_": "ablate.models.allconv.build",
+            "_partial_": True,
+            "channels": [64, 64, 128],
+            "dropout": None,
+        },
         "optim": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.005},
         "batch": {"size": 64, "rule": "none", "base_size": 64},
         "trainer": {"epochs": EPOCHS, "device": "cpu"},
         "study": {"name": "depth", "scientific": ["model"], "nuisance": ["optim.lr"], "seeds": [1, 2]},
     }
-    derived = {"lr_effective": 0.01, "depth": depth, "params": 1000 * depth, "macs": 10**6 * depth, "identity": identity, "choices": {"model": model, "optim": "sgd"}}
+    derived = {
+        "lr_effective": 0.01,
+        "depth": depth,
+        "params": 1000 * depth,
+        "macs": 10**6 * depth,
+        "identity": identity,
+        "choices": {"model": model, "optim": "sgd"},
+    }
     return {
         "identity": identity,
         "name": f"depth/{model}/lr0.01/s{seed}",
@@ -75,9 +87,16 @@ def make_summary(run: dict, status: str) -> dict:
         "seed": run["config"]["seed"],
         "epochs_completed": EPOCHS,
         "steps": 420,
-        "final": {key: final[key] for key in ("train/loss", "train/acc", "val/loss", "val/acc")} | {"test/loss": math.nan if status == "diverged" else 0.9, "test/acc": 0.31},
+        "final": {key: final[key] for key in ("train/loss", "train/acc", "val/loss", "val/acc")}
+        | {"test/loss": math.nan if status == "diverged" else 0.9, "test/acc": 0.31},
         "best": {"val/acc": final["val/acc"], "test/acc": 0.31, "epoch": EPOCHS},
-        "model": {"name": run["config"]["derived"]["choices"]["model"], "depth": run["config"]["derived"]["depth"], "params": 6000, "macs": 6 * 10**6, "total_stride": 32},
+        "model": {
+            "name": run["config"]["derived"]["choices"]["model"],
+            "depth": run["config"]["derived"]["depth"],
+            "params": 6000,
+            "macs": 6 * 10**6,
+            "total_stride": 32,
+        },
         "lr": {"base": 0.01, "effective": 0.01, "batch_size": 64, "base_batch_size": 64, "rule": "none"},
         "wall_seconds": 12.5,
         "images_per_s": 700.0,
@@ -95,7 +114,10 @@ def leet(run_dir: Path) -> dict:
     """What wandb's own reader finds in an offline run: its run record, history rows, final summary and exit code."""
     result = subprocess.run(
         [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     summary = {}
@@ -162,7 +184,9 @@ def test_offline_run_holds_every_epoch_with_epoch_as_step(logged):
     for row, epoch in zip(rows, range(1, EPOCHS + 1)):
         expected = epoch_metrics(epoch, seed=1)
         assert {key: row[key] for key in expected} == pytest.approx(expected)
-    assert any(metric.get("glob_name") == "*" and metric.get("step_metric") == "epoch" for metric in job["leet"]["metrics"])
+    assert any(
+        metric.get("glob_name") == "*" and metric.get("step_metric") == "epoch" for metric in job["leet"]["metrics"]
+    )
 
 
 def test_offline_run_holds_the_record_summary_flattened_and_exact(logged):
@@ -181,7 +205,9 @@ def test_two_jobs_in_one_process_are_two_wandb_runs_and_a_diverged_one_exits_1(l
     first, second = logged["jobs"]
     assert first["leet"]["run"]["run_id"] != second["leet"]["run"]["run_id"]
     assert second["leet"]["run"]["display_name"] == "depth/allconv7_1/lr0.01/s2"
-    assert [row["train/loss"] for row in second["leet"]["history"]] == pytest.approx([2.0 / epoch + 2 for epoch in (1, 2, 3)])
+    assert [row["train/loss"] for row in second["leet"]["history"]] == pytest.approx(
+        [2.0 / epoch + 2 for epoch in (1, 2, 3)]
+    )
     assert second["leet"]["summary"]["status"] == "diverged"
     assert second["leet"]["exit_code"] == 1
 
@@ -193,7 +219,11 @@ def test_wandb_source_gives_the_same_records_and_table_as_local_folders(logged, 
         def __init__(self, read):
             self.config = {key: value for key, value in read["run"]["config"]["update"].items() if key != "_wandb"}
             self.summary = read["summary"]
-            self.name, self.group, self.id = read["run"]["display_name"], read["run"]["run_group"], read["run"]["run_id"]
+            self.name, self.group, self.id = (
+                read["run"]["display_name"],
+                read["run"]["run_group"],
+                read["run"]["run_id"],
+            )
             self.state = "finished" if read["exit_code"] == 0 else "failed"
             self.tags = read["run"]["tags"]
 
@@ -286,7 +316,9 @@ def broken_by_import(tmp_path, monkeypatch):
     return {}, "import of wandb halted"
 
 
-@pytest.mark.parametrize("break_wandb", [broken_by_unwritable_dir, broken_by_bogus_mode, broken_by_init_raising, broken_by_import])
+@pytest.mark.parametrize(
+    "break_wandb", [broken_by_unwritable_dir, broken_by_bogus_mode, broken_by_init_raising, broken_by_import]
+)
 def test_broken_wandb_set_up_is_one_warning_and_the_run_goes_on(break_wandb, wandb_env, monkeypatch, caplog):
     kwargs, cause = break_wandb(wandb_env, monkeypatch)
     run = make_run(wandb_env / "runs", "allconv6", depth=6, seed=1)
@@ -314,7 +346,9 @@ def test_a_wandb_crash_while_logging_turns_the_logger_off(wandb_env, monkeypatch
         logger.log(epoch_metrics(2, seed=1), step=2)
         logger.finish(make_summary(run, "completed"))
     assert logger.wandb_run is None
-    assert ["log failed" in record.getMessage() for record in caplog.records if record.name == "ablate.tracking.wandb"] == [True]
+    assert [
+        "log failed" in record.getMessage() for record in caplog.records if record.name == "ablate.tracking.wandb"
+    ] == [True]
     # logger.dir puts W&B's files in <dir>/<study>/<identity>, where wandb_sync --wandb-dir finds them
     assert list((wandb_env / "w" / "depth" / run["identity"]).glob("wandb/offline-run-*"))
 
@@ -364,15 +398,35 @@ def test_wandb_source_keeps_the_last_finished_run_of_an_identity_and_reads_unfin
     first = {"identity": "abc", "status": "failed", "finished_at": "2026-01-01T00:00:00"}
     resumed = {"identity": "abc", "status": "completed", "finished_at": "2026-01-02T00:00:00"}
     with caplog.at_level(logging.WARNING):
-        records = records_from_wandb([
-            ApiRun("resumed", resumed), ApiRun("first", first), ApiRun("killed-then-resumed", None, "crashed"),
-            ApiRun("killed", None, "crashed", identity="def"), ApiRun("now", None, "running", identity="0a1"),
-        ])
+        records = records_from_wandb(
+            [
+                ApiRun("resumed", resumed),
+                ApiRun("first", first),
+                ApiRun("killed-then-resumed", None, "crashed"),
+                ApiRun("killed", None, "crashed", identity="def"),
+                ApiRun("now", None, "running", identity="0a1"),
+            ]
+        )
     assert [record["summary"] for record in records] == [
         resumed,
-        {"identity": "def", "study": "depth", "status": "failed", "error": "the W&B run crashed before the run finished",
-         "seed": 1, "choices": {"model": "allconv6"}, "finished_at": None},
-        {"identity": "0a1", "study": "depth", "status": "running", "error": None, "seed": 1, "choices": {"model": "allconv6"}, "finished_at": None},
+        {
+            "identity": "def",
+            "study": "depth",
+            "status": "failed",
+            "error": "the W&B run crashed before the run finished",
+            "seed": 1,
+            "choices": {"model": "allconv6"},
+            "finished_at": None,
+        },
+        {
+            "identity": "0a1",
+            "study": "depth",
+            "status": "running",
+            "error": None,
+            "seed": 1,
+            "choices": {"model": "allconv6"},
+            "finished_at": None,
+        },
     ]
     assert all(record["config"] == {"seed": 1} and record["record_dir"] is None for record in records)
     assert "killed (crashed) has no summary" in caplog.text
@@ -403,7 +457,14 @@ def test_the_loop_mirrors_its_record_and_goes_on_when_wandb_is_broken(wandb_work
     (wandb_env / "a-file").write_text("")
     broken = [] if wandb_works else [f"logger.dir={wandb_env / 'a-file' / 'wandb'}"]
     tiny = ["data.train_size=320", "data.val_size=64", "data.test_size=64", "trainer.epochs=2", "trainer.threads=1"]
-    cfg = compose(*tiny, "logger=wandb", "logger.mode=offline", *broken, f"paths.cache={wandb_env / 'cache'}", return_hydra_config=True)
+    cfg = compose(
+        *tiny,
+        "logger=wandb",
+        "logger.mode=offline",
+        *broken,
+        f"paths.cache={wandb_env / 'cache'}",
+        return_hydra_config=True,
+    )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -438,13 +499,19 @@ def test_dashboard_labels_name_the_scientific_and_nuisance_values_as_the_run_nam
 
     depth = {"scientific": ["model"], "nuisance": ["optim.lr"]}
     model = {"_target_": "ablate.models.allconv.allconv", "name": "allconv7_1"}
-    assert labels(depth, {"choices": {"model": "allconv7_1"}}, model=model, optim={"lr": 0.01}) == ("allconv7_1", "0.01")
+    assert labels(depth, {"choices": {"model": "allconv7_1"}}, model=model, optim={"lr": 0.01}) == (
+        "allconv7_1",
+        "0.01",
+    )
     assert labels(depth, {}, model=model, optim={"lr": 0.01}) == ("allconv7_1", "0.01"), "the option file's name"
     batch = {"scientific": ["batch.size", "batch.rule"], "nuisance": []}
     assert labels(batch, {}, batch={"size": 256, "rule": "linear"}) == ("256+linear", "")
     optimizer = {"scientific": ["optim", "optim.momentum"], "nuisance": ["lr_factor"]}
     assert labels(optimizer, {"choices": {"optim": "sgd"}}, optim={"momentum": 0.9}, lr_factor=3) == ("sgd+0.9", "3")
-    assert labels(depth, {"scientific": "set by the loop", "nuisance": "too"}, model=model) == ("set by the loop", "too")
+    assert labels(depth, {"scientific": "set by the loop", "nuisance": "too"}, model=model) == (
+        "set by the loop",
+        "too",
+    )
 
 
 def test_reading_a_study_back_without_access_is_a_one_line_config_error(monkeypatch):
@@ -457,6 +524,8 @@ def test_reading_a_study_back_without_access_is_a_one_line_config_error(monkeypa
         raise wandb.errors.UsageError("No API key configured.\nUse `wandb login` to log in.")
 
     monkeypatch.setattr(wandb, "Api", api)
-    with pytest.raises(ConfigError, match=r"^--source=wandb: reading me/ablate failed \(No API key configured\. Use") as error:
+    with pytest.raises(
+        ConfigError, match=r"^--source=wandb: reading me/ablate failed \(No API key configured\. Use"
+    ) as error:
         fetch_study_runs("me", "ablate", "depth")
     assert "\n" not in str(error.value)

@@ -139,8 +139,9 @@ def judge(claim: Claim, selection: Selection) -> Verdict:
     else:
         pairs = [(a, b, claim.kind) for a in expand(claim.left) for b in expand(claim.right)]
     comparisons = tuple(compare(a, b, kind, margin, selection.method) for a, b, kind in pairs)
-    return Verdict(claim=claim, verdict=combine([c.verdict for c in comparisons]), margin=margin,
-                   comparisons=comparisons)
+    return Verdict(
+        claim=claim, verdict=combine([c.verdict for c in comparisons]), margin=margin, comparisons=comparisons
+    )
 
 
 def compare(a, b, kind: str, margin: float, method: str) -> Comparison:
@@ -153,9 +154,15 @@ def compare(a, b, kind: str, margin: float, method: str) -> Comparison:
     untrained = [arm.label for arm in (a, b) if arm.at_chance]
     if untrained:
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
-        return Comparison(a.label, b.label, kind, diff, INCONCLUSIVE,
-                          f"{' and '.join(untrained)} at chance: the budget did not train "
-                          + ("them" if len(untrained) > 1 else "it"))
+        return Comparison(
+            a.label,
+            b.label,
+            kind,
+            diff,
+            INCONCLUSIVE,
+            f"{' and '.join(untrained)} at chance: the budget did not train "
+            + ("them" if len(untrained) > 1 else "it"),
+        )
     note = "" if diff.bounded else "fewer than two seeds on a side: no interval"
     return Comparison(a.label, b.label, kind, diff, pair_verdict(kind, diff, margin), note)
 
@@ -227,8 +234,9 @@ def _select(selector: dict, selection: Selection, name: str | None = None) -> li
     if not matches:
         return [Missing(name, "no runs of this value")]
     if pinned:
-        matches = [selection.arm(arm.values, {**arm.setting, **_typed(pinned, arm.setting)}, pinned=True)
-                   for arm in matches]
+        matches = [
+            selection.arm(arm.values, {**arm.setting, **_typed(pinned, arm.setting)}, pinned=True) for arm in matches
+        ]
     return [_checked(arm, name) for arm in matches]
 
 

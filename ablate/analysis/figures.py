@@ -8,15 +8,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from ablate.analysis.selection import Arm  # noqa: E402
-from ablate.analysis.stats import Interval, t_band  # noqa: E402
-from ablate.analysis.study import fmt  # noqa: E402
-from ablate.record import read_metrics  # noqa: E402
+from ablate.analysis.selection import Arm
+from ablate.analysis.stats import Interval, t_band
+from ablate.analysis.study import fmt
+from ablate.record import read_metrics
 
 AXIS_NAMES = {
     "depth": "depth (layers: convs + classifier)",
@@ -84,11 +84,23 @@ def accuracy_vs(series: dict[str, list[Arm]], key: str, path: Path, title: str) 
         for arm, x in zip(arms, positions):
             low, high = _bar(arm.test)
             ax.errorbar(x, 100 * arm.test.mean, yerr=[[100 * low], [100 * high]], fmt="o", color=color, capsize=3)
-            ax.annotate(arm.label, (x, 100 * arm.test.mean), textcoords="offset points",
-                        xytext=(5, 6 if s % 2 == 0 else -12), fontsize=7, color=color)
+            ax.annotate(
+                arm.label,
+                (x, 100 * arm.test.mean),
+                textcoords="offset points",
+                xytext=(5, 6 if s % 2 == 0 else -12),
+                fontsize=7,
+                color=color,
+            )
         best = _best_per_x(arms, key)
-        ax.plot([a.x(key) for a in best], [100 * a.test.mean for a in best], "-", color=color, alpha=0.6,
-                label=f"{name} (line: best per {AXIS_NAMES.get(key, key).split(' ')[0]} on val)")
+        ax.plot(
+            [a.x(key) for a in best],
+            [100 * a.test.mean for a in best],
+            "-",
+            color=color,
+            alpha=0.6,
+            label=f"{name} (line: best per {AXIS_NAMES.get(key, key).split(' ')[0]} on val)",
+        )
     _x_axis(ax, key, xs_all, log)
     ax.set_ylabel("test accuracy (%), mean and 95% CI over seeds")
     ax.set_title(title, fontsize=10)
@@ -174,8 +186,15 @@ def lr_range(arms: list[Arm], path: Path, title: str) -> Path | None:
                 for split, style in (("val", "-"), ("train", "--")):
                     if f"{split}/{metric}" in table.columns:
                         name = arm.label if i == 0 and split == "val" else None
-                        ax.plot(table["lr"], scale * table[f"{split}/{metric}"], style, color=color, lw=1.2,
-                                alpha=0.85, label=name)
+                        ax.plot(
+                            table["lr"],
+                            scale * table[f"{split}/{metric}"],
+                            style,
+                            color=color,
+                            lw=1.2,
+                            alpha=0.85,
+                            label=name,
+                        )
                 for bound, style in (("lower", ":"), ("upper", "-.")):
                     if bounds.get(bound) is not None:
                         ax.axvline(float(bounds[bound]), color=color, ls=style, lw=1)

@@ -98,40 +98,78 @@ def draw(selection: Selection, spec: Study, folder: Path, companion) -> list[tup
     arms, name = selection.arms, spec.name
     setting = f"best {', '.join(spec.nuisance)} on val" if spec.nuisance else "one setting"
     drawn = [
-        ("Test accuracy per value", figures.accuracy_per_value(
-            arms, folder / "accuracy.png", f"{name}: test accuracy per {' x '.join(spec.scientific)} ({setting})")),
+        (
+            "Test accuracy per value",
+            figures.accuracy_per_value(
+                arms, folder / "accuracy.png", f"{name}: test accuracy per {' x '.join(spec.scientific)} ({setting})"
+            ),
+        ),
     ]
     for key in saturation_keys(spec, selection):
         series = {name: arms}
         if companion:
             series[spec.companion] = companion
-        drawn.append((f"Test accuracy against {key}", figures.accuracy_vs(
-            series, key, folder / f"accuracy_vs_{_file_name(key)}.png", f"{name}: test accuracy against {key}")))
+        drawn.append(
+            (
+                f"Test accuracy against {key}",
+                figures.accuracy_vs(
+                    series, key, folder / f"accuracy_vs_{_file_name(key)}.png", f"{name}: test accuracy against {key}"
+                ),
+            )
+        )
     numeric = [k for k in spec.scientific if _numeric([a.values[k] for a in arms])]
     if len(spec.scientific) == 2 and len(numeric) >= 1 and numeric[0] not in saturation_keys(spec, selection):
         x_key = numeric[0]
         line_key = next(k for k in spec.scientific if k != x_key)
-        drawn.append((f"Test accuracy against {x_key}, one line per {line_key}", figures.lines_vs(
-            arms, x_key, line_key, folder / f"accuracy_vs_{_file_name(x_key)}.png",
-            f"{name}: test accuracy against {x_key} per {line_key}")))
+        drawn.append(
+            (
+                f"Test accuracy against {x_key}, one line per {line_key}",
+                figures.lines_vs(
+                    arms,
+                    x_key,
+                    line_key,
+                    folder / f"accuracy_vs_{_file_name(x_key)}.png",
+                    f"{name}: test accuracy against {x_key} per {line_key}",
+                ),
+            )
+        )
     if any(k == "sched" or k.startswith("sched.") for k in spec.scientific):
-        drawn.append(("Val accuracy, train loss and LR against iteration", figures.learning_curves(
-            arms, folder / "val_acc_vs_iteration.png", f"{name}: per policy, mean and 95% band over seeds",
-            x="step")))
+        drawn.append(
+            (
+                "Val accuracy, train loss and LR against iteration",
+                figures.learning_curves(
+                    arms,
+                    folder / "val_acc_vs_iteration.png",
+                    f"{name}: per policy, mean and 95% band over seeds",
+                    x="step",
+                ),
+            )
+        )
     range_test = figures.lr_range(arms, folder / "lr_range.png", f"{name}: LR range test")
     if range_test is not None:  # a range test's metrics.jsonl is its LR sweep, drawn here against the LR
         drawn.append(("LR range test with the suggested bounds", range_test))
     else:
-        drawn.append(("Learning curves at each value's chosen setting", figures.learning_curves(
-            arms, folder / "learning_curves.png", f"{name}: mean and 95% band over seeds")))
+        drawn.append(
+            (
+                "Learning curves at each value's chosen setting",
+                figures.learning_curves(arms, folder / "learning_curves.png", f"{name}: mean and 95% band over seeds"),
+            )
+        )
     return [(caption, path) for caption, path in drawn if path is not None]
 
 
 # ---- the markdown ---------------------------------------------------------------------------------------
 
 
-def render(selection: Selection, verdicts: list[Verdict], curves: list[Saturation], drawn, results_dir: Path,
-           conf_dir: Path, where: dict | None = None) -> str:
+def render(
+    selection: Selection,
+    verdicts: list[Verdict],
+    curves: list[Saturation],
+    drawn,
+    results_dir: Path,
+    conf_dir: Path,
+    where: dict | None = None,
+) -> str:
     spec, runs = selection.study, selection.runs
     command = f"python -m ablate.analyze {spec.name}"
     command += "".join(f" --where {k}={fmt(v)}" for k, v in (where or {}).items())
@@ -171,24 +209,39 @@ def _what_was_run(selection: Selection, results_dir: Path, conf_dir: Path, where
     inputs = [f"`{runs_path(spec.name, results_dir)}` ({rows_text})"]
     inputs += [f"`{_shown(p)}`" for p in spec.sources]
     if not any(p.parent.name == "sweep" for p in spec.sources):
-        inputs.append(f"no `{_shown(conf_dir / 'sweep' / (spec.name + '.yaml'))}`: axes from the command line, "
-                      "the records' config.yaml or the table")
+        inputs.append(
+            f"no `{_shown(conf_dir / 'sweep' / (spec.name + '.yaml'))}`: axes from the command line, "
+            "the records' config.yaml or the table"
+        )
     inputs.append(f"per-evaluation curves from `metrics.jsonl` in {with_curves} of {len(records)} completed records")
     rows = [
-        ("data", _counted(runs, ["data", "data.root", "data.resolution", "data.train", "data.val", "data.test"],
-                          _data_text)),
-        ("budget", _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
-         + (f"; median {fmt(runs['steps'].median())} updates a run" if "steps" in runs else "")),
+        (
+            "data",
+            _counted(runs, ["data", "data.root", "data.resolution", "data.train", "data.val", "data.test"], _data_text),
+        ),
+        (
+            "budget",
+            _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
+            + (f"; median {fmt(runs['steps'].median())} updates a run" if "steps" in runs else ""),
+        ),
         ("scientific axis (compared)", ", ".join(f"`{k}`" for k in spec.scientific)),
         ("nuisance axes (tuned on val)", nuisance or "none"),
-        ("seeds", ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
-         + (f" ({spec.seeds_requested} requested)" if spec.seeds_requested else "")),
+        (
+            "seeds",
+            ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
+            + (f" ({spec.seeds_requested} requested)" if spec.seeds_requested else ""),
+        ),
         ("runs", f"{len(runs)}: {status_text}"),
         ("git commit", _counted(runs, ["git_commit"], lambda v: f"`{str(v['git_commit'])[:12]}`")),
-        ("compute", f"{runs['wall_seconds'].sum() / 3600:.2f} h of wall time in all"
-         if "wall_seconds" in runs else "-"),
-        ("selection", f"per value, the setting with the best mean `{val_column}` over seeds among settings where "
-                      f"no seed diverged; `{test_column}` of that setting is reported"),
+        (
+            "compute",
+            f"{runs['wall_seconds'].sum() / 3600:.2f} h of wall time in all" if "wall_seconds" in runs else "-",
+        ),
+        (
+            "selection",
+            f"per value, the setting with the best mean `{val_column}` over seeds among settings where "
+            f"no seed diverged; `{test_column}` of that setting is reported",
+        ),
         ("interval", f"{CONFIDENCE:.0%} {CI_NAMES[selection.method]}"),
         ("inputs", "; ".join(inputs)),
     ]
@@ -202,23 +255,46 @@ def _results_table(selection: Selection) -> list[str]:
     if not any(np.isfinite(arm.val.mean) for arm in selection.arms):
         return ["## Results", "", "The records hold no val accuracy to compare (range tests record curves only).", ""]
     sizes = [k for k in MODEL_SIZES if k in selection.runs.columns and k not in spec.scientific]
-    header = [" x ".join(spec.scientific), *sizes, *spec.nuisance, "val acc %", f"test acc % [{CONFIDENCE:.0%} CI]",
-              "seeds", "diverged / failed (all settings)", "flags"]
-    lines = ["## Results", "",
-             "Per value of the scientific axis, its best setting on val and the test accuracy of that setting.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = [
+        " x ".join(spec.scientific),
+        *sizes,
+        *spec.nuisance,
+        "val acc %",
+        f"test acc % [{CONFIDENCE:.0%} CI]",
+        "seeds",
+        "diverged / failed (all settings)",
+        "flags",
+    ]
+    lines = [
+        "## Results",
+        "",
+        "Per value of the scientific axis, its best setting on val and the test accuracy of that setting.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for arm in selection.arms:
         all_settings = selection.runs.loc[_rows_of(selection, arm.values)]
         diverged = int((all_settings["status"] == "diverged").sum())
         failed = int((all_settings["status"] == "failed").sum())
-        cells = [f"**{arm.label}**", *[_size(arm.x(k)) for k in sizes], *[fmt(arm.setting[k]) for k in spec.nuisance],
-                 _pct(arm.val.mean), _interval(arm.test), str(arm.seeds), f"{diverged} / {failed}",
-                 "; ".join(arm.flags)]
+        cells = [
+            f"**{arm.label}**",
+            *[_size(arm.x(k)) for k in sizes],
+            *[fmt(arm.setting[k]) for k in spec.nuisance],
+            _pct(arm.val.mean),
+            _interval(arm.test),
+            str(arm.seeds),
+            f"{diverged} / {failed}",
+            "; ".join(arm.flags),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     edge = [f for arm in selection.arms for f in arm.flags if "widen" in f]
     if edge:
-        lines += ["", f"**{len(edge)} best setting(s) lie on the edge of the grid**: the optimum may lie outside it, "
-                      "and the comparison is then between under-tuned values. Widen the grid and rerun the study."]
+        lines += [
+            "",
+            f"**{len(edge)} best setting(s) lie on the edge of the grid**: the optimum may lie outside it, "
+            "and the comparison is then between under-tuned values. Widen the grid and rerun the study.",
+        ]
     return lines + [""]
 
 
@@ -240,13 +316,21 @@ def _saturation_section(curve: Saturation) -> list[str]:
         "|---|---|---|---|",
     ]
     for level in curve.levels:
-        lines.append(f"| {_size(level.x)} | {level.arm.label} | {_interval(level.arm.test)} | "
-                     f"{_points(level.vs_best) if level is not best else 'best'} |")
-    lines += ["", f"Marginal gain {unit} of `{curve.key}` (test accuracy, points):", "",
-              f"| from | to | gain, points [{CONFIDENCE:.0%} CI] | {unit} |", "|---|---|---|---|"]
+        lines.append(
+            f"| {_size(level.x)} | {level.arm.label} | {_interval(level.arm.test)} | "
+            f"{_points(level.vs_best) if level is not best else 'best'} |"
+        )
+    lines += [
+        "",
+        f"Marginal gain {unit} of `{curve.key}` (test accuracy, points):",
+        "",
+        f"| from | to | gain, points [{CONFIDENCE:.0%} CI] | {unit} |",
+        "|---|---|---|---|",
+    ]
     for gain in curve.gains:
-        lines.append(f"| {_size(gain.from_x)} | {_size(gain.to_x)} | {_points(gain.diff)} | "
-                     f"{100 * gain.per_unit:+.2f} |")
+        lines.append(
+            f"| {_size(gain.from_x)} | {_size(gain.to_x)} | {_points(gain.diff)} | {100 * gain.per_unit:+.2f} |"
+        )
     return lines + [""]
 
 
@@ -273,9 +357,12 @@ def _claims_section(verdicts: list[Verdict], spec: Study, runs: pd.DataFrame) ->
         lines.append(f"| `{v.claim.id}`: {v.claim.text} | {v.claim.source or '-'} | **{v.verdict}** | {margin} |")
     lines.append("")
     for v in verdicts:
-        lines += [f"**`{v.claim.id}`** ({v.claim.kind}"
-                  + (f", relation {v.claim.relation}" if v.claim.kind == "order" else "")
-                  + f"): {v.claim.text} → **{v.verdict}**", ""]
+        lines += [
+            f"**`{v.claim.id}`** ({v.claim.kind}"
+            + (f", relation {v.claim.relation}" if v.claim.kind == "order" else "")
+            + f"): {v.claim.text} → **{v.verdict}**",
+            "",
+        ]
         if not v.comparisons:
             lines += ["- nothing to compare", ""]
         for c in v.comparisons:
@@ -293,12 +380,20 @@ def _range_test_section(selection: Selection) -> list[str]:
             table, bounds = figures.read_lr_range(run["record_dir"])
             if table is not None:
                 edge = "at the edge of the sweep: widen lr_range.min_lr/max_lr" if bounds["at_edge"] else ""
-                rows.append(f"| {arm.label} | {fmt(run['seed'])} | {_lr(bounds['lower'])} | "
-                            f"{_lr(bounds['upper'])} | {len(table)} | {edge} |")
+                rows.append(
+                    f"| {arm.label} | {fmt(run['seed'])} | {_lr(bounds['lower'])} | "
+                    f"{_lr(bounds['upper'])} | {len(table)} | {edge} |"
+                )
     if not rows:
         return []
-    return ["## LR range test", "", "| value | seed | suggested lower LR | suggested upper LR | points | flags |",
-            "|---|---|---|---|---|---|", *rows, ""]
+    return [
+        "## LR range test",
+        "",
+        "| value | seed | suggested lower LR | suggested upper LR | points | flags |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _settings_section(selection: Selection) -> list[str]:
@@ -367,8 +462,11 @@ def _sorted_unique(series: pd.Series) -> list:
 
 def _numeric(values) -> bool:
     try:
-        return all(v is not None for v in values) and all(np.isfinite(float(v)) for v in values) and \
-            not any(isinstance(v, bool) for v in values)
+        return (
+            all(v is not None for v in values)
+            and all(np.isfinite(float(v)) for v in values)
+            and not any(isinstance(v, bool) for v in values)
+        )
     except (TypeError, ValueError):
         return False
 
@@ -417,4 +515,3 @@ def _lr(value) -> str:
 
 def _symbol(kind: str) -> str:
     return {"greater": ">", "less": "<", "approx": "≈", "at_least": "≥"}.get(kind, kind)
-

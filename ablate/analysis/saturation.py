@@ -7,7 +7,6 @@ import numpy as np
 from ablate.analysis.selection import Arm
 from ablate.analysis.stats import Interval, diff_ci
 
-
 _ZERO = Interval(0.0, 0.0, 0.0)  # the best against itself
 
 
@@ -59,8 +58,7 @@ def saturation(arms: list[Arm], key: str, margin: float, method: str = "t") -> S
     best_x = max(xs, key=lambda x: by_x[x].val.mean)
     best = by_x[best_x]
     levels = tuple(
-        Level(x, by_x[x], _ZERO if x == best_x else diff_ci(by_x[x].test_accs, best.test_accs, method))
-        for x in xs
+        Level(x, by_x[x], _ZERO if x == best_x else diff_ci(by_x[x].test_accs, best.test_accs, method)) for x in xs
     )
     unit = "layer" if key == "depth" else "doubling"
     gains = []

@@ -10,7 +10,6 @@ cache); larger folders stream through DataLoader workers, behind the same `Data`
 import inspect
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import hydra.utils
 import torch
@@ -23,8 +22,18 @@ from ablate.errors import ConfigError
 # in_memory=auto keeps the uint8 images on the training device up to this size, and streams larger data.
 IN_MEMORY_MAX_BYTES = 4 * 2**30
 # The keys read here; every other key of the node goes to the source.
-COMMON_DEFAULTS = {"name": None, "resolution": None, "resize": None, "pad": 0, "flip": True, "mean": None,
-                   "std": None, "val_fraction": 0.1, "split_seed": 0, "in_memory": "auto"}
+COMMON_DEFAULTS = {
+    "name": None,
+    "resolution": None,
+    "resize": None,
+    "pad": 0,
+    "flip": True,
+    "mean": None,
+    "std": None,
+    "val_fraction": 0.1,
+    "split_seed": 0,
+    "in_memory": "auto",
+}
 SPLITS = ("train", "val", "test")
 
 
@@ -56,8 +65,12 @@ class FileSplit:
 
     def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
-            folders.BatchReader(self.files), sampler=[indices.tolist() for indices in index_batches],
-            batch_size=None, num_workers=self.workers, pin_memory=self.device.type == "cuda")
+            folders.BatchReader(self.files),
+            sampler=[indices.tolist() for indices in index_batches],
+            batch_size=None,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
         for (images, error), indices in zip(loader, index_batches):
             if error:
                 raise ConfigError(error)
@@ -67,9 +80,21 @@ class FileSplit:
 class Data:
     """Three splits and their augmentation; every batch is (float32 [B, C, r, r], int64 [B]) on the device."""
 
-    def __init__(self, *, name: str, classes: list[str], splits: dict[str, TensorSplit | FileSplit],
-                 in_channels: int, stored_size: int, resolution: int, pad: int, flip: bool,
-                 mean: list[float], std: list[float] | None, device: torch.device):
+    def __init__(
+        self,
+        *,
+        name: str,
+        classes: list[str],
+        splits: dict[str, TensorSplit | FileSplit],
+        in_channels: int,
+        stored_size: int,
+        resolution: int,
+        pad: int,
+        flip: bool,
+        mean: list[float],
+        std: list[float] | None,
+        device: torch.device,
+    ):
         self.name, self.classes, self.num_classes = name, classes, len(classes)
         self.in_channels, self.stored_size, self.resolution = in_channels, stored_size, resolution
         self.pad, self.flip, self.device = pad, flip, device
@@ -82,18 +107,29 @@ class Data:
     def steps_per_epoch(self, batch_size: int) -> int:
         """Updates per epoch: the last incomplete batch is dropped."""
         if not 1 <= batch_size <= self.sizes["train"]:
-            raise ConfigError(f"batch.size={batch_size}: must be between 1 and the {self.sizes['train']} "
-                              f"training images of {self.name}; pass a smaller batch.size")
+            raise ConfigError(
+                f"batch.size={batch_size}: must be between 1 and the {self.sizes['train']} "
+                f"training images of {self.name}; pass a smaller batch.size"
+            )
         return self.sizes["train"] // batch_size
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor,
-                                                                                          torch.Tensor]]:
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch, shuffled and augmented with draws from the loop's CPU `generator`."""
         steps = self.steps_per_epoch(batch_size)
-        order = torch.randperm(self.sizes["train"], generator=generator)[:steps * batch_size]
+        order = torch.randperm(self.sizes["train"], generator=generator)[: steps * batch_size]
         for images, labels in self._splits["train"].batches(list(order.view(steps, batch_size))):
-            yield augment.random_train_batch(images, generator, resolution=self.resolution, pad=self.pad,
-                                             flip=self.flip, mean=self._mean, std=self._std), labels
+            yield (
+                augment.random_train_batch(
+                    images,
+                    generator,
+                    resolution=self.resolution,
+                    pad=self.pad,
+                    flip=self.flip,
+                    mean=self._mean,
+                    std=self._std,
+                ),
+                labels,
+            )
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every image of "val" or "test" once, in order, centre-cropped."""
@@ -122,13 +158,16 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
     in_channels = 3 if isinstance(loaded["train"], ImageFiles) else loaded["train"][0].shape[1]
     for key in ("mean", "std"):
         if common[key] is not None and len(common[key]) != in_channels:
-            raise ConfigError(f"data.{key}={common[key]}: has {len(common[key])} values but the images have "
-                              f"{in_channels} channels; give one value per channel")
+            raise ConfigError(
+                f"data.{key}={common[key]}: has {len(common[key])} values but the images have "
+                f"{in_channels} channels; give one value per channel"
+            )
 
     # Decode before the val hold-out, so that the cache key does not depend on how train is split.
     image_count = sum(len(_labels(loaded[split])) for split in SPLITS if loaded[split] is not None)
     keep_in_memory = common["in_memory"] is True or (
-        common["in_memory"] == "auto" and image_count * in_channels * stored_size ** 2 <= IN_MEMORY_MAX_BYTES)
+        common["in_memory"] == "auto" and image_count * in_channels * stored_size**2 <= IN_MEMORY_MAX_BYTES
+    )
     file_splits = {split: loaded[split] for split in SPLITS if isinstance(loaded[split], ImageFiles)}
     workers = _worker_count()
     if file_splits and keep_in_memory:
@@ -141,19 +180,35 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
     if splits["val"] is None:
         kept, held = stratified_split(_labels(splits["train"]), common["val_fraction"], common["split_seed"])
         if len(held) == 0 or len(kept) == 0:
-            raise ConfigError(f"data.val_fraction={common['val_fraction']}: leaves the train or val split of "
-                              f"{name}'s {len(kept) + len(held)} training images empty; pass a fraction that "
-                              f"holds out at least one image of a class and keeps the rest")
+            raise ConfigError(
+                f"data.val_fraction={common['val_fraction']}: leaves the train or val split of "
+                f"{name}'s {len(kept) + len(held)} training images empty; pass a fraction that "
+                f"holds out at least one image of a class and keeps the rest"
+            )
         splits["train"], splits["val"] = _subset(splits["train"], kept), _subset(splits["train"], held)
     for split, value in splits.items():
         labels = _labels(value)
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= len(classes):
             raise ValueError(f"{target}: the {split} split must hold images with labels in 0..{len(classes) - 1}")
-    placed = {split: FileSplit(value, device, workers) if isinstance(value, ImageFiles)
-              else TensorSplit(*value, device, on_device=keep_in_memory) for split, value in splits.items()}
-    return Data(name=name, classes=classes, splits=placed, in_channels=in_channels, stored_size=stored_size,
-                resolution=resolution, pad=common["pad"], flip=common["flip"], mean=common["mean"],
-                std=common["std"], device=device)
+    placed = {
+        split: FileSplit(value, device, workers)
+        if isinstance(value, ImageFiles)
+        else TensorSplit(*value, device, on_device=keep_in_memory)
+        for split, value in splits.items()
+    }
+    return Data(
+        name=name,
+        classes=classes,
+        splits=placed,
+        in_channels=in_channels,
+        stored_size=stored_size,
+        resolution=resolution,
+        pad=common["pad"],
+        flip=common["flip"],
+        mean=common["mean"],
+        std=common["std"],
+        device=device,
+    )
 
 
 def _common_settings(common: dict) -> dict:
@@ -174,18 +229,26 @@ def _common_settings(common: dict) -> dict:
     return {**common, "in_memory": _in_memory_mode(common["in_memory"])}
 
 
-def _decode_cached(file_splits: dict[str, ImageFiles], name: str, cache_dir, workers: int
-                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _decode_cached(
+    file_splits: dict[str, ImageFiles], name: str, cache_dir, workers: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The splits' images decoded once, through a cache keyed by what decides the pixels."""
     ordered = list(file_splits.values())
     paths = [path for files in ordered for path in files.paths]
     image_size, exact_size = ordered[0].image_size, ordered[0].exact_size
-    key = {"decoder": "PIL RGB bilinear", "image_size": image_size, "exact_size": exact_size,
-           "image_count": len(paths), "files": cache.file_fingerprint(paths)}
-    all_files = ImageFiles(paths, torch.cat([files.labels for files in ordered]), image_size, exact_size,
-                           ordered[0].root)
-    images = cache.load_or_build(cache_dir, f"{name}-{image_size}px", key,
-                                 lambda: {"images": folders.decode(all_files, workers)})["images"]
+    key = {
+        "decoder": "PIL RGB bilinear",
+        "image_size": image_size,
+        "exact_size": exact_size,
+        "image_count": len(paths),
+        "files": cache.file_fingerprint(paths),
+    }
+    all_files = ImageFiles(
+        paths, torch.cat([files.labels for files in ordered]), image_size, exact_size, ordered[0].root
+    )
+    images = cache.load_or_build(
+        cache_dir, f"{name}-{image_size}px", key, lambda: {"images": folders.decode(all_files, workers)}
+    )["images"]
     parts = images.split([len(files) for files in ordered])
     return {split: (part, files.labels) for (split, files), part in zip(file_splits.items(), parts)}
 
@@ -203,16 +266,19 @@ def _stored_size(train: ImageFiles | tuple) -> int:
         return train.image_size
     images, labels = train
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"a data source must return uint8 [N, C, S, S] images, not {images.dtype} "
-                         f"{list(images.shape)}")
+        raise ValueError(
+            f"a data source must return uint8 [N, C, S, S] images, not {images.dtype} {list(images.shape)}"
+        )
     return images.shape[-1]
 
 
 def _check_resolution(resolution: int, stored_size: int, resize: int | None) -> None:
     if resolution > stored_size:
-        raise ConfigError(f"data.resolution={resolution}: larger than the stored image size {stored_size} "
-                          f"(data.resize={'null' if resize is None else resize}); pass "
-                          f"data.resolution<={stored_size} or data.resize>={resolution}")
+        raise ConfigError(
+            f"data.resolution={resolution}: larger than the stored image size {stored_size} "
+            f"(data.resize={'null' if resize is None else resize}); pass "
+            f"data.resolution<={stored_size} or data.resize>={resolution}"
+        )
 
 
 def _in_memory_mode(value) -> bool | str:

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import torch
 
 
-def draw_train_params(batch_size: int, generator: torch.Generator, *, stored_size: int, resolution: int,
-                      pad: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_train_params(
+    batch_size: int, generator: torch.Generator, *, stored_size: int, resolution: int, pad: int, flip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Crop offsets [B, 2] (top, left in the padded image) and flip flags [B], drawn on the CPU."""
     offset_count = stored_size + 2 * pad - resolution + 1
     offsets = torch.randint(0, offset_count, (batch_size, 2), generator=generator)
@@ -22,8 +23,9 @@ def draw_train_params(batch_size: int, generator: torch.Generator, *, stored_siz
     return offsets, flips
 
 
-def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, resolution: int,
-              pad: int) -> torch.Tensor:
+def crop_flip(
+    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, resolution: int, pad: int
+) -> torch.Tensor:
     """Crop [B, C, r, r] at `offsets` of the zero-padded batch, mirrored where `flips`; uint8 in, uint8 out.
 
     One gather over the unpadded images: each output pixel reads (top - pad + i, left - pad + j), or
@@ -39,7 +41,8 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, re
     cols = offsets[:, 1:] - pad + torch.where(flips[:, None], resolution - 1 - steps, steps)  # [B, r]
     flat = rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]  # [B, r, r]
     out = x.reshape(batch_size, channels, height * width).gather(
-        2, flat.view(batch_size, 1, -1).expand(-1, channels, -1))
+        2, flat.view(batch_size, 1, -1).expand(-1, channels, -1)
+    )
     out = out.view(batch_size, channels, resolution, resolution)
     if pad:
         inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
@@ -52,7 +55,7 @@ def center_crop(x: torch.Tensor, *, resolution: int) -> torch.Tensor:
     height, width = x.shape[-2:]
     top = int(round((height - resolution) / 2.0))
     left = int(round((width - resolution) / 2.0))
-    return x[..., top:top + resolution, left:left + resolution]
+    return x[..., top : top + resolution, left : left + resolution]
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
@@ -61,17 +64,34 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | None) -> 
     return out if std is None else out.div_(std)
 
 
-def train_batch(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, resolution: int, pad: int,
-                mean: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
+def train_batch(
+    x: torch.Tensor,
+    offsets: torch.Tensor,
+    flips: torch.Tensor,
+    *,
+    resolution: int,
+    pad: int,
+    mean: torch.Tensor,
+    std: torch.Tensor | None,
+) -> torch.Tensor:
     """A training batch for given crop offsets and flips: uint8 [B, C, S, S] -> float32 [B, C, r, r]."""
     return normalize(crop_flip(x, offsets, flips, resolution=resolution, pad=pad), mean, std)
 
 
-def random_train_batch(x: torch.Tensor, generator: torch.Generator, *, resolution: int, pad: int, flip: bool,
-                       mean: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
+def random_train_batch(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    resolution: int,
+    pad: int,
+    flip: bool,
+    mean: torch.Tensor,
+    std: torch.Tensor | None,
+) -> torch.Tensor:
     """A training batch with offsets and flips drawn from the loop's CPU `generator`."""
-    offsets, flips = draw_train_params(x.shape[0], generator, stored_size=x.shape[-1], resolution=resolution,
-                                       pad=pad, flip=flip)
+    offsets, flips = draw_train_params(
+        x.shape[0], generator, stored_size=x.shape[-1], resolution=resolution, pad=pad, flip=flip
+    )
     return train_batch(x, offsets, flips, resolution=resolution, pad=pad, mean=mean, std=std)
 
 

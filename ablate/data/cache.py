@@ -34,8 +34,9 @@ def cache_path(cache_dir: str | os.PathLike, name: str, key: dict) -> Path:
     return Path(cache_dir) / f"{name}-{key_hash(key)}.pt"
 
 
-def load_or_build(cache_dir: str | os.PathLike | None, name: str, key: dict,
-                  build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def load_or_build(
+    cache_dir: str | os.PathLike | None, name: str, key: dict, build: Callable[[], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """Tensors stored under `key` in `cache_dir`, or `build()` them and store them atomically.
 
     The full key is stored with the tensors and compared on load, so a hash collision or a file

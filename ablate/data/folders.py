@@ -36,12 +36,19 @@ class ImageFiles:
         return len(self.paths)
 
     def subset(self, indices: torch.Tensor) -> "ImageFiles":
-        return ImageFiles([self.paths[i] for i in indices.tolist()], self.labels[indices], self.image_size,
-                          self.exact_size, self.root)
+        return ImageFiles(
+            [self.paths[i] for i in indices.tolist()], self.labels[indices], self.image_size, self.exact_size, self.root
+        )
 
 
-def imagefolder(*, root: str | None, test_fraction: float = 0.2, test_split_seed: int = 0,
-                image_size: int | None = None, cache_dir: str | None = None) -> dict:
+def imagefolder(
+    *,
+    root: str | None,
+    test_fraction: float = 0.2,
+    test_split_seed: int = 0,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+) -> dict:
     """A folder per class: `root/{train,test|val}/<class>/<image>` or `root/<class>/<image>`.
 
     With train/ and test/, an extra val/ is the val split; with train/ and only val/, val/ is the test split
@@ -54,8 +61,10 @@ def imagefolder(*, root: str | None, test_fraction: float = 0.2, test_split_seed
         first_path = train_paths[0]
         test_dir = next((root_dir / name for name in ("test", "val") if (root_dir / name).is_dir()), None)
         if test_dir is None:
-            raise ConfigError(f"data.root={root}: has train/ but no test/ or val/ folder; add one, or put the "
-                              f"class folders directly under data.root to split them by data.test_fraction")
+            raise ConfigError(
+                f"data.root={root}: has train/ but no test/ or val/ folder; add one, or put the "
+                f"class folders directly under data.root to split them by data.test_fraction"
+            )
         _, test_paths, test_labels = _scan_classes(test_dir, root_dir, classes)
         val = None
         if test_dir.name == "test" and (root_dir / "val").is_dir():
@@ -75,13 +84,24 @@ def imagefolder(*, root: str | None, test_fraction: float = 0.2, test_split_seed
     def files(paths: list[str], labels: list[int]) -> ImageFiles:
         return ImageFiles(paths, torch.tensor(labels, dtype=torch.int64), size, exact, str(root))
 
-    return {"train": files(train_paths, train_labels), "val": None if val is None else files(*val),
-            "test": files(test_paths, test_labels), "classes": classes}
+    return {
+        "train": files(train_paths, train_labels),
+        "val": None if val is None else files(*val),
+        "test": files(test_paths, test_labels),
+        "classes": classes,
+    }
 
 
-def caffe_list(*, root: str | None, train_list: str | None, val_list: str | None = None,
-               test_list: str | None = None, label_names: str | None = None, image_size: int | None = None,
-               cache_dir: str | None = None) -> dict:
+def caffe_list(
+    *,
+    root: str | None,
+    train_list: str | None,
+    val_list: str | None = None,
+    test_list: str | None = None,
+    label_names: str | None = None,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+) -> dict:
     """Caffe `ImageData` list files, one `<image path> <integer label>` per line, paths relative to `root`.
 
     The articles had one held-out list, their "val": with `test_list` null, `val_list` becomes the test split
@@ -90,11 +110,15 @@ def caffe_list(*, root: str | None, train_list: str | None, val_list: str | None
     """
     root_dir = _require_root(root)
     if train_list is None:
-        raise ConfigError("data.train_list=null: caffe_list needs a training list; "
-                          "pass data.train_list=<file of 'path label' lines, relative to data.root>")
+        raise ConfigError(
+            "data.train_list=null: caffe_list needs a training list; "
+            "pass data.train_list=<file of 'path label' lines, relative to data.root>"
+        )
     if val_list is None and test_list is None:
-        raise ConfigError("data.val_list=null: caffe_list needs a held-out list (data.val_list or "
-                          "data.test_list); pass data.val_list=<file relative to data.root>")
+        raise ConfigError(
+            "data.val_list=null: caffe_list needs a held-out list (data.val_list or "
+            "data.test_list); pass data.val_list=<file relative to data.root>"
+        )
     classes = None if label_names is None else _read_label_names(label_names, root_dir)
     class_count = None if classes is None else len(classes)
     train = _read_list("data.train_list", train_list, root_dir, class_count)
@@ -149,7 +173,7 @@ def decode(files: ImageFiles, workers: int) -> torch.Tensor:
     out = torch.empty((len(files), 3, files.image_size, files.image_size), dtype=torch.uint8)
     start = 0
     for chunk in _map_chunks(_read_chunk, files, workers):
-        out[start:start + len(chunk)] = torch.from_numpy(chunk).permute(0, 3, 1, 2)
+        out[start : start + len(chunk)] = torch.from_numpy(chunk).permute(0, 3, 1, 2)
         start += len(chunk)
     return out
 
@@ -176,8 +200,9 @@ class BatchReader(torch.utils.data.Dataset):
     def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, str]:
         size = self.files.image_size
         try:
-            chunk = np.stack([read_image(self.files.paths[i], size, self.files.exact_size, self.files.root)
-                              for i in indices])
+            chunk = np.stack(
+                [read_image(self.files.paths[i], size, self.files.exact_size, self.files.root) for i in indices]
+            )
         except ConfigError as error:
             return torch.empty((0, 3, size, size), dtype=torch.uint8), str(error)
         return torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous(), ""
@@ -201,8 +226,10 @@ def _check_chunk(args: tuple) -> None:
 
 def _check_size(path: str, size: tuple[int, int], image_size: int, exact_size: bool) -> None:
     if exact_size and size != (image_size, image_size):
-        raise ConfigError(f"data.resize=null: {path} is {size[0]}x{size[1]} but the images are stored at their "
-                          f"own size {image_size}x{image_size}; pass data.resize=<side> to resize every image")
+        raise ConfigError(
+            f"data.resize=null: {path} is {size[0]}x{size[1]} but the images are stored at their "
+            f"own size {image_size}x{image_size}; pass data.resize=<side> to resize every image"
+        )
 
 
 def _unreadable(root: str, path: str, error: BaseException) -> str:
@@ -213,8 +240,10 @@ def _unreadable(root: str, path: str, error: BaseException) -> str:
 def _map_chunks(function, files: ImageFiles, workers: int):
     """function((paths, image_size, exact_size, root)) over chunks of the files, in order."""
     chunk_size = 64
-    chunks = [(files.paths[start:start + chunk_size], files.image_size, files.exact_size, files.root)
-              for start in range(0, len(files), chunk_size)]
+    chunks = [
+        (files.paths[start : start + chunk_size], files.image_size, files.exact_size, files.root)
+        for start in range(0, len(files), chunk_size)
+    ]
     if workers <= 1 or len(files) < MIN_IMAGES_FOR_POOL:
         yield from map(function, chunks)
         return
@@ -232,25 +261,30 @@ def _require_root(root: str | None) -> Path:
     return root_dir
 
 
-def _scan_classes(folder: Path, root: Path, classes: list[str] | None = None
-                  ) -> tuple[list[str], list[str], list[int]]:
+def _scan_classes(folder: Path, root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], list[int]]:
     """(classes, image paths, labels) of a folder of class folders; `classes` fixes the names and labels."""
     found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
     if not found:
-        raise ConfigError(f"data.root={root}: no class folders in {folder} (expected <class>/<image> under "
-                          f"data.root, or under its train/ and test/); point data.root at the dataset")
+        raise ConfigError(
+            f"data.root={root}: no class folders in {folder} (expected <class>/<image> under "
+            f"data.root, or under its train/ and test/); point data.root at the dataset"
+        )
     if classes is None:
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise ConfigError(f"data.root={root}: class folder {folder / unknown[0]} is not among the training "
-                          f"classes; use the same class folders in train/ and {folder.name}/")
+        raise ConfigError(
+            f"data.root={root}: class folder {folder / unknown[0]} is not among the training "
+            f"classes; use the same class folders in train/ and {folder.name}/"
+        )
     paths, labels = [], []
     for name in found:
         class_paths = _images_under(folder / name)
         if not class_paths:
-            raise ConfigError(f"data.root={root}: class folder {folder / name} has no images "
-                              f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+            raise ConfigError(
+                f"data.root={root}: class folder {folder / name} has no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
+            )
         paths += class_paths
         labels += [classes.index(name)] * len(class_paths)
     return classes, paths, labels
@@ -260,8 +294,11 @@ def _images_under(folder: Path) -> list[str]:
     paths = []
     for directory, subdirectories, names in os.walk(folder, followlinks=True):
         subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
-        paths += [os.path.join(directory, name) for name in sorted(names)
-                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")]
+        paths += [
+            os.path.join(directory, name)
+            for name in sorted(names)
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+        ]
     return paths
 
 
@@ -274,8 +311,9 @@ def _read_list(key: str, list_arg: str, root: Path, class_count: int | None) -> 
     """(image paths, labels) of one Caffe list file."""
     list_path = _resolve(root, list_arg)
     if not list_path.is_file():
-        raise ConfigError(f"{key}={list_arg}: no such file {list_path}; pass {key}=<list file relative to "
-                          f"data.root, or absolute>")
+        raise ConfigError(
+            f"{key}={list_arg}: no such file {list_path}; pass {key}=<list file relative to data.root, or absolute>"
+        )
     paths, labels = [], []
     with open(list_path, encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
@@ -284,16 +322,22 @@ def _read_list(key: str, list_arg: str, root: Path, class_count: int | None) -> 
                 continue
             fields = line.rsplit(maxsplit=1)  # as Caffe: the label is the last field, the path may hold spaces
             if len(fields) != 2 or not (fields[1].isascii() and fields[1].isdigit()):
-                raise ConfigError(f"{key}={list_path}: line {line_number} {line!r} is not "
-                                  f"'<image path> <integer label>'; fix that line")
+                raise ConfigError(
+                    f"{key}={list_path}: line {line_number} {line!r} is not "
+                    f"'<image path> <integer label>'; fix that line"
+                )
             label = int(fields[1])
             if class_count is not None and label >= class_count:
-                raise ConfigError(f"{key}={list_path}: line {line_number} has label {label} but data.label_names "
-                                  f"lists {class_count} classes; fix the label or the names file")
+                raise ConfigError(
+                    f"{key}={list_path}: line {line_number} has label {label} but data.label_names "
+                    f"lists {class_count} classes; fix the label or the names file"
+                )
             image_path = _resolve(root, fields[0])
             if not image_path.is_file():
-                raise ConfigError(f"{key}={list_path}: line {line_number} names a missing image {image_path}; "
-                                  f"fix the list or data.root")
+                raise ConfigError(
+                    f"{key}={list_path}: line {line_number} names a missing image {image_path}; "
+                    f"fix the list or data.root"
+                )
             paths.append(str(image_path))
             labels.append(label)
     if not paths:
@@ -304,8 +348,10 @@ def _read_list(key: str, list_arg: str, root: Path, class_count: int | None) -> 
 def _read_label_names(label_names: str, root: Path) -> list[str]:
     names_path = _resolve(root, label_names)
     if not names_path.is_file():
-        raise ConfigError(f"data.label_names={label_names}: no such file {names_path}; pass a file with one "
-                          f"class name per line, or data.label_names=null")
+        raise ConfigError(
+            f"data.label_names={label_names}: no such file {names_path}; pass a file with one "
+            f"class name per line, or data.label_names=null"
+        )
     by_index = {}
     with open(names_path, encoding="utf-8") as lines:
         for line in filter(None, (line.strip() for line in lines)):
@@ -315,8 +361,10 @@ def _read_label_names(label_names: str, root: Path) -> list[str]:
             else:
                 by_index[len(by_index)] = line
     if sorted(by_index) != list(range(len(by_index))):
-        raise ConfigError(f"data.label_names={names_path}: the indices are not 0..{len(by_index) - 1}; "
-                          f"give each class once, in label order")
+        raise ConfigError(
+            f"data.label_names={names_path}: the indices are not 0..{len(by_index) - 1}; "
+            f"give each class once, in label order"
+        )
     return [by_index[index] for index in range(len(by_index))]
 
 
@@ -330,6 +378,8 @@ def _stored_size(image_size: int | None, first_path: str, root: str) -> tuple[in
     except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
         raise ConfigError(_unreadable(root, first_path, error)) from None
     if width != height:
-        raise ConfigError(f"data.resize=null: {first_path} is {width}x{height}, not square, so the images have "
-                          f"no native size; pass data.resize=<side> (the articles: data.resize=256)")
+        raise ConfigError(
+            f"data.resize=null: {first_path} is {width}x{height}, not square, so the images have "
+            f"no native size; pass data.resize=<side> (the articles: data.resize=256)"
+        )
     return width, True

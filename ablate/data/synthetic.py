@@ -57,10 +57,21 @@ def load(
     Each split has its own random stream derived from `seed`, so changing one split's size leaves the others
     identical.
     """
-    knobs = dict(num_classes=num_classes, shape_size=shape_size, gap=gap, contrast=contrast, texture=texture,
-                 distractors=distractors, noise_std=noise_std)
-    check(image_size=image_size, seed=seed,
-          sizes=dict(train_size=train_size, val_size=val_size, test_size=test_size), **knobs)
+    knobs = dict(
+        num_classes=num_classes,
+        shape_size=shape_size,
+        gap=gap,
+        contrast=contrast,
+        texture=texture,
+        distractors=distractors,
+        noise_std=noise_std,
+    )
+    check(
+        image_size=image_size,
+        seed=seed,
+        sizes=dict(train_size=train_size, val_size=val_size, test_size=test_size),
+        **knobs,
+    )
     knobs.update(shape_size=_pair("shape_size", shape_size), gap=_pair("gap", gap))
     splits = {}
     for index, (split, size) in enumerate((("train", train_size), ("val", val_size), ("test", test_size))):
@@ -82,7 +93,9 @@ def check(*, image_size, seed, sizes, num_classes, shape_size, gap, contrast, te
         if not _is_int(size) or size <= 0:
             raise ConfigError(f"data.{key}={size}: must be a positive number of images; e.g. data.{key}=1000")
     if not _is_int(image_size) or image_size < 8:
-        raise ConfigError(f"data.resize={image_size}: synthetic images need a side of at least 8 px; e.g. data.resize=null")
+        raise ConfigError(
+            f"data.resize={image_size}: synthetic images need a side of at least 8 px; e.g. data.resize=null"
+        )
     size_low, size_high = _pair("shape_size", shape_size)
     if not 0 < size_low <= size_high <= 0.45:
         raise ConfigError(
@@ -102,11 +115,15 @@ def check(*, image_size, seed, sizes, num_classes, shape_size, gap, contrast, te
             f"(0-1 scale) must be in (0, {_BACKGROUND[0]}] as backgrounds span {_BACKGROUND}; e.g. data.contrast=0.3"
         )
     if not 0 <= texture <= 2:
-        raise ConfigError(f"data.texture={texture}: the scale of stripes and blotches must be in [0, 2]; e.g. data.texture=0.5")
+        raise ConfigError(
+            f"data.texture={texture}: the scale of stripes and blotches must be in [0, 2]; e.g. data.texture=0.5"
+        )
     if not _is_int(distractors) or distractors < 0:
         raise ConfigError(f"data.distractors={distractors}: must be an integer >= 0; e.g. data.distractors=2")
     if not noise_std >= 0:
-        raise ConfigError(f"data.noise_std={noise_std}: pixel noise on the 0-255 scale must be >= 0; e.g. data.noise_std=4")
+        raise ConfigError(
+            f"data.noise_std={noise_std}: pixel noise on the 0-255 scale must be >= 0; e.g. data.noise_std=4"
+        )
 
 
 def _is_int(value) -> bool:
@@ -117,7 +134,9 @@ def _pair(key: str, value) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"data.{key}={value}: must be a [min, max] pair of numbers; e.g. data.{key}=[0.2,0.3]") from None
+        raise ConfigError(
+            f"data.{key}={value}: must be a [min, max] pair of numbers; e.g. data.{key}=[0.2,0.3]"
+        ) from None
     return low, high
 
 
@@ -172,8 +191,12 @@ def generate(
     # Distractors are painted first, so they never hide a class shape.
     for _ in range(distractors):
         kind = (uniform(0, 1, size) * len(SHAPES)).floor().long().clamp_(max=len(SHAPES) - 1)
-        layers.insert(0, _shape(kind, uniform(0, 1, size), uniform(0, 1, size),
-                                uniform(*_DISTRACTOR_RADIUS, size), uniform, texture))
+        layers.insert(
+            0,
+            _shape(
+                kind, uniform(0, 1, size), uniform(0, 1, size), uniform(*_DISTRACTOR_RADIUS, size), uniform, texture
+            ),
+        )
     background = dict(
         colour=uniform(*_BACKGROUND, size, 3),
         blotches=uniform(-_BLOTCH_AMPLITUDE, _BLOTCH_AMPLITUDE, size, 3, 4, 4) * texture,
@@ -206,7 +229,10 @@ def _place(fraction, low, high):
 def _shape(kind, x, y, radius, uniform, texture) -> dict:
     size = kind.shape[0]
     return dict(
-        kind=kind, x=x, y=y, radius=radius,
+        kind=kind,
+        x=x,
+        y=y,
+        radius=radius,
         stripe_direction=uniform(-1, 1, size, 2),
         stripe_period=uniform(0.05, 0.15, size),
         stripe_amplitude=uniform(0, _SHAPE_STRIPES, size) * texture,
@@ -226,8 +252,10 @@ def _render(background: dict, layers: list[dict], image_size: int) -> torch.Tens
     coords = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size
     ys, xs = coords.view(1, -1, 1), coords.view(1, 1, -1)
     image = background["colour"].view(size, 3, 1, 1) + _upsample(background["blotches"], coords)
-    image = image + (background["stripe_amplitude"].view(size, 1, 1, 1)
-                     * _stripes(xs, ys, background["stripe_direction"], background["stripe_period"]).unsqueeze(1))
+    image = image + (
+        background["stripe_amplitude"].view(size, 1, 1, 1)
+        * _stripes(xs, ys, background["stripe_direction"], background["stripe_period"]).unsqueeze(1)
+    )
     full = (size, image_size, image_size)
     for layer in layers:
         radius = layer["radius"].view(size, 1, 1)
@@ -235,7 +263,8 @@ def _render(background: dict, layers: list[dict], image_size: int) -> torch.Tens
         v = ((ys - layer["y"].view(size, 1, 1)) / radius).expand(full)
         coverage = ((1 - _shape_function(layer["kind"], u, v)) * (radius * image_size) + 0.5).clamp(0, 1)
         shade = 1 - layer["stripe_amplitude"].view(size, 1, 1) * _stripes(
-            xs, ys, layer["stripe_direction"], layer["stripe_period"])
+            xs, ys, layer["stripe_direction"], layer["stripe_period"]
+        )
         fill = layer["colour"].view(size, 3, 1, 1) * shade.unsqueeze(1)
         image = image * (1 - coverage.unsqueeze(1)) + fill * coverage.unsqueeze(1)
     return image.clamp(0, 1)
@@ -259,8 +288,9 @@ def _upsample(grid, coords):
     position = coords * (cells - 1)
     low = position.floor().long().clamp(max=cells - 2)
     weight = position - low
-    rows = (grid.index_select(2, low) * (1 - weight).view(1, 1, -1, 1)
-            + grid.index_select(2, low + 1) * weight.view(1, 1, -1, 1))
+    rows = grid.index_select(2, low) * (1 - weight).view(1, 1, -1, 1) + grid.index_select(2, low + 1) * weight.view(
+        1, 1, -1, 1
+    )
     return rows.index_select(3, low) * (1 - weight) + rows.index_select(3, low + 1) * weight
 
 

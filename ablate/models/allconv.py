@@ -79,5 +79,3 @@ def initialise(model: nn.Module, init: str) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-
-

@@ -12,9 +12,7 @@ def parse_conv(spec: str, key: str) -> tuple[int, int, int]:
     """`c64s2` -> (64 channels, kernel 3, stride 2); `c64k5s4` -> (64, 5, 4)."""
     match = _CONV.match(str(spec))
     if not match:
-        raise ConfigError(
-            f"{key}: layer {spec!r} is not a conv spec; write cCsS or cCkKsS, e.g. c64s2 or c64k5s4"
-        )
+        raise ConfigError(f"{key}: layer {spec!r} is not a conv spec; write cCsS or cCkKsS, e.g. c64s2 or c64k5s4")
     channels, kernel, stride = int(match[1]), int(match[2] or 3), int(match[3])
     if channels <= 0 or kernel <= 0 or stride <= 0:
         raise ConfigError(f"{key}: layer {spec!r} needs positive channels, kernel and stride")

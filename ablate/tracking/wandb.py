@@ -6,6 +6,7 @@ bad key, unwritable folder, a crash in its service, a failed import) is logged a
 warning line and the logger becomes a no-op: the run and the sweep go on.
 """
 
+import contextlib
 import json
 import logging
 import netrc
@@ -82,10 +83,9 @@ class WandbLogger:
 
     def _abandon(self) -> None:
         wandb_run, self.wandb_run = self.wandb_run, None
-        try:
+        # Already warned once; the service may be gone.
+        with contextlib.suppress(Exception):
             wandb_run.finish(exit_code=1)
-        except Exception:  # noqa: BLE001 (already warned once; the service may be gone)
-            pass
 
 
 def resolve_mode(mode: str) -> str:
@@ -105,7 +105,7 @@ def resolve_mode(mode: str) -> str:
 
 
 def has_credentials() -> bool:
-    """Whether W&B credentials are configured: WANDB_API_KEY (or an identity token) or a netrc entry for the API host."""
+    """Whether W&B credentials are configured: WANDB_API_KEY (or an identity token) or a netrc entry for the host."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     base_url = os.environ.get("WANDB_BASE_URL")
@@ -184,13 +184,12 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
     )
     try:
         wandb_run = wandb.init(mode=mode, **init_kwargs)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         if mode != "online":
             raise
         _online_failure = _one_line(error)
         log.warning(
-            "W&B online set-up failed (%s); logging offline to %s, upload later with "
-            "`make wandb-sync STUDY=%s`",
+            "W&B online set-up failed (%s); logging offline to %s, upload later with `make wandb-sync STUDY=%s`",
             _online_failure,
             path,
             run["group"],

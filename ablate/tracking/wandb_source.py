@@ -23,7 +23,9 @@ def fetch_study_runs(entity: str | None, project: str, study: str, timeout_s: in
         return list(wandb.Api(timeout=timeout_s).runs(path, filters={"group": study}, lazy=False))
     except (wandb.errors.Error, ValueError) as error:
         message = " ".join(str(error).split())
-        raise ConfigError(f"--source=wandb: reading {path} failed ({message}); check `wandb login`, --entity and --project") from error
+        raise ConfigError(
+            f"--source=wandb: reading {path} failed ({message}); check `wandb login`, --entity and --project"
+        ) from error
 
 
 def records_from_wandb(runs) -> list[dict]:

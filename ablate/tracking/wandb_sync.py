@@ -22,7 +22,9 @@ def offline_run_dirs(study: str, runs_root: str | Path = "runs", wandb_root: str
     return [run_dir for folder in folders for run_dir in sorted(folder.glob("wandb/offline-run-*"))]
 
 
-def sync_command(run_dirs: list[Path], entity: str | None = None, project: str | None = None, dry_run: bool = False) -> list[str]:
+def sync_command(
+    run_dirs: list[Path], entity: str | None = None, project: str | None = None, dry_run: bool = False
+) -> list[str]:
     """The `wandb sync` command line that uploads these run folders."""
     command = [sys.executable, "-m", "wandb", "sync"]
     if entity:
