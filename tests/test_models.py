@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.models import build_model, describe
+from ablate.models import CONTRACT, build_model, check_contract, describe
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 PRESETS = sorted(p.stem for p in CONF.glob("*.yaml"))
@@ -143,3 +143,38 @@ def test_articles_init_and_kaiming_option():
 def test_bad_model_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         build_model(preset("allconv6", **overrides), num_classes=20, in_channels=3)
+
+
+def contract_model(**attributes) -> nn.Module:
+    model = nn.Linear(2, 2)
+    for key, value in {"name": "x", "depth": 1, "total_stride": 1, **attributes}.items():
+        if value is not None:
+            setattr(model, key, value)
+    return model
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_keeps_the_model_contract(name):
+    model = build_model(preset(name), num_classes=20, in_channels=3)
+    assert {key: type(getattr(model, key)) for key in CONTRACT} == {"name": str, "depth": int, "total_stride": int}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "missing"),
+    [
+        ({"name": None}, "name"),
+        ({"depth": None}, "depth"),
+        ({"total_stride": None}, "total_stride"),
+        ({"depth": True}, "depth"),
+        ({"depth": 6.0}, "depth"),
+        ({"total_stride": 0}, "total_stride"),
+    ],
+)
+def test_a_model_without_the_contract_is_one_line_naming_the_attribute(attributes, missing):
+    check_contract(contract_model(), "my.builder")
+    expected = rf"^model\._target_=my\.builder: the built model has no valid \.{missing} "
+    with pytest.raises(ConfigError, match=expected) as error:
+        check_contract(contract_model(**attributes), "my.builder")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"returned str, not a torch\.nn\.Module"):
+        check_contract("not a model", "my.builder")
