@@ -1,4 +1,5 @@
-"""The run record on disk — the truth that W&B mirrors and analysis reads — and the run's identity."""
+"""The run record on disk — the truth that W&B mirrors and analysis reads — its identity, and the one atomic write
+every file of ablate goes through (records, range tests, the data cache, checkpoints, figures)."""
 
 import hashlib
 import json
@@ -6,8 +7,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -51,25 +54,35 @@ def identity(cfg: DictConfig) -> str:
 OmegaConf.register_new_resolver("identity", lambda *, _root_: identity(_root_), replace=True)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call `write` on a temp file in the same folder, fsync it and rename it to `path`: a reader never sees half a
+    file, and a killed or parallel writer never leaves one. The one atomic write of ablate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; records and reports are meant to be shared
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; records, caches and figures are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda file: file.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_metrics(record_dir: Path, history: list[dict]) -> None:

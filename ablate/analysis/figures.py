@@ -1,8 +1,6 @@
 """The articles' figures, redrawn from run records with seeds' confidence intervals (PNG, written atomically)."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +14,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from ablate.analysis.selection import Arm
 from ablate.analysis.stats import Interval, t_band
 from ablate.analysis.study import fmt
-from ablate.record import read_metrics
+from ablate.record import atomic_write, read_metrics
 
 AXIS_NAMES = {
     "depth": "depth (layers: convs + classifier)",
@@ -30,20 +28,11 @@ LOG_SPAN = 4.0
 
 
 def save(fig, path: Path) -> Path:
-    """Write the PNG next to its final name, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write the figure as a PNG, atomically (a reader never sees half a file), and close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a figure is for everyone who can read the results
-        os.replace(tmp, path)
+        return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=110))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def accuracy_per_value(arms: list[Arm], path: Path, title: str) -> Path | None:
