@@ -3,16 +3,15 @@ accuracy against the LR, and suggest bounds for sched=cyclical.
 
 As in the articles (after Smith 2017): the upper bound is the LR with the best validation accuracy (or, with
 lr_range.criterion=loss, the LR where the validation loss falls fastest) and the lower bound is a third of it.
-The record folder gets lr_range.csv, lr_range.png and lr_range.json; sched.bounds_from reads the JSON.
+The record folder gets the curves, a plot and the suggestion (ablate.record's RANGE_TEST_* files, which
+sched.bounds_from and the analysis read).
 """
 
-import csv
-import io
 import itertools
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib
 
@@ -28,57 +27,48 @@ from ablate import record
 from ablate.analysis.figures import save
 from ablate.analysis.selection import at_chance
 from ablate.errors import ConfigError
+from ablate.loop import Setup, evaluate, train_steps
 from ablate.optim import build_optimizer
-from ablate.schedules import RANGE_TEST_JSON
-from ablate.train import evaluate, train_epoch
 
-CSV = "lr_range.csv"
-PNG = "lr_range.png"
-COLUMNS = ("step", "epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc")
 SCALES = ("exp", "linear")
 CRITERIA = ("acc", "loss")
 DEFAULT_POINTS = 40  # evaluations in a sweep when lr_range.eval_every is null
 MIN_POINTS = 3  # the steepest descent needs neighbours on both sides
-# Overrides of the range test that do not carry over to the cyclical run it suggests.
-NOT_CARRIED = ("mode=", "lr_range.", "sched=", "sched.")
+# Overrides of the range test that do not carry over to the training run it suggests: its mode and settings, its
+# schedule, and the study it ran in (+sweep=lr_range would run the range test again).
+NOT_CARRIED = ("mode=", "lr_range.", "sched=", "sched.", "sweep=", "study.", "hydra.")
 
 
-def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict:
-    """Sweep the LR over the model in `setup` (built by ablate.train.build); returns the summary's entries.
+def run_lr_range(cfg: DictConfig, sweep: dict, setup: Setup, record_dir: Path, logger) -> dict:
+    """Sweep the LR (`sweep`: check_lr_range's values) over the model in `setup`; returns the summary's entries.
 
     Each evaluation goes to the tracker too, with the (fractional) epoch as its x-axis, like a training run's.
     """
-    total_steps = setup["steps_per_epoch"] * cfg.trainer.epochs
-    sweep = check_lr_range(cfg.get("lr_range"), total_steps=total_steps)
     # A fresh optimizer at min_lr: the range test ignores cfg.sched and the batch scaling rule.
-    optimizer = build_optimizer(cfg.optim, setup["model"], lr=sweep["min_lr"])
+    optimizer = build_optimizer(cfg.optim, setup.model, lr=sweep["min_lr"])
     ramp = LambdaLR(optimizer, lambda update: lr_at(min(update, sweep["steps"] - 1), sweep) / sweep["min_lr"])
+    sweeping = replace(setup, optimizer=optimizer, scheduler=ramp)
     generator = torch.Generator().manual_seed(cfg.seed)
-    stream = endless_batches(setup["data"], cfg.batch.size, generator)
+    stream = endless_batches(setup.data, setup.batch_size, generator)
 
     rows, done, started = [], 0, time.perf_counter()
     while done < sweep["steps"]:
         chunk = min(sweep["eval_every"], sweep["steps"] - done)
-        # train_epoch trains on whatever its data yields; a window of the endless stream makes it train `chunk`
-        # updates, so the sweep runs the training loop's own update code.
-        window = SimpleNamespace(train_batches=lambda *_, n=chunk: itertools.islice(stream, n))
-        train_metrics, lr = train_epoch(
-            {**setup, "data": window, "optimizer": optimizer, "scheduler": ramp}, cfg.batch.size, generator
-        )
+        metrics = train_steps(sweeping, itertools.islice(stream, chunk))
         done += chunk
-        finite = math.isfinite(train_metrics["train/loss"])
-        val = evaluate(setup, "val", cfg.batch.size) if finite else {"loss": math.nan, "acc": math.nan}
+        finite = math.isfinite(metrics["train/loss"])
+        val = evaluate(setup, "val") if finite else {"loss": math.nan, "acc": math.nan}
         rows.append(
             {
                 "step": done,
-                "epoch": round(done / setup["steps_per_epoch"], 4),
-                "lr": lr,
-                **train_metrics,
+                "epoch": round(done / setup.steps_per_epoch, 4),
+                **metrics,
                 "val/loss": val["loss"],
                 "val/acc": val["acc"],
             }
         )
         logger.log(rows[-1], step=rows[-1]["epoch"])
+        lr = metrics["lr"]
         print(
             f"ablate: lr_range {done}/{sweep['steps']} lr {lr:.3g} val/loss {val['loss']:.4g} val/acc {val['acc']:.4f}"
         )
@@ -86,22 +76,21 @@ def run_lr_range(cfg: DictConfig, setup: dict, record_dir: Path, logger) -> dict
             print(f"ablate: lr_range stopped at lr {lr:.3g}: the loss is diverging")
             break
 
-    write_curves(record_dir, rows)
+    record.write_range_test(record_dir, rows)  # before any suggestion can fail
     lrs = [row["lr"] for row in rows]
     suggestion = suggest_bounds(
         lrs, acc=[row["val/acc"] for row in rows], loss=[row["val/loss"] for row in rows], criterion=sweep["criterion"]
     )
-    command = cyclical_command(suggestion, record_dir)
     result = {
         **suggestion,
         # Never above chance: the best LR of the sweep is noise, not a bound (report() says so).
-        "learned": not at_chance([row["val/acc"] for row in rows], setup["data"].num_classes),
+        "learned": not at_chance([row["val/acc"] for row in rows], setup.data.num_classes),
         "criterion": sweep["criterion"],
         "sweep": {**sweep, "steps_done": done, "lr_reached": lrs[-1]},
-        "command": command,
+        "command": cyclical_command(suggestion),
     }
-    record.atomic_write_json(record_dir / RANGE_TEST_JSON, result)
-    plot(rows, result, record_dir / PNG)
+    record.atomic_write_json(record_dir / record.RANGE_TEST_SUGGESTION, result)
+    plot(rows, result, record_dir / record.RANGE_TEST_PLOT)
     report(result, record_dir)
     seconds = round(time.perf_counter() - started, 3)
     return {"status": "completed", "lr_range": result, "steps": done, "wall_seconds": seconds}
@@ -198,23 +187,13 @@ def smooth(values: list[float], window: int = 3) -> np.ndarray:
     return np.array([np.mean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))])
 
 
-def cyclical_command(suggestion: dict, record_dir: Path) -> str:
-    """The command line that trains with these bounds, keeping the range test's other overrides."""
+def cyclical_command(suggestion: dict) -> str:
+    """The command line that trains with these bounds, keeping the range test's other overrides (model, data...)."""
     carried = []
     if HydraConfig.initialized():
         carried = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(NOT_CARRIED)]
     bounds = f"sched.base_lr={suggestion['base_lr']:.3g} sched.max_lr={suggestion['max_lr']:.3g}"
     return " ".join(["python -m ablate", *carried, "sched=cyclical", bounds])
-
-
-def write_curves(record_dir: Path, rows: list[dict]) -> None:
-    """The sweep as a CSV and as the record's metrics.jsonl, written before any suggestion can fail."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    record.atomic_write_text(record_dir / CSV, buffer.getvalue())
-    record.write_metrics(record_dir, rows)
 
 
 def plot(rows: list[dict], result: dict, path: Path) -> None:

@@ -1,13 +1,18 @@
-"""The run record on disk — the truth that W&B mirrors and analysis reads — and the run's identity."""
+"""The run record on disk — the truth that W&B mirrors and analysis reads — its identity, and the one atomic write
+every file of ablate goes through (records, range tests, the data cache, checkpoints, figures)."""
 
+import csv
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -15,6 +20,8 @@ from omegaconf.errors import OmegaConfBaseException
 # Keys that decide a run's result. Everything else (paths, logger, launcher, study bookkeeping, resume) and the
 # trainer keys below only change where or how fast a run computes, so a rerun under them is the same run.
 IDENTITY_KEYS = ("model", "data", "optim", "sched", "batch", "trainer", "seed", "mode", "lr_range")
+# trainer.amp is not among these as typed (auto means different arithmetic on different machines): the identity holds
+# the precision it resolves to instead (see precision()).
 NOT_IDENTITY_TRAINER_KEYS = ("device", "threads", "amp", "channels_last", "compile", "checkpoint")
 NOT_IDENTITY_DATA_KEYS = ("in_memory",)
 
@@ -22,6 +29,28 @@ SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
+
+# An LR range test's record adds its curves (one row per evaluation, also its metrics.jsonl) and its suggestion:
+# {base_lr, max_lr, at_edge, learned, criterion, sweep, command}; sched.bounds_from reads base_lr and max_lr.
+RANGE_TEST_CURVES = "lr_range.csv"
+RANGE_TEST_COLUMNS = ("step", "epoch", "lr", "train/loss", "train/acc", "val/loss", "val/acc")
+RANGE_TEST_SUGGESTION = "lr_range.json"
+RANGE_TEST_PLOT = "lr_range.png"
+
+
+def precision(amp, device: str) -> str:
+    """The arithmetic a run trains in, "bf16" (autocast) or "fp32", from trainer.amp and trainer.device.
+
+    amp=auto is bf16 on CUDA only; device=auto is CUDA when this machine has one, as the loop picks it. The identity
+    resolver calls this before any device is picked, so it answers from the config and the machine alone."""
+    if amp != "auto":
+        return "bf16" if amp is True else "fp32"
+    device = str(device)
+    if device == "auto":
+        import torch  # here, not above: analysis reads records without importing torch
+
+        return "bf16" if torch.cuda.is_available() else "fp32"
+    return "bf16" if device.startswith("cuda") else "fp32"
 
 
 def identity(cfg: DictConfig) -> str:
@@ -39,8 +68,14 @@ def identity(cfg: DictConfig) -> str:
                 # A value that does not resolve (a typo in an interpolation) still gets a folder of its own, so Hydra
                 # can set the job up and the run fails there, recorded, instead of stopping the whole sweep.
                 relevant[key] = OmegaConf.to_container(node, resolve=False)
-    for key in NOT_IDENTITY_TRAINER_KEYS:
-        relevant.get("trainer", {}).pop(key, None)
+    trainer = relevant.get("trainer")
+    if isinstance(trainer, dict):
+        resolved = precision(trainer.get("amp", "auto"), trainer.get("device", "auto"))
+        # Only a non-fp32 run names its precision, so every fp32 record keeps the identity it was filed under.
+        if resolved != "fp32":
+            relevant["precision"] = resolved
+        for key in NOT_IDENTITY_TRAINER_KEYS:
+            trainer.pop(key, None)
     for key in NOT_IDENTITY_DATA_KEYS:
         relevant.get("data", {}).pop(key, None)
     text = json.dumps(relevant, sort_keys=True, default=str)
@@ -51,25 +86,35 @@ def identity(cfg: DictConfig) -> str:
 OmegaConf.register_new_resolver("identity", lambda *, _root_: identity(_root_), replace=True)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call `write` on a temp file in the same folder, fsync it and rename it to `path`: a reader never sees half a
+    file, and a killed or parallel writer never leaves one. The one atomic write of ablate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; records and reports are meant to be shared
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; records, caches and figures are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda file: file.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_metrics(record_dir: Path, history: list[dict]) -> None:
@@ -90,6 +135,27 @@ def read_metrics(record_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_range_test(record_dir: Path, rows: list[dict]) -> None:
+    """A range test's curves, as lr_range.csv and as the record's metrics.jsonl; written before any suggestion."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=RANGE_TEST_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(Path(record_dir) / RANGE_TEST_CURVES, text.getvalue())
+    write_metrics(record_dir, rows)
+
+
+def read_range_test(record_dir: str | Path) -> tuple[list[dict], dict] | None:
+    """A range test's curves (rows of RANGE_TEST_COLUMNS, as floats) and its suggestion ({} before it is written),
+    or None when the folder holds no range test."""
+    folder = Path(record_dir)
+    if not (folder / RANGE_TEST_CURVES).is_file():
+        return None
+    with (folder / RANGE_TEST_CURVES).open(newline="") as file:
+        rows = [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(file)]
+    return rows, read_json(folder / RANGE_TEST_SUGGESTION) or {}
 
 
 def select(config: dict, dotted_key: str):

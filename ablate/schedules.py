@@ -31,12 +31,14 @@ from torch.optim.lr_scheduler import (
 )
 
 from ablate.errors import ConfigError
+from ablate.optim import build_optimizer
+from ablate.record import RANGE_TEST_SUGGESTION
 
 UNITS = ("fraction", "epochs", "iters")
 # Keys of every conf/sched file that build_scheduler consumes; the rest are the policy function's arguments.
 COMPOSITION_KEYS = ("unit", "warmup_epochs", "warmup_start_factor")
-# The file an LR range test record holds its suggested bounds in; sched.bounds_from reads it.
-RANGE_TEST_JSON = "lr_range.json"
+# The file an LR range test record holds its suggested bounds in (ablate.record owns the format); bounds_from reads it.
+RANGE_TEST_JSON = RANGE_TEST_SUGGESTION
 CYCLICAL_MODES = ("triangular", "triangular2", "exp_range")
 
 
@@ -108,13 +110,15 @@ def build_scheduler(
     return SequentialLR(optimizer, [warmup, main], milestones=[warmup_updates])
 
 
-def validate_sched(cfg_sched: DictConfig, *, steps_per_epoch: int, total_steps: int) -> None:
-    """Raise ConfigError for a bad schedule before data or model exist.
+def validate_sched(
+    cfg_sched: DictConfig, cfg_optim: DictConfig, lr: float, *, steps_per_epoch: int, total_steps: int
+) -> None:
+    """Raise ConfigError for a bad schedule before the model exists.
 
-    It builds the schedule on a one-parameter optimizer, so the checks cannot disagree with build_scheduler.
-    """
-    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0, momentum=0.9)
-    build_scheduler(cfg_sched, probe, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    It builds the schedule on the configured optimizer over a stand-in parameter at the run's effective `lr`, so the
+    checks cannot disagree with build_scheduler (cycle_momentum needs an optimizer with momentum or betas)."""
+    stand_in = build_optimizer(cfg_optim, torch.nn.Linear(1, 1), lr)
+    build_scheduler(cfg_sched, stand_in, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
 
 def check_keys(options: dict):

@@ -2,7 +2,7 @@
 
 Every figure is a ratio to a baseline measured in the same run (never to stored timings):
 
-1. images/s of ablate's loop (ablate.train.build + train_epoch, composed from conf/) against a hand-written loop
+1. images/s of ablate's loop (ablate.loop.build + train_steps, composed from conf/) against a hand-written loop
    (ImageFolder or a Dataset of PIL images + DataLoader workers + per-sample torchvision transforms + plain SGD):
    same model, data, batch size and number of updates, on CIFAR-10 JPEGs and on the embedded dataset. Target >= 2x.
 2. the framework's fixed cost per run (Hydra, record, summary, model description, W&B offline init and finish),
@@ -272,18 +272,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def ablate_loop(cfg) -> dict:
-    """ablate's own path: build (data decode or cache load, model, optimizer) then whole epochs of train_epoch."""
-    from ablate.train import build, train_epoch
+    """ablate's own path: build (data decode or cache load, model, optimizer) then whole epochs of train_steps."""
+    from ablate.loop import build, train_steps
 
     started = time.perf_counter()
-    setup = build(cfg, {})
+    setup = build(cfg)
     built = time.perf_counter()
     generator = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.trainer.epochs):
-        train_epoch(setup, cfg.batch.size, generator)
-    synchronize(setup["device"])
+        train_steps(setup, setup.data.train_batches(setup.batch_size, generator))
+    synchronize(setup.device)
     finished = time.perf_counter()
-    images = setup["steps_per_epoch"] * cfg.trainer.epochs * cfg.batch.size
+    images = setup.steps_per_epoch * cfg.trainer.epochs * cfg.batch.size
     return {
         "seconds": finished - started,
         "setup_s": built - started,
@@ -520,6 +520,7 @@ def environment(**values: str):
 
 def fixed_cost(args, device: torch.device) -> dict:
     """Two tiny runs of `python -m ablate` with W&B offline in this process; everything but the epochs is fixed."""
+    import ablate.loop
     import ablate.train
 
     print("bench: fixed cost per run (python -m ablate in this process, logger=wandb offline) ...", flush=True)
@@ -551,9 +552,9 @@ def fixed_cost(args, device: torch.device) -> dict:
                 *args.override,
             ]
             with (
-                timed(ablate.train, "train_epoch", spent),
+                timed(ablate.train, "train_steps", spent),
                 timed(ablate.train, "evaluate", spent),
-                timed(ablate.train, "build_data", spent),
+                timed(ablate.loop, "build_data", spent),
                 replaced_argv(argv),
             ):
                 started = time.perf_counter()
@@ -568,7 +569,7 @@ def fixed_cost(args, device: torch.device) -> dict:
             summaries = [json.loads(path.read_text()) for path in runs_dir.rglob("summary.json")]
             if [summary["status"] for summary in summaries] != ["completed"]:
                 raise RuntimeError(f"bench: the fixed-cost run did not complete: {summaries}")
-            epochs = spent.get("train_epoch", 0.0) + spent.get("evaluate", 0.0)
+            epochs = spent.get("train_steps", 0.0) + spent.get("evaluate", 0.0)
             runs.append(
                 {
                     "total_s": total,

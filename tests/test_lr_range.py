@@ -1,18 +1,22 @@
 """The LR range test: a real sweep on a small learnable task, the bound suggestion on known curves, bad input."""
 
-import contextlib
-import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from ablate import record
+from ablate.analysis import figures
 from ablate.errors import ConfigError
-from ablate.lr_range import check_lr_range, lr_at, report, run_lr_range, suggest_bounds
+from ablate.loop import Setup
+from ablate.lr_range import check_lr_range, cyclical_command, lr_at, report, run_lr_range, suggest_bounds
 from ablate.schedules import build_scheduler
 from ablate.tracking import NullLogger
 
@@ -60,15 +64,22 @@ def range_test(tmp_path, batch_size=32, model=None, blind=False, **lr_range):
     data = Blobs()
     if blind:
         data.train, data.val = [(torch.zeros_like(x), y) for x, y in (data.train, data.val)]
-    setup = {
-        "device": torch.device("cpu"),
-        "data": data,
-        "model": model,
-        "forward": model,
-        "autocast": contextlib.nullcontext,
-        "channels_last": False,
-        "steps_per_epoch": len(data.train[1]) // batch_size,
-    }
+    # The Setup's own optimizer and schedule are the run's; the range test replaces them with its own.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    setup = Setup(
+        device=torch.device("cpu"),
+        data=data,
+        model=model,
+        forward=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: 1.0),
+        lr=0.01,
+        precision="fp32",
+        channels_last=False,
+        batch_size=batch_size,
+        steps_per_epoch=len(data.train[1]) // batch_size,
+        total_steps=3 * (len(data.train[1]) // batch_size),
+    )
     settings = dict(min_lr=1e-4, max_lr=3.0, steps=120, scale="exp", eval_every=6, criterion="acc", stop_factor=None)
     cfg = OmegaConf.create(
         {
@@ -79,17 +90,18 @@ def range_test(tmp_path, batch_size=32, model=None, blind=False, **lr_range):
             "lr_range": {**settings, **lr_range},
         }
     )
-    return run_lr_range(cfg, setup, tmp_path, NullLogger(run={})), cfg
+    sweep = check_lr_range(cfg.lr_range, total_steps=setup.total_steps)
+    return run_lr_range(cfg, sweep, setup, tmp_path, NullLogger(run={})), cfg
 
 
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+def curves(record_dir: Path) -> list[dict]:
+    rows, _ = record.read_range_test(record_dir)
+    return rows
 
 
 def test_a_range_test_sweeps_the_lr_up_and_suggests_bounds_inside_the_sweep(tmp_path):
     summary, cfg = range_test(tmp_path)
-    rows = read_csv(tmp_path / "lr_range.csv")
+    rows = curves(tmp_path)
     lrs = [row["lr"] for row in rows]
     sweep = check_lr_range(cfg.lr_range, total_steps=48)
     assert len(rows) == 120 // 6
@@ -98,7 +110,7 @@ def test_a_range_test_sweeps_the_lr_up_and_suggests_bounds_inside_the_sweep(tmp_
     assert lrs == pytest.approx([lr_at(int(row["step"]) - 1, sweep) for row in rows], rel=1e-9)
     assert lrs[0] >= 1e-4 and lrs[-1] == pytest.approx(3.0)
 
-    suggestion = json.loads((tmp_path / "lr_range.json").read_text())
+    suggestion = json.loads((tmp_path / record.RANGE_TEST_SUGGESTION).read_text())
     assert 1e-4 <= suggestion["base_lr"] < suggestion["max_lr"] <= 3.0
     assert suggestion["base_lr"] == pytest.approx(suggestion["max_lr"] / 3)
     best = max(rows, key=lambda row: row["val/acc"])
@@ -108,13 +120,13 @@ def test_a_range_test_sweeps_the_lr_up_and_suggests_bounds_inside_the_sweep(tmp_
     assert f"sched.max_lr={suggestion['max_lr']:.3g}" in suggestion["command"]
     assert summary["status"] == "completed" and summary["lr_range"]["max_lr"] == suggestion["max_lr"]
     assert suggestion["learned"] is True
-    assert (tmp_path / "lr_range.png").stat().st_size > 0
+    assert (tmp_path / record.RANGE_TEST_PLOT).stat().st_size > 0
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
 def test_a_cyclical_schedule_takes_its_bounds_from_the_range_test_record(tmp_path):
     range_test(tmp_path, steps=60, eval_every=6)
-    suggestion = json.loads((tmp_path / "lr_range.json").read_text())
+    suggestion = json.loads((tmp_path / record.RANGE_TEST_SUGGESTION).read_text())
     overrides = {"bounds_from": str(tmp_path), "unit": "iters", "stepsize": 10}
     cfg = OmegaConf.merge(OmegaConf.load(CONF / "sched" / "cyclical.yaml"), overrides)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01, momentum=0.9)
@@ -124,7 +136,7 @@ def test_a_cyclical_schedule_takes_its_bounds_from_the_range_test_record(tmp_pat
 
 def test_the_sweep_stops_once_the_loss_diverges(tmp_path):
     range_test(tmp_path, max_lr=1e4, stop_factor=4.0)
-    lrs = [row["lr"] for row in read_csv(tmp_path / "lr_range.csv")]
+    lrs = [row["lr"] for row in curves(tmp_path)]
     assert lrs[-1] < 1e4 and len(lrs) < 120 // 6
 
 
@@ -208,3 +220,32 @@ def test_bad_lr_range_input_is_one_line_naming_the_key(overrides, key):
 def test_the_root_config_has_the_lr_range_node(compose):
     cfg = compose("mode=lr_range")
     check_lr_range(cfg.lr_range, total_steps=1000)
+
+
+def test_the_analysis_draws_a_range_tests_real_record(tmp_path):
+    range_test(tmp_path, steps=60, eval_every=6)
+    suggestion = json.loads((tmp_path / record.RANGE_TEST_SUGGESTION).read_text())
+    table, bounds = figures.read_lr_range(tmp_path)
+    assert len(table) == 10 and {"lr", "train/loss", "train/acc", "val/loss", "val/acc"} <= set(table.columns)
+    assert bounds == {"lower": suggestion["base_lr"], "upper": suggestion["max_lr"], "at_edge": suggestion["at_edge"]}
+    arm = SimpleNamespace(label="blobs", completed={"record_dir": [str(tmp_path)]})
+    drawn = figures.lr_range([arm], tmp_path / "figures" / "lr_range.png", "blobs: LR range test")
+    assert drawn.read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in (tmp_path / "figures").iterdir() if p.name != "lr_range.png"]  # no temp file left
+    assert figures.read_lr_range(tmp_path / "figures") == (None, {})
+
+
+def test_the_suggested_command_trains_instead_of_testing_again(compose):
+    # A job of `python -m ablate +sweep=lr_range model=allconv5 ...`, as Hydra hands it its overrides.
+    job = ("+sweep=lr_range", "model=allconv5", "seed=1", "data.train_size=320", "mode=lr_range", "lr_range.steps=50")
+    HydraConfig.instance().set_config(compose(*job, return_hydra_config=True))
+    command = cyclical_command({"base_lr": 0.01, "max_lr": 0.03})
+    program, overrides = command.split()[:3], command.split()[3:]
+    assert program == ["python", "-m", "ablate"]
+    assert overrides == ["model=allconv5", "seed=1", "data.train_size=320", "sched=cyclical"] + [
+        "sched.base_lr=0.01",
+        "sched.max_lr=0.03",
+    ]
+    cfg = compose(*overrides, return_hydra_config=True)
+    assert cfg.mode == "train" and cfg.study.name == "single" and cfg.hydra.mode != RunMode.MULTIRUN
+    assert (cfg.model.name, cfg.seed, cfg.sched.base_lr, cfg.sched.max_lr) == ("allconv5", 1, 0.01, 0.03)

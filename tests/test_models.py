@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.models import build_model, describe
+from ablate.models import CONTRACT, build_model, check_contract, describe
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 PRESETS = sorted(p.stem for p in CONF.glob("*.yaml"))
@@ -41,9 +41,12 @@ def preset(name: str, **overrides):
     return cfg
 
 
+ARTICLES_DEPTH = {**ALLCONV_DEPTH, **{name: 6 for name in WIDTHS}, **MOBILENET_DEPTH}
+
+
 def test_every_preset_of_the_articles_exists():
-    expected = set(ALLCONV_DEPTH) | set(WIDTHS) | set(MOBILENET_DEPTH)
-    assert expected == set(PRESETS)
+    # Other families may add presets next to them (CONTRIBUTING.md: add a model family).
+    assert set(ARTICLES_DEPTH) <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -54,12 +57,13 @@ def test_preset_forward_backward_and_depth(name):
     assert out.shape == (2, 20)
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
-    expected_depth = {**ALLCONV_DEPTH, **MOBILENET_DEPTH}.get(name, 6)
     stats = describe(model, resolution=32, in_channels=3)
-    assert stats["depth"] == expected_depth
-    assert stats["total_stride"] == 32
     assert stats["params"] == sum(p.numel() for p in model.parameters())
     assert stats["macs"] > 0
+    assert stats["name"] == name
+    if name in ARTICLES_DEPTH:  # the articles' presets: their depth as the articles count it, and stride 32
+        assert stats["depth"] == ARTICLES_DEPTH[name]
+        assert stats["total_stride"] == 32
 
 
 def test_allconv6_parameter_count_by_hand():
@@ -143,3 +147,38 @@ def test_articles_init_and_kaiming_option():
 def test_bad_model_config_names_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         build_model(preset("allconv6", **overrides), num_classes=20, in_channels=3)
+
+
+def contract_model(**attributes) -> nn.Module:
+    model = nn.Linear(2, 2)
+    for key, value in {"name": "x", "depth": 1, "total_stride": 1, **attributes}.items():
+        if value is not None:
+            setattr(model, key, value)
+    return model
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_keeps_the_model_contract(name):
+    model = build_model(preset(name), num_classes=20, in_channels=3)
+    assert {key: type(getattr(model, key)) for key in CONTRACT} == {"name": str, "depth": int, "total_stride": int}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "missing"),
+    [
+        ({"name": None}, "name"),
+        ({"depth": None}, "depth"),
+        ({"total_stride": None}, "total_stride"),
+        ({"depth": True}, "depth"),
+        ({"depth": 6.0}, "depth"),
+        ({"total_stride": 0}, "total_stride"),
+    ],
+)
+def test_a_model_without_the_contract_is_one_line_naming_the_attribute(attributes, missing):
+    check_contract(contract_model(), "my.builder")
+    expected = rf"^model\._target_=my\.builder: the built model has no valid \.{missing} "
+    with pytest.raises(ConfigError, match=expected) as error:
+        check_contract(contract_model(**attributes), "my.builder")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"returned str, not a torch\.nn\.Module"):
+        check_contract("not a model", "my.builder")

@@ -14,6 +14,7 @@ from omegaconf import open_dict
 from ablate import record
 from ablate import train as train_module
 from ablate.errors import ConfigError
+from ablate.tracking import NullLogger
 from ablate.train import run
 
 TINY = ("data.train_size=320", "data.val_size=64", "data.test_size=64", "trainer.epochs=2", "logger=none")
@@ -59,6 +60,7 @@ def test_two_epoch_run_writes_a_valid_record(run_here):
         assert key in on_disk, key
     assert on_disk["model"] == {"name": "allconv6", "depth": 6, "params": 560468, "macs": 4871168, "total_stride": 32}
     assert on_disk["lr"] == {"base": 0.01, "effective": 0.01, "batch_size": 64, "base_batch_size": 64, "rule": "none"}
+    assert on_disk["precision"] == record.precision("auto", on_disk["device"])  # fp32 on a CPU
     assert set(on_disk["versions"]) >= {"python", "torch", "torchvision", "hydra-core"}
     lines = record.read_metrics(record_dir)
     assert [row["epoch"] for row in lines] == [1, 2]
@@ -97,29 +99,73 @@ def test_completed_run_is_skipped_then_retrained_with_resume_false(run_here):
     assert fresh["outcome"] == "completed"
 
 
-def test_resumed_run_matches_an_uninterrupted_one(run_here, monkeypatch):
-    straight, _ = run_here("trainer.epochs=3", "resume=false")
-    # Crash in the third epoch, after the second epoch's checkpoint, as a killed run would leave it.
+@pytest.mark.parametrize(("every", "killed_in"), [(1, 3), (2, 2)])
+def test_resumed_run_matches_an_uninterrupted_one(run_here, monkeypatch, every, killed_in):
+    settings = ("trainer.epochs=3", f"trainer.eval_every_epochs={every}")
+    straight, record_dir = run_here(*settings, "resume=false")
+    straight_rows = record.read_metrics(record_dir)
+    # Crash in epoch `killed_in`, after the previous epoch's checkpoint (evaluated or not), as a killed run leaves it.
     epochs_started = []
-    real_epoch = train_module.train_epoch
+    real_steps = train_module.train_steps
 
-    def crashing_epoch(*args):
+    def crashing_steps(*args):
         epochs_started.append(1)
-        if len(epochs_started) == 3:
+        if len(epochs_started) == killed_in:
             raise RuntimeError("killed")
-        return real_epoch(*args)
+        return real_steps(*args)
 
-    monkeypatch.setattr(train_module, "train_epoch", crashing_epoch)
+    monkeypatch.setattr(train_module, "train_steps", crashing_steps)
     with pytest.raises(RuntimeError, match="killed"):
-        run_here("trainer.epochs=3", "resume=false")
-    monkeypatch.setattr(train_module, "train_epoch", real_epoch)
-    record_dir = run_here.record_dir
+        run_here(*settings, "resume=false")
+    monkeypatch.setattr(train_module, "train_steps", real_steps)
     assert json.loads((record_dir / record.SUMMARY).read_text())["status"] == "failed"
     assert (record_dir / record.CHECKPOINT).exists()
-    resumed, _ = run_here("trainer.epochs=3")
+    resumed, _ = run_here(*settings)
     assert resumed["outcome"] == "completed"
     assert resumed["final"] == straight["final"]
-    assert [row["epoch"] for row in record.read_metrics(record_dir)] == [1, 2, 3]
+    assert strip_times(record.read_metrics(record_dir)) == strip_times(straight_rows)
+    assert [row["epoch"] for row in straight_rows] == [1, 2, 3]
+
+
+def strip_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+
+
+def test_every_epoch_gets_a_row_and_evaluated_epochs_add_val_and_test(run_here, monkeypatch):
+    logged = []
+    monkeypatch.setattr(NullLogger, "log", lambda self, metrics, step: logged.append((step, metrics)))
+    summary, record_dir = run_here("trainer.epochs=3", "trainer.eval_every_epochs=2")
+    rows = record.read_metrics(record_dir)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert {"train/loss", "train/acc", "lr", "epoch", "step", "seconds", "images_per_s"} <= set(row)
+    # Evaluated every 2 epochs and after the last.
+    assert [("val/acc" in row, "test/acc" in row) for row in rows] == [(False, False), (True, True), (True, True)]
+    assert [step for step, _ in logged] == [1, 2, 3] and [metrics for _, metrics in logged] == rows
+    assert summary["final"]["test/acc"] == rows[-1]["test/acc"] and summary["best"]["epoch"] in (2, 3)
+
+
+def test_the_identity_holds_the_precision_amp_resolves_to(compose, monkeypatch):
+    def identity(*overrides):
+        return record.identity(compose(*TINY, *overrides))
+
+    fp32, bf16 = identity("trainer.amp=false"), identity("trainer.amp=true")
+    assert fp32 != bf16
+    assert identity("trainer.amp=false") == fp32  # stable between reruns
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert identity() == identity("trainer.amp=auto", "trainer.device=cpu") == fp32
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the same config on a GPU machine trains in bf16
+    assert identity() == identity("trainer.device=cuda") == bf16
+    assert identity("trainer.device=cpu") == fp32
+
+
+def test_a_bf16_run_is_not_the_fp32_record_and_says_its_precision(run_here):
+    fp32, _ = run_here("trainer.epochs=1", "trainer.amp=false")
+    bf16, record_dir = run_here("trainer.epochs=1", "trainer.amp=true")
+    assert bf16["outcome"] == "completed"  # not skipped as the completed fp32 run
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert json.loads((record_dir / record.SUMMARY).read_text())["precision"] == "bf16"
+    assert fp32["identity"] != bf16["identity"]
 
 
 def test_diverging_run_says_diverged(run_here):
@@ -182,3 +228,58 @@ def test_unknown_preset_is_hydras_one_error(tmp_path):
     result = ablate("model=allconv9", f"paths.runs={tmp_path / 'runs'}", cwd=ROOT)
     assert result.returncode != 0
     assert "allconv9" in result.stderr and "model" in result.stderr
+
+
+FAMILY = '''
+"""tinynet: one strided conv, pooling and a classifier (a family added by the recipe in CONTRIBUTING.md)."""
+from torch import nn
+
+
+def tinynet(*, name: str, channels: int, stride: int, num_classes: int, in_channels: int = 3) -> nn.Module:
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, stride, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, num_classes),
+    )
+    model.name, model.depth, model.total_stride = name, 2, stride  # ablate.models.CONTRACT
+    return model
+'''
+PRESET = """# tinynet8 — the recipe's example family. Run: python -m ablate model=tinynet8
+_target_: tinyfamily.tinynet
+_partial_: true  # completed with num_classes and in_channels from the data
+name: tinynet8
+channels: 8
+stride: 4
+"""
+
+
+def test_a_new_model_family_is_one_python_file_and_its_preset_yamls(run_here, tmp_path, monkeypatch):
+    # The recipe: a builder in an importable module + conf/model/<preset>.yaml on Hydra's search path.
+    (tmp_path / "tinyfamily.py").write_text(FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "tinynet8.yaml").write_text(PRESET)
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    summary, record_dir = run_here(searchpath, "model=tinynet8", "trainer.epochs=1")
+    assert summary["status"] == "completed" and summary["choices"]["model"] == "tinynet8"
+    params = (3 * 9 + 1) * 8 + 8 * 20 + 20  # conv + FC on the embedded dataset's 20 classes
+    macs = 8 * 8 * 8 * 3 * 9 + 8 * 20  # 32 px at stride 4 is 8x8 outputs
+    assert summary["model"] == {"name": "tinynet8", "depth": 2, "params": params, "macs": macs, "total_stride": 4}
+    assert [row["epoch"] for row in record.read_metrics(record_dir)] == [1]
+    # The resolution check reads the family's stride too.
+    with pytest.raises(ConfigError, match=r"^data\.resolution=2: tinynet8 has total stride 4"):
+        run_here(searchpath, "model=tinynet8", "data.resolution=2")
+
+
+def test_a_plugged_in_model_without_the_contract_is_one_line_naming_the_attribute(run_here, tmp_path, monkeypatch):
+    # A module name of its own: Python keeps the first test's tinyfamily imported.
+    (tmp_path / "nocontract.py").write_text(FAMILY.replace("model.name, model.depth, model.total_stride", "_, _, _"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    overrides = ("model._target_=nocontract.tinynet", "~model.layers", "~model.batch_norm", "~model.dropout")
+    overrides += ("~model.width_mult", "~model.init", "+model.channels=8", "+model.stride=4")
+    expected = r"^model\._target_=nocontract\.tinynet: the built model has no valid \.name \(str: "
+    with pytest.raises(ConfigError, match=expected) as error:
+        run_here(*overrides)
+    assert "\n" not in str(error.value) and "set model.name in the builder" in str(error.value)

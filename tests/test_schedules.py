@@ -15,6 +15,7 @@ from ablate.schedules import build_scheduler, to_updates, validate_sched
 CONF = Path(__file__).resolve().parent.parent / "conf"
 POLICIES = sorted(path.stem for path in (CONF / "sched").glob("*.yaml"))
 BASE_LR = 0.01
+SGD = OmegaConf.load(CONF / "optim" / "sgd.yaml")
 
 
 def sched_cfg(name: str, **overrides):
@@ -51,7 +52,7 @@ def test_every_policy_of_the_issue_has_an_option_file():
 @pytest.mark.parametrize("name", POLICIES)
 def test_every_policy_composes_with_the_root_config(name, compose):
     cfg = compose(f"sched={name}")
-    validate_sched(cfg.sched, steps_per_epoch=10, total_steps=1000)
+    validate_sched(cfg.sched, cfg.optim, BASE_LR, steps_per_epoch=10, total_steps=1000)
 
 
 def test_fixed_keeps_the_optimizer_lr():
@@ -297,7 +298,7 @@ BAD = [
 @pytest.mark.parametrize(("name", "overrides", "key"), BAD, ids=[f"{n}-{k}" for n, _, k in BAD])
 def test_bad_input_is_one_line_naming_the_key_before_training(name, overrides, key):
     with pytest.raises(ConfigError) as error:
-        validate_sched(sched_cfg(name, **overrides), steps_per_epoch=10, total_steps=1000)
+        validate_sched(sched_cfg(name, **overrides), SGD, BASE_LR, steps_per_epoch=10, total_steps=1000)
     message = str(error.value)
     assert message.startswith(f"{key}=") or message.startswith(f"{key},") or message.startswith(f"{key}:")
     assert "\n" not in message
@@ -307,3 +308,13 @@ def test_cycling_momentum_needs_an_optimizer_with_momentum():
     optimizer = make_optimizer(optimizer_class=torch.optim.Adagrad)
     with pytest.raises(ConfigError, match=r"^sched\.cycle_momentum=true: Adagrad"):
         build_scheduler(sched_cfg("onecycle", cycle_momentum=True), optimizer, steps_per_epoch=10, total_steps=100)
+
+
+@pytest.mark.parametrize("name", ["cyclical", "onecycle"])
+def test_the_early_check_uses_the_configured_optimizer(name):
+    # A stand-in SGD has momentum to cycle; the run's AdaGrad has none, and the check must fail as the run would.
+    adagrad = OmegaConf.load(CONF / "optim" / "adagrad.yaml")
+    with pytest.raises(ConfigError, match=r"^sched\.cycle_momentum=true: Adagrad has no momentum"):
+        validate_sched(sched_cfg(name, cycle_momentum=True), adagrad, BASE_LR, steps_per_epoch=10, total_steps=100)
+    validate_sched(sched_cfg(name, cycle_momentum=False), adagrad, BASE_LR, steps_per_epoch=10, total_steps=100)
+    validate_sched(sched_cfg(name, cycle_momentum=True), SGD, BASE_LR, steps_per_epoch=10, total_steps=100)

@@ -1,8 +1,5 @@
 """The articles' figures, redrawn from run records with seeds' confidence intervals (PNG, written atomically)."""
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,7 +13,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from ablate.analysis.selection import Arm
 from ablate.analysis.stats import Interval, t_band
 from ablate.analysis.study import fmt
-from ablate.record import read_metrics
+from ablate.record import atomic_write, read_metrics, read_range_test
 
 AXIS_NAMES = {
     "depth": "depth (layers: convs + classifier)",
@@ -30,20 +27,11 @@ LOG_SPAN = 4.0
 
 
 def save(fig, path: Path) -> Path:
-    """Write the PNG next to its final name, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write the figure as a PNG, atomically (a reader never sees half a file), and close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a figure is for everyone who can read the results
-        os.replace(tmp, path)
+        return atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=110))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def accuracy_per_value(arms: list[Arm], path: Path, title: str) -> Path | None:
@@ -222,24 +210,13 @@ def read_curve(record_dir) -> pd.DataFrame | None:
 
 
 def read_lr_range(record_dir):
-    """A range test's lr_range.csv and its suggested bounds {lower, upper, at_edge}, or (None, {}) without one.
-
-    Columns are `lr` and `val/loss`, `val/acc`, `train/loss`, `train/acc` (plain `loss`, `acc` are read as val);
-    bounds come from lr_range.json as written by ablate.lr_range (base_lr, max_lr) or as lower, upper.
-    """
-    folder = Path(str(record_dir))
-    if not (folder / "lr_range.csv").is_file():
+    """A range test's curves as a table and its suggested bounds {lower, upper, at_edge}, or (None, {}) without one."""
+    found = read_range_test(str(record_dir))
+    if found is None:
         return None, {}
-    table = pd.read_csv(folder / "lr_range.csv").rename(columns={"loss": "val/loss", "acc": "val/acc"})
-    found = {}
-    if (folder / "lr_range.json").is_file():
-        found = json.loads((folder / "lr_range.json").read_text())
-    bounds = {
-        "lower": found.get("lower", found.get("base_lr")),
-        "upper": found.get("upper", found.get("max_lr")),
-        "at_edge": bool(found.get("at_edge", False)),
-    }
-    return table, bounds
+    rows, suggestion = found
+    bounds = {"lower": suggestion.get("base_lr"), "upper": suggestion.get("max_lr")}
+    return pd.DataFrame(rows), {**bounds, "at_edge": bool(suggestion.get("at_edge", False))}
 
 
 def _align(curves, x: str, metric: str):

@@ -3,11 +3,12 @@
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from ablate import record
 
 # Bump when decoding changes (library, resize filter, layout): every old entry then misses.
 FORMAT_VERSION = 1
@@ -55,14 +56,6 @@ def load_or_build(
         except Exception:  # noqa: BLE001  a truncated or foreign file is rebuilt below
             pass
     tensors = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder + rename: a killed run or a parallel run never leaves a half-written entry.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save({"key": stored_key, "tensors": tensors}, file)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # Atomic: a killed run or a parallel run never leaves a half-written entry.
+    record.atomic_write(path, lambda file: torch.save({"key": stored_key, "tensors": tensors}, file))
     return tensors

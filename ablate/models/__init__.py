@@ -1,4 +1,9 @@
-"""Model builders, named by `_target_` in conf/model/*.yaml, and what a built model reports about itself."""
+"""Model builders, named by `_target_` in conf/model/*.yaml, and what a built model reports about itself.
+
+A model family is one builder function (allconv.py, mobilenet.py) and one YAML file per preset. The builder takes the
+preset's keys plus `num_classes` and `in_channels` (completed here, from the data) and returns an `nn.Module` that maps
+[B, in_channels, r, r] images to [B, num_classes] logits and carries the attributes of CONTRACT.
+"""
 
 import torch
 from hydra.utils import instantiate
@@ -6,10 +11,34 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ablate.errors import ConfigError
+
+# What ablate reads from a built model besides its forward, and what each one means. The builder sets them.
+CONTRACT = {
+    "name": (str, "the preset's name, e.g. 'allconv6' (pass the YAML's name key through)"),
+    "depth": (int, "layers as the articles count them, e.g. convs + FC; the depth studies' axis"),
+    "total_stride": (int, "input pixels per output pixel of the last feature map; data.resolution must reach it"),
+}
+
 
 def build_model(cfg_model: DictConfig, *, num_classes: int, in_channels: int) -> nn.Module:
-    """The one place the model's partial is completed with what only the data knows."""
-    return instantiate(cfg_model)(num_classes=num_classes, in_channels=in_channels)
+    """The one place the model's partial is completed with what only the data knows; checks the CONTRACT."""
+    model = instantiate(cfg_model)(num_classes=num_classes, in_channels=in_channels)
+    check_contract(model, cfg_model.get("_target_"))
+    return model
+
+
+def check_contract(model, target) -> None:
+    """One-line ConfigError when a (plugged-in) builder returns something ablate cannot describe."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model._target_={target}: returned {type(model).__name__}, not a torch.nn.Module")
+    for attribute, (kind, meaning) in CONTRACT.items():
+        value = getattr(model, attribute, None)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value <= 0):
+            raise ConfigError(
+                f"model._target_={target}: the built model has no valid .{attribute} ({kind.__name__}: {meaning}); "
+                f"set model.{attribute} in the builder before returning it (see ablate/models/__init__.py)"
+            )
 
 
 def describe(model: nn.Module, *, resolution: int, in_channels: int) -> dict:

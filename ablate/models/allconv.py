@@ -42,6 +42,7 @@ def allconv(
     modules.append(nn.Linear(channels, num_classes))
     model = nn.Sequential(*modules)
     initialise(model, init)
+    # ablate.models.CONTRACT: name, depth, total_stride.
     # The articles count depth as the convs plus the FC.
     model.depth = len(layers) + 1
     model.total_stride = total_stride

@@ -42,6 +42,7 @@ def mobilenet(
     modules.append(nn.Linear(channels, num_classes))
     model = nn.Sequential(*modules)
     initialise(model, init)
+    # ablate.models.CONTRACT: name, depth, total_stride.
     # Depth counts every conv (stem, each depthwise, each pointwise) plus the classifier.
     model.depth = 1 + 2 * len(blocks) + 1
     model.total_stride = total_stride
