@@ -4,6 +4,10 @@ Every option file names one policy function below as its `_target_`. Lengths (st
 cyclical half cycle) are written in `sched.unit`; rates (the gamma of exp, inv, sigmoid and exp_range) are per
 one `sched.unit`, so the articles' per-iteration values carry over with sched.unit=iters and a short run keeps
 their shape with sched.unit=fraction. `to_updates` is the one place where a length becomes optimizer updates.
+
+Adding a policy is one function `name(optimizer, clock, *, <its keys>) -> LRScheduler` below and one
+conf/sched/<name>.yaml with `_target_: ablate.schedules.<name>`, `_partial_: true`, every keyword of the function
+and the COMPOSITION_KEYS; `check_keys` holds the file to the function, and there is no other list to edit.
 """
 
 import inspect
@@ -100,6 +104,8 @@ def build_scheduler(
 
     clock = Clock(unit, steps_per_epoch, total_steps - warmup_updates)
     main = instantiate(options, _convert_="all")(optimizer, clock)
+    if not isinstance(main, LRScheduler):
+        raise TypeError(f"sched._target_={options['_target_']}: returned {type(main).__name__}, not an LRScheduler")
     if not warmup_updates:
         return main
     # The warm-up climbs to the policy's first LR: the optimizer's LR for the decays, base_lr for cyclical.
@@ -128,11 +134,17 @@ def check_keys(options: dict):
         policy = get_method(str(target))
     except (ImportError, AttributeError, ValueError, TypeError):
         raise ConfigError(f"sched._target_={target}: not a policy function; e.g. ablate.schedules.step") from None
-    accepted = [
-        name
-        for name, parameter in inspect.signature(policy).parameters.items()
-        if parameter.kind == inspect.Parameter.KEYWORD_ONLY
-    ]
+    parameters = inspect.signature(policy).parameters.values()
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) != 2:
+        raise ConfigError(
+            f"sched._target_={target}: a policy function takes (optimizer, clock, *, <its keys>), not "
+            f"({', '.join(p.name for p in positional)}); make its keys keyword-only"
+        )
+    # The builder passes the optimizer and the clock: without _partial_ Hydra would call the policy without them.
+    if options.get("_partial_") is not True:
+        raise ConfigError(f"sched._partial_: missing from the {policy.__name__} policy's config; add _partial_: true")
+    accepted = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
     for key in options:
         if not key.startswith("_") and key not in accepted and key not in COMPOSITION_KEYS:
             raise ConfigError(

@@ -377,7 +377,7 @@ def synthetic_dataset(cfg):
     source = hydra.utils.get_method(settings.pop("_target_"))
     knobs = {key: value for key, value in settings.items() if key not in COMMON_DEFAULTS}
     image_size = cfg.data.resize if cfg.data.resize is not None else cfg.data.resolution
-    loaded = source(**knobs, image_size=image_size, cache_dir=None)
+    loaded = source(**knobs, image_size=image_size)
     images, labels = loaded["train"]
     pil_images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images]
     return PILImages(pil_images, labels.tolist(), per_sample_transform(cfg.data)), len(loaded["classes"])

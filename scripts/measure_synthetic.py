@@ -42,7 +42,7 @@ def main() -> None:
     cfg = OmegaConf.merge(OmegaConf.load(CONFIG), OmegaConf.from_dotlist(args.overrides))
     source = {key: value for key, value in OmegaConf.to_container(cfg, resolve=True).items() if key not in COMMON_KEYS}
     start = time.perf_counter()
-    data = load(image_size=cfg.resize or cfg.resolution, cache_dir=None, **source)
+    data = load(image_size=cfg.resize or cfg.resolution, **source)
     seconds = time.perf_counter() - start
     sizes = {split: len(data[split][1]) for split in ("train", "val", "test")}
     print(f"rendered {sizes} in {seconds:.2f} s ({sum(sizes.values()) / seconds:.0f} images/s, 1 thread)")

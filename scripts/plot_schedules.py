@@ -2,10 +2,12 @@
 
 Run from anywhere: python scripts/plot_schedules.py [--out PATH]. Each policy is built by ablate.schedules from its
 conf/sched file with the articles' per-iteration values (sched.unit=iters), 100,000 iterations, base LR 0.01, and
-stepped exactly as the training loop steps it, so the picture is of the code, not of the formulas.
+stepped exactly as the training loop steps it, so the picture is of the code, not of the formulas. A conf/sched
+option that PANELS does not name (a policy added later) gets a panel of its own at its file's settings.
 """
 
 import argparse
+import math
 from pathlib import Path
 
 import matplotlib
@@ -24,8 +26,9 @@ ITERS = 100_000
 BASE_LR = 0.01
 STEPS_PER_EPOCH = 140  # 9000 GHIM-10K training images / batch 64
 
-# (panel title, [(line label, conf/sched option, overrides, base LR)]). The Caffe policies use the exact
-# settings of STUDIES.md; sigmoid (not run by the articles), SGDR, cyclical and 1cycle use article-like ones.
+# (panel title, [(line label, conf/sched option, overrides, base LR)]), drawn with sched.unit=iters unless an
+# override says otherwise. The Caffe policies use the exact settings of STUDIES.md; sigmoid (not run by the
+# articles), SGDR, cyclical and 1cycle use article-like ones.
 PANELS = [
     ("fixed", [("base 0.01", "fixed", {}, BASE_LR), ("base 0.001", "fixed", {}, 0.001)]),
     ("step: stepsize 10k, gamma 0.1", [("", "step", {"stepsize": 10_000, "gamma": 0.1}, BASE_LR)]),
@@ -54,6 +57,17 @@ PANELS = [
 ]
 
 
+def panels() -> list:
+    """PANELS, then one panel for each conf/sched option they leave out, in its own file's sched.unit."""
+    drawn = {option for _, lines in PANELS for _, option, _, _ in lines}
+    extra = []
+    for path in sorted((ROOT / "conf" / "sched").glob("*.yaml")):
+        if path.stem not in drawn:
+            unit = OmegaConf.load(path).unit  # its lengths are written in it; iters would misread fractions
+            extra.append((f"{path.stem}: as in conf/sched", [("", path.stem, {"unit": unit}, BASE_LR)]))
+    return PANELS + extra
+
+
 def lr_curve(option: str, overrides: dict, base_lr: float) -> list[float]:
     """The LR of every update, from the real scheduler stepped once per update."""
     cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "sched" / f"{option}.yaml"), {"unit": "iters", **overrides})
@@ -73,8 +87,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    fig, axes = plt.subplots(3, 4, figsize=(16, 9.5), sharey=True)
-    for ax, (title, lines) in zip(axes.flat, PANELS):
+    drawn = panels()
+    columns = 4
+    rows = math.ceil(len(drawn) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(16, 3.2 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(drawn) :]:
+        ax.set_visible(False)
+    for ax, (title, lines) in zip(axes.flat, drawn):
         for label, option, overrides, base_lr in lines:
             lrs = lr_curve(option, overrides, base_lr)
             if overrides.get("warmup_epochs"):

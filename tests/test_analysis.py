@@ -1,6 +1,7 @@
 """Analysis on run tables whose answers are known: selection on val, intervals, saturation, claims, flags, report."""
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -474,7 +475,25 @@ def test_a_report_names_its_inputs_relative_to_the_working_directory(tmp_path, m
     results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path / "a", accs), DEPTH_SWEEP, "claims: []\n")
     text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
     (inputs,) = [line for line in text.splitlines() if line.startswith("| inputs |")]
-    assert "`conf/sweep/depth.yaml`; `conf/claims/depth.yaml`" in inputs and str(conf) not in inputs
+    assert "`results/depth/runs.csv` (18 rows); `conf/sweep/depth.yaml`; `conf/claims/depth.yaml`" in inputs
+    assert str(tmp_path) not in text
+
+
+def test_the_report_is_rendered_from_computed_results_alone(tmp_path, monkeypatch):
+    # The markdown writer formats what the pipeline computed; it reads no file, so the records may be gone.
+    from ablate.analysis import pipeline, report
+
+    captured = []
+    monkeypatch.setattr(pipeline.report, "render", lambda analysis: captured.append(analysis) or "")
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    results, conf = write_study(tmp_path, "depth", depth_rows(tmp_path / "runs", accs), DEPTH_SWEEP, "claims: []\n")
+    analyze("depth", results_dir=results, conf_dir=conf)
+    monkeypatch.undo()
+    written = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(results)
+    monkeypatch.chdir(tmp_path.parent)
+    assert report.render(captured[0]) == written
 
 
 def test_every_study_figure_is_written(tmp_path):

@@ -1,7 +1,9 @@
-"""The benchmark (scripts/bench.py, `make bench`) runs end to end at a tiny size and reports every figure."""
+"""The benchmark (scripts/bench.py, `make bench`): its verdicts and table, and (slow) an end-to-end --quick run."""
 
 import importlib.util
 import json
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,13 +47,25 @@ def run_bench(tmp_path, *flags: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), done.stdout
 
 
-def test_quick_benchmark_measures_throughput_and_fixed_cost(tmp_path):
-    results, stdout = run_bench(tmp_path, "--skip-study")
+def table_row(stdout: str, label: str) -> list[str]:
+    """The printed table's row whose first column is `label`, as [label, value, target, result]."""
+    rows = [line for line in stdout.splitlines() if line.strip().startswith(label)]
+    assert len(rows) == 1, (label, rows)
+    return re.split(r"\s{2,}", rows[0].strip())
 
-    assert results["machine"]["cores"] >= 1 and results["machine"]["torch_threads"] == 1
-    assert results["machine"]["device"] == "cpu"
+
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory):
+    """One `bench.py --quick` run of every part but CIFAR: its JSON and what it printed."""
+    return run_bench(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.mark.slow
+def test_quick_benchmark_measures_throughput_and_fixed_cost(quick_bench):
+    results, stdout = quick_bench
+    assert results["machine"]["torch_threads"] == 1 and results["machine"]["device"] == "cpu"  # the flags took
+    assert results["machine"]["cpu"] in stdout
     assert results["throughput"]["cifar10_jpg"] == {"skipped": "--skip-cifar"}
-    assert results["study"] == {"skipped": "--skip-study"}
 
     synthetic = results["throughput"]["synthetic"]
     assert synthetic["data"] == "synthetic" and synthetic["batch_size"] == 64
@@ -64,36 +78,73 @@ def test_quick_benchmark_measures_throughput_and_fixed_cost(tmp_path):
         "ablate_loop_images_per_s",
         "ablate_cold_setup_s",
         "ablate_warm_setup_s",
+        "ratio_warm",
+        "ratio_cold",
     ):
-        assert synthetic[key] > 0, key
+        assert math.isfinite(synthetic[key]) and synthetic[key] > 0, key
     # Setting the data up is part of a run's time, so the whole run is slower than its loop alone.
     assert synthetic["ablate_loop_images_per_s"] > synthetic["ablate_warm_images_per_s"]
-    assert synthetic["ratio_warm"] == pytest.approx(
-        synthetic["ablate_warm_images_per_s"] / synthetic["reference_images_per_s"], rel=1e-2
-    )
 
     fixed = results["fixed_cost"]
     assert fixed["per_run_s"] > 0 and fixed["first_run_s"] > 0 and fixed["data_setup_s"] > 0
-    assert fixed["share_of_60s"] == pytest.approx(fixed["per_run_s"] / 60, abs=1e-4)
+    assert 0 < fixed["share_of_60s"] < 1
     assert fixed["wandb_offline_run"] is True  # W&B offline really started and finished: its cost is in the figure
     assert results["startup"]["import_s"] > 0
 
-    figures = [row["figure"] for row in results["targets"]]
-    assert figures == ["throughput synthetic: ablate warm / reference", "fixed cost per run / 60 s run"]
-    assert all(row["pass"] in (True, False) for row in results["targets"])
-    for row in results["targets"]:
-        assert ("PASS" if row["pass"] else "MISS") in stdout
-    assert results["machine"]["cpu"] in stdout
-
 
 @pytest.mark.slow
-def test_quick_benchmark_times_a_study_with_both_launchers(tmp_path):
-    results, stdout = run_bench(tmp_path)
+def test_quick_benchmark_times_a_study_and_prints_each_target_with_its_figure(quick_bench):
+    results, stdout = quick_bench
     study = results["study"]
-    assert study["runs"] == 4 and study["jobs"] >= 1
-    assert study["basic_s"] > 0 and study["parallel_s"] > 0
-    assert study["speedup"] == pytest.approx(study["basic_s"] / study["parallel_s"], rel=1e-2)
+    assert study["runs"] == 4 and study["jobs"] >= 1  # --device cpu: one job per core
+    assert study["basic_s"] > 0 and study["parallel_s"] > 0 and study["speedup"] > 0
     assert "launcher=parallel" in stdout
+    passed = {row["figure"]: row["pass"] for row in results["targets"]}
+    ratio, share = results["throughput"]["synthetic"]["ratio_warm"], results["fixed_cost"]["share_of_60s"]
+    printed = {
+        "throughput synthetic: ablate warm / reference": ("ablate warm / reference", f"{ratio:.2f}x", ">= 2.0x"),
+        "fixed cost per run / 60 s run": ("share of a 60 s run", f"{share:.1%}", "<= 5%"),
+        "study: basic / parallel wall time": ("basic / parallel", f"{study['speedup']:.2f}x", ">= 1.6x"),
+    }
+    assert list(passed) == list(printed)
+    for figure, (label, value, target) in printed.items():
+        verdict = {True: "PASS", False: "MISS", None: "n/a"}[passed[figure]]
+        assert table_row(stdout, label) == [label, value, target, verdict]
+    # One job cannot run anything in parallel: then, and only then, the study has no verdict.
+    assert (passed["study: basic / parallel wall time"] is None) == (study["jobs"] == 1)
+
+
+def test_the_table_prints_each_target_with_its_value_and_verdict():
+    bench = load_bench()
+    part = {
+        "data": "synthetic",
+        "images_per_epoch": 640,
+        "updates": 10,
+        "reference_images_per_s": 929.0,
+        "ablate_cold_images_per_s": 1877.0,
+        "ablate_warm_images_per_s": 2126.0,
+        "ablate_loop_images_per_s": 2300.0,
+        "ratio_cold": 2.02,
+        "ratio_warm": 2.289,
+    }
+    results = {
+        "settings": {"reference_workers": 2},
+        "throughput": {"cifar10_jpg": {"skipped": "--skip-cifar"}, "synthetic": part},
+        "fixed_cost": {"per_run_s": 0.67, "share_of_60s": 0.0112, "first_run_extra_s": 3.1, "wandb_offline_run": False},
+        "startup": {"import_s": 3.1},
+        "study": {"runs": 12, "jobs": 2, "basic_s": 40.7, "parallel_s": 33.8, "speedup": 1.204},
+    }
+    results["targets"] = bench.targets(results)
+    stdout = bench.table(results)
+    assert table_row(stdout, "1. throughput (skipped)") == ["1. throughput (skipped)", "--skip-cifar"]
+    assert table_row(stdout, "ablate warm / reference") == ["ablate warm / reference", "2.29x", ">= 2.0x", "PASS"]
+    assert table_row(stdout, "ablate cold / reference") == ["ablate cold / reference", "2.02x"]
+    assert table_row(stdout, "share of a 60 s run") == ["share of a 60 s run", "1.1%", "<= 5%", "PASS"]
+    assert table_row(stdout, "basic / parallel") == ["basic / parallel", "1.20x", ">= 1.6x", "MISS"]
+    assert "W&B offline run NOT created" in stdout
+    results["study"]["jobs"] = 1
+    results["targets"] = bench.targets(results)
+    assert table_row(bench.table(results), "basic / parallel")[-1] == "n/a"
 
 
 def test_targets_pass_at_their_bounds_and_miss_beyond():

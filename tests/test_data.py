@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import ablate.data
-from ablate.data import cache, folders
+from ablate.data import cache, decoding, folders
 from ablate.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ CLASSES = ["cat", "dog", "eel"]
 # ---------------------------------------------------------------- a tiny in-memory source
 
 
-def tiny_source(*, image_size, cache_dir, class_count=3, per_class=10, with_val=False):
+def tiny_source(*, image_size, class_count=3, per_class=10, with_val=False):
     """Every pixel of image i is i, so a batch says which images it holds; labels are i % class_count."""
     count = class_count * per_class
 
@@ -380,19 +380,35 @@ def test_caffe_list_with_a_test_list_label_names_and_absolute_paths(tmp_path):
     assert data.sizes == {"train": 3, "val": 3, "test": 3}
 
 
+def test_imagefolder_skips_hidden_files_and_folders_and_reads_nested_ones(tmp_path):
+    write_folder(tmp_path, per_class=4)
+    (tmp_path / "cat" / "._0.png").write_bytes(b"AppleDouble metadata, not an image")  # macOS copies leave these
+    write_image(tmp_path / "cat" / ".hidden" / "x.png")
+    write_image(tmp_path / ".ipynb_checkpoints" / "x.png")  # not a class
+    write_image(tmp_path / "dog" / "more" / "0.png", seed=7)
+    loaded = folders.imagefolder(root=str(tmp_path), test_fraction=0.25, image_size=12)
+    assert loaded["classes"] == CLASSES
+    paths = loaded["train"].paths + loaded["test"].paths
+    assert len(paths) == 13 and str(tmp_path / "dog" / "more" / "0.png") in paths
+    assert not any("/." in path for path in paths)
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    assert folders.IMAGE_EXTENSIONS == IMG_EXTENSIONS  # copied, not imported: torchvision is slow to import
+
+
 # ---------------------------------------------------------------- the decode cache
 
 
 @pytest.fixture
 def decode_calls(monkeypatch):
     calls = []
-    real_decode = folders.decode
+    real_decode = decoding.decode
 
     def counting_decode(files, workers):
         calls.append(len(files))
         return real_decode(files, workers)
 
-    monkeypatch.setattr(folders, "decode", counting_decode)
+    monkeypatch.setattr(decoding, "decode", counting_decode)
     return calls
 
 
@@ -459,15 +475,15 @@ def test_cache_load_or_build_compares_the_whole_key(tmp_path):
 def test_decoding_in_a_process_pool_gives_the_same_images(tmp_path, monkeypatch):
     write_folder(tmp_path, per_class=50, size=(14, 11))
     paths = sorted(str(path) for path in tmp_path.glob("*/*.png"))
-    files = folders.ImageFiles(paths, torch.zeros(len(paths), dtype=torch.int64), 9, False, str(tmp_path))
-    serial = folders.decode(files, workers=1)
+    files = decoding.ImageFiles(paths, torch.zeros(len(paths), dtype=torch.int64), 9, False, str(tmp_path))
+    serial = decoding.decode(files, workers=1)
     assert torch.equal(serial[0], pixels(paths[0], 9))
-    monkeypatch.setattr(folders, "MIN_IMAGES_FOR_POOL", 0)
-    assert torch.equal(folders.decode(files, workers=2), serial)
+    monkeypatch.setattr(decoding, "MIN_IMAGES_FOR_POOL", 0)
+    assert torch.equal(decoding.decode(files, workers=2), serial)
     (tmp_path / "dog" / "3.png").write_bytes(b"not a png")
     one_line_error(
         rf"^data.root={tmp_path}: cannot read image {tmp_path}/dog/3.png \(.*\); remove or replace",
-        folders.decode,
+        decoding.decode,
         files,
         2,
     )
@@ -722,6 +738,29 @@ def test_cifar_bad_root(tmp_path):
     one_line_error(
         rf"^data.root={tmp_path}: CIFAR-10 is not there .*pass data.download=true", build, cifar_config(tmp_path)
     )
+
+
+@pytest.mark.parametrize("name", ["synthetic", "imagefolder", "caffe_list", "cifar10", "cifar100"])
+def test_a_source_takes_exactly_its_yaml_keys_and_the_image_size(name):
+    # A parameter no config can set and the builder does not pass (the old cache_dir) is dead: the disk cache
+    # of decoded images belongs to the builder alone.
+    import inspect
+
+    import hydra.utils
+
+    node = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    source = hydra.utils.get_method(node._target_)
+    source_keys = set(node) - set(ablate.data.COMMON_DEFAULTS) - {"_target_"}
+    assert set(inspect.signature(source).parameters) == source_keys | {"image_size"}
+
+
+def test_cache_dir_caches_decoded_files_only_and_sources_never_see_it(tmp_path):
+    cache_dir = tmp_path / "cache"
+    data = build(tiny_config(), cache_dir)  # tiny_source takes no cache_dir
+    assert data.sizes == {"train": 27, "val": 3, "test": 9}
+    assert not cache_dir.exists(), "tensors from a source need no decoding, so nothing is cached"
+    build(folder_config(write_folder(tmp_path / "images")), cache_dir)
+    assert len(list(cache_dir.glob("folder-12px-*.pt"))) == 1
 
 
 # ---------------------------------------------------------------- the yaml files

@@ -1,198 +1,83 @@
-"""One study's table, figures, saturation and verdicts, written to results/<study>/report.md."""
+"""A study's report.md as text: a pure function of what the pipeline computed (ablate.analysis.pipeline)."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ablate.analysis import figures
-from ablate.analysis.claims import Verdict, judge, parse_claims
-from ablate.analysis.saturation import Saturation, saturation
-from ablate.analysis.selection import METRICS, Selection, select
+from ablate.analysis.claims import Verdict
+from ablate.analysis.saturation import MODEL_SIZES, Saturation
+from ablate.analysis.selection import METRICS, Selection
 from ablate.analysis.stats import CONFIDENCE, Interval
-from ablate.analysis.study import (
-    STATUSES,
-    Study,
-    check_one_setup,
-    fmt,
-    is_missing,
-    load_runs,
-    load_study,
-    runs_path,
-    same,
-    where_slug,
-)
-from ablate.errors import ConfigError
-from ablate.record import METRICS as METRICS_FILE
-from ablate.record import atomic_write_text
+from ablate.analysis.study import STATUSES, fmt, is_missing, same, where_slug
 
-DEFAULT_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# Per-model numbers worth a saturation curve when a study declares none.
-MODEL_SIZES = ("depth", "params", "macs")
 CI_NAMES = {"t": "Student t over seeds", "bootstrap": "percentile bootstrap over seeds (10,000 resamples)"}
 
 
-def analyze(
-    study: str,
-    results_dir: Path | str = "results",
-    conf_dir: Path | str | None = None,
-    *,
-    metric: str = "final",
-    ci: str = "t",
-    scientific: list[str] | None = None,
-    nuisance: list[str] | None = None,
-    where: dict | None = None,
-    out_dir: Path | str | None = None,
-) -> Path:
-    """Read results/<study>/runs.csv and the records it names; write report.md and figures/; return the report.
+@dataclass(frozen=True)
+class Inputs:
+    """The files the numbers came from, as the report names them (relative to the working directory if under it)."""
 
-    `where` keeps the rows matching {column: value} (one dataset of several); its report then goes to
-    results/<study>/<value>/ unless `out_dir` says otherwise.
-    """
-    results_dir = Path(results_dir)
-    conf_dir = Path(conf_dir) if conf_dir is not None else DEFAULT_CONF_DIR
-    if ci not in CI_NAMES:
-        raise ConfigError(f"ci={ci}: unknown interval; use one of {', '.join(CI_NAMES)}")
-    runs = load_runs(study, results_dir, where)
-    spec = load_study(study, conf_dir, list(runs.columns), scientific, nuisance, runs)
-    check_one_setup(runs, spec)
-    claims = parse_claims(spec.claims, str(conf_dir / "claims" / f"{study}.yaml"))
-    selection = select(runs, spec, metric, ci)
-    verdicts = [judge(claim, selection) for claim in claims]
-    curves = [saturation(selection.arms, key, spec.margin, ci) for key in saturation_keys(spec, selection)]
-    curves = [c for c in curves if c is not None]
-    if out_dir is None:
-        out_dir = results_dir / study / where_slug(where) if where else results_dir / study
-    out_dir = Path(out_dir)
-    companion = companion_arms(spec, results_dir, conf_dir, metric, ci, where)
-    drawn = draw(selection, spec, out_dir / "figures", companion)
-    for stale in set((out_dir / "figures").glob("*.png")) - {path for _, path in drawn}:
-        stale.unlink()  # a figure this table no longer supports would sit beside the report as if current
-    text = render(selection, verdicts, curves, drawn, results_dir, conf_dir, where)
-    report = out_dir / "report.md"
-    atomic_write_text(report, text)
-    return report
+    runs_table: Path
+    sweep_file: Path  # conf/sweep/<study>.yaml, whether or not it exists
+    sweep_read: bool  # False: the axes came from the command line, the records' config.yaml or the table
+    claims_file: Path | None
+    records_with_curves: int  # completed records holding a metrics.jsonl
+    completed_records: int
 
 
-def saturation_keys(spec: Study, selection: Selection) -> tuple[str, ...]:
-    if spec.saturation is not None:
-        return spec.saturation
-    return tuple(k for k in MODEL_SIZES if len({a.x(k) for a in selection.arms if np.isfinite(a.x(k))}) > 1)
+@dataclass(frozen=True)
+class RangeTest:
+    """One LR range test record and the bounds it suggests."""
+
+    label: str
+    seed: object
+    lower_lr: float | None
+    upper_lr: float | None
+    points: int
+    at_edge: bool
 
 
-def companion_arms(spec: Study, results_dir: Path, conf_dir: Path, metric: str, ci: str, where: dict | None):
-    """The sibling study's arms (depth_bn for depth) on the same rows filter, or None while it has no usable table."""
-    if not spec.companion:
-        return None
-    try:
-        runs = load_runs(spec.companion, results_dir, where)
-        other = load_study(spec.companion, conf_dir, list(runs.columns), runs=runs)
-        check_one_setup(runs, other)
-        return select(runs, other, metric, ci).arms
-    except ConfigError:
-        return None
+@dataclass(frozen=True)
+class Analysis:
+    """Everything one study's report shows."""
+
+    selection: Selection
+    verdicts: list[Verdict]
+    curves: list[Saturation]
+    figures: list[tuple[str, Path]]  # (caption, PNG written next to the report under figures/)
+    inputs: Inputs
+    range_tests: list[RangeTest]
+    where: dict  # the rows filter, {} for the whole table
 
 
-def draw(selection: Selection, spec: Study, folder: Path, companion) -> list[tuple[str, Path]]:
-    """Every figure this study's data supports, as (caption, path)."""
-    arms, name = selection.arms, spec.name
-    setting = f"best {', '.join(spec.nuisance)} on val" if spec.nuisance else "one setting"
-    drawn = [
-        (
-            "Test accuracy per value",
-            figures.accuracy_per_value(
-                arms, folder / "accuracy.png", f"{name}: test accuracy per {' x '.join(spec.scientific)} ({setting})"
-            ),
-        ),
-    ]
-    for key in saturation_keys(spec, selection):
-        series = {name: arms}
-        if companion:
-            series[spec.companion] = companion
-        drawn.append(
-            (
-                f"Test accuracy against {key}",
-                figures.accuracy_vs(
-                    series, key, folder / f"accuracy_vs_{_file_name(key)}.png", f"{name}: test accuracy against {key}"
-                ),
-            )
-        )
-    numeric = [k for k in spec.scientific if _numeric([a.values[k] for a in arms])]
-    if len(spec.scientific) == 2 and len(numeric) >= 1 and numeric[0] not in saturation_keys(spec, selection):
-        x_key = numeric[0]
-        line_key = next(k for k in spec.scientific if k != x_key)
-        drawn.append(
-            (
-                f"Test accuracy against {x_key}, one line per {line_key}",
-                figures.lines_vs(
-                    arms,
-                    x_key,
-                    line_key,
-                    folder / f"accuracy_vs_{_file_name(x_key)}.png",
-                    f"{name}: test accuracy against {x_key} per {line_key}",
-                ),
-            )
-        )
-    if any(k == "sched" or k.startswith("sched.") for k in spec.scientific):
-        drawn.append(
-            (
-                "Val accuracy, train loss and LR against iteration",
-                figures.learning_curves(
-                    arms,
-                    folder / "val_acc_vs_iteration.png",
-                    f"{name}: per policy, mean and 95% band over seeds",
-                    x="step",
-                ),
-            )
-        )
-    range_test = figures.lr_range(arms, folder / "lr_range.png", f"{name}: LR range test")
-    if range_test is not None:  # a range test's metrics.jsonl is its LR sweep, drawn here against the LR
-        drawn.append(("LR range test with the suggested bounds", range_test))
-    else:
-        drawn.append(
-            (
-                "Learning curves at each value's chosen setting",
-                figures.learning_curves(arms, folder / "learning_curves.png", f"{name}: mean and 95% band over seeds"),
-            )
-        )
-    return [(caption, path) for caption, path in drawn if path is not None]
-
-
-# ---- the markdown ---------------------------------------------------------------------------------------
-
-
-def render(
-    selection: Selection,
-    verdicts: list[Verdict],
-    curves: list[Saturation],
-    drawn,
-    results_dir: Path,
-    conf_dir: Path,
-    where: dict | None = None,
-) -> str:
-    spec, runs = selection.study, selection.runs
+def render(analysis: Analysis) -> str:
+    """The report's markdown."""
+    selection, where = analysis.selection, analysis.where
+    spec = selection.study
     command = f"python -m ablate.analyze {spec.name}"
-    command += "".join(f" --where {k}={fmt(v)}" for k, v in (where or {}).items())
+    command += "".join(f" --where {k}={fmt(v)}" for k, v in where.items())
     if selection.metric != "final":
         command += f" --metric {selection.metric}"
     if selection.method != "t":
         command += f" --ci {selection.method}"
     lines = [f"# Study `{spec.name}`" + (f" ({where_slug(where)})" if where else ""), ""]
     lines += [f"Written by `{command}` from the run records; rerun it after new runs.", ""]
-    lines += _what_was_run(selection, results_dir, conf_dir, where)
+    lines += _what_was_run(selection, analysis.inputs, where)
     lines += _results_table(selection)
     lines += ["## Figures", ""]
-    for caption, path in drawn:
-        lines += [f"**{caption}**", "", f"![{caption}](figures/{path.name})", ""]
-    for curve in curves:
+    for caption, path in analysis.figures:
+        lines += [f"**{caption}**", "", f"![{caption}](figures/{Path(path).name})", ""]
+    for curve in analysis.curves:
         lines += _saturation_section(curve)
-    lines += _claims_section(verdicts, spec, runs)
-    lines += _range_test_section(selection)
+    lines += _claims_section(analysis.verdicts, analysis.inputs.claims_file, selection.runs)
+    lines += _range_test_section(analysis.range_tests)
     lines += _settings_section(selection)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _what_was_run(selection: Selection, results_dir: Path, conf_dir: Path, where: dict | None) -> list[str]:
+def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str]:
     spec, runs = selection.study, selection.runs
     val_column, test_column = METRICS[selection.metric]
     statuses = runs["status"].value_counts()
@@ -201,19 +86,20 @@ def _what_was_run(selection: Selection, results_dir: Path, conf_dir: Path, where
     if others:
         status_text += ", " + ", ".join(f"{int(statuses[s])} {s}" for s in others)
     nuisance = "; ".join(f"`{k}` in {{{', '.join(fmt(v) for v in _sorted_unique(runs[k]))}}}" for k in spec.nuisance)
-    records = runs.loc[runs["status"] == "completed", "record_dir"]
-    with_curves = sum((Path(str(d)) / METRICS_FILE).is_file() for d in records)
     rows_text = f"{len(runs)} rows"
     if where:
         rows_text += " where " + ", ".join(f"{k}={fmt(v)}" for k, v in where.items())
-    inputs = [f"`{runs_path(spec.name, results_dir)}` ({rows_text})"]
-    inputs += [f"`{_shown(p)}`" for p in spec.sources]
-    if not any(p.parent.name == "sweep" for p in spec.sources):
-        inputs.append(
-            f"no `{_shown(conf_dir / 'sweep' / (spec.name + '.yaml'))}`: axes from the command line, "
-            "the records' config.yaml or the table"
-        )
-    inputs.append(f"per-evaluation curves from `metrics.jsonl` in {with_curves} of {len(records)} completed records")
+    files = [f"`{inputs.runs_table}` ({rows_text})"]
+    if inputs.sweep_read:
+        files.append(f"`{inputs.sweep_file}`")
+    if inputs.claims_file is not None:
+        files.append(f"`{inputs.claims_file}`")
+    if not inputs.sweep_read:
+        files.append(f"no `{inputs.sweep_file}`: axes from the command line, the records' config.yaml or the table")
+    files.append(
+        f"per-evaluation curves from `metrics.jsonl` in {inputs.records_with_curves} of "
+        f"{inputs.completed_records} completed records"
+    )
     rows = [
         (
             "data",
@@ -243,7 +129,7 @@ def _what_was_run(selection: Selection, results_dir: Path, conf_dir: Path, where
             f"no seed diverged; `{test_column}` of that setting is reported",
         ),
         ("interval", f"{CONFIDENCE:.0%} {CI_NAMES[selection.method]}"),
-        ("inputs", "; ".join(inputs)),
+        ("inputs", "; ".join(files)),
     ]
     lines = ["## What was run", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
@@ -334,11 +220,11 @@ def _saturation_section(curve: Saturation) -> list[str]:
     return lines + [""]
 
 
-def _claims_section(verdicts: list[Verdict], spec: Study, runs: pd.DataFrame) -> list[str]:
+def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.DataFrame) -> list[str]:
     lines = ["## The articles' claims", ""]
     if not verdicts:
-        source = next((p for p in spec.sources if p.parent.name == "claims"), None)
-        lines += ["No claims for this study" + (f" in `{source}`." if source else " (no conf/claims file)."), ""]
+        where = f" in `{claims_file}`." if claims_file else " (no conf/claims file)."
+        lines += ["No claims for this study" + where, ""]
         return lines
     data = ", ".join(fmt(d) for d in _sorted_unique(runs["data"])) if "data" in runs else "this data"
     lines += [
@@ -373,27 +259,20 @@ def _claims_section(verdicts: list[Verdict], spec: Study, runs: pd.DataFrame) ->
     return lines
 
 
-def _range_test_section(selection: Selection) -> list[str]:
-    rows = []
-    for arm in selection.arms:
-        for _, run in arm.completed.iterrows():
-            table, bounds = figures.read_lr_range(run["record_dir"])
-            if table is not None:
-                edge = "at the edge of the sweep: widen lr_range.min_lr/max_lr" if bounds["at_edge"] else ""
-                rows.append(
-                    f"| {arm.label} | {fmt(run['seed'])} | {_lr(bounds['lower'])} | "
-                    f"{_lr(bounds['upper'])} | {len(table)} | {edge} |"
-                )
-    if not rows:
+def _range_test_section(range_tests: list[RangeTest]) -> list[str]:
+    if not range_tests:
         return []
-    return [
+    lines = [
         "## LR range test",
         "",
         "| value | seed | suggested lower LR | suggested upper LR | points | flags |",
         "|---|---|---|---|---|---|",
-        *rows,
-        "",
     ]
+    for test in range_tests:
+        edge = "at the edge of the sweep: widen lr_range.min_lr/max_lr" if test.at_edge else ""
+        bounds = f"{_lr(test.lower_lr)} | {_lr(test.upper_lr)}"
+        lines.append(f"| {test.label} | {fmt(test.seed)} | {bounds} | {test.points} | {edge} |")
+    return lines + [""]
 
 
 def _settings_section(selection: Selection) -> list[str]:
@@ -418,14 +297,6 @@ def _rows_of(selection: Selection, values: dict):
     for key, value in values.items():
         mask &= np.array([same(v, value) for v in selection.runs[key]], dtype=bool)
     return mask
-
-
-def _shown(path: Path) -> Path:
-    """A path relative to the working directory when it lies under it: a committed report names no one's home."""
-    try:
-        return Path(path).resolve().relative_to(Path.cwd())
-    except ValueError:
-        return Path(path)
 
 
 def _data_text(v: dict) -> str:
@@ -458,21 +329,6 @@ def _sorted_unique(series: pd.Series) -> list:
         return sorted(values, key=float)
     except (TypeError, ValueError):
         return sorted(values, key=str)
-
-
-def _numeric(values) -> bool:
-    try:
-        return (
-            all(v is not None for v in values)
-            and all(np.isfinite(float(v)) for v in values)
-            and not any(isinstance(v, bool) for v in values)
-        )
-    except (TypeError, ValueError):
-        return False
-
-
-def _file_name(key: str) -> str:
-    return key.split(".")[-1] if key.startswith("model.") else key.replace(".", "_")
 
 
 def _pct(value) -> str:

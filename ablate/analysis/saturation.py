@@ -6,7 +6,10 @@ import numpy as np
 
 from ablate.analysis.selection import Arm
 from ablate.analysis.stats import Interval, diff_ci
+from ablate.analysis.study import Study
 
+# Per-model numbers worth a saturation curve when a study declares none.
+MODEL_SIZES = ("depth", "params", "macs")
 _ZERO = Interval(0.0, 0.0, 0.0)  # the best against itself
 
 
@@ -40,6 +43,13 @@ class Saturation:
     equivalent_from: float | None
     margin: float
     gains: tuple[Gain, ...]
+
+
+def curve_keys(study: Study, arms: list[Arm]) -> tuple[str, ...]:
+    """The study's declared saturation keys, else whichever of MODEL_SIZES varies across its values."""
+    if study.saturation is not None:
+        return study.saturation
+    return tuple(k for k in MODEL_SIZES if len({a.x(k) for a in arms if np.isfinite(a.x(k))}) > 1)
 
 
 def saturation(arms: list[Arm], key: str, margin: float, method: str = "t") -> Saturation | None:

@@ -2,9 +2,12 @@
 
 `build(cfg.data, cache_dir=..., device=...)` reads the keys every conf/data/*.yaml shares (resolution, resize,
 pad, flip, mean, std, val_fraction, split_seed, in_memory), passes every other key to the source named by
-`_target_` (plus `image_size` and `cache_dir`), holds val out of train when the source has none, and returns a
-`Data`. Images that fit are decoded once into uint8 tensors kept on the device (file sources through a disk
-cache); larger folders stream through DataLoader workers, behind the same `Data` methods.
+`_target_` (plus `image_size`), holds val out of train when the source has none, and returns a `Data`.
+
+A source lists its images (ablate.data.folders) or returns them already as uint8 tensors (synthetic, cifar).
+Listed files that fit are decoded here (ablate.data.decoding) once, through the disk cache in `cache_dir`, into
+tensors kept on the device; larger folders stream through DataLoader workers, behind the same `Data` methods.
+`cache_dir` is used here only: sources never see it.
 """
 
 import inspect
@@ -15,8 +18,9 @@ import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.data import augment, cache, folders
-from ablate.data.folders import ImageFiles, stratified_split
+from ablate.data import augment, cache, decoding
+from ablate.data.decoding import ImageFiles
+from ablate.data.folders import stratified_split
 from ablate.errors import ConfigError
 
 # in_memory=auto keeps the uint8 images on the training device up to this size, and streams larger data.
@@ -65,7 +69,7 @@ class FileSplit:
 
     def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = torch.utils.data.DataLoader(
-            folders.BatchReader(self.files),
+            decoding.BatchReader(self.files),
             sampler=[indices.tolist() for indices in index_batches],
             batch_size=None,
             num_workers=self.workers,
@@ -151,7 +155,7 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
     image_size = resize if resize is not None else _native_size(source, resolution)
     if image_size is not None:
         _check_resolution(resolution, image_size, resize)
-    loaded = source(**settings, image_size=image_size, cache_dir=cache_dir)
+    loaded = source(**settings, image_size=image_size)
     classes = list(loaded["classes"])
     stored_size = _stored_size(loaded["train"])
     _check_resolution(resolution, stored_size, resize)
@@ -174,7 +178,7 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
         loaded = {**loaded, **_decode_cached(file_splits, name, cache_dir, workers)}
     elif file_splits:
         for files in file_splits.values():
-            folders.check_readable(files, workers)
+            decoding.check_readable(files, workers)
 
     splits = {split: loaded[split] for split in SPLITS}
     if splits["val"] is None:
@@ -247,7 +251,7 @@ def _decode_cached(
         paths, torch.cat([files.labels for files in ordered]), image_size, exact_size, ordered[0].root
     )
     images = cache.load_or_build(
-        cache_dir, f"{name}-{image_size}px", key, lambda: {"images": folders.decode(all_files, workers)}
+        cache_dir, f"{name}-{image_size}px", key, lambda: {"images": decoding.decode(all_files, workers)}
     )["images"]
     parts = images.split([len(files) for files in ordered])
     return {split: (part, files.labels) for (split, files), part in zip(file_splits.items(), parts)}

@@ -12,16 +12,12 @@ from ablate.errors import ConfigError
 NATIVE_SIZE = 32
 
 
-def cifar10(
-    *, root: str | None, download: bool = True, image_size: int = NATIVE_SIZE, cache_dir: str | None = None
-) -> dict:
+def cifar10(*, root: str | None, download: bool = True, image_size: int = NATIVE_SIZE) -> dict:
     """CIFAR-10 from `root` (downloaded there when missing and `download`); no val split of its own."""
     return _load(torchvision.datasets.CIFAR10, "CIFAR-10", root, download, image_size)
 
 
-def cifar100(
-    *, root: str | None, download: bool = True, image_size: int = NATIVE_SIZE, cache_dir: str | None = None
-) -> dict:
+def cifar100(*, root: str | None, download: bool = True, image_size: int = NATIVE_SIZE) -> dict:
     """CIFAR-100 (the 100 fine labels) from `root`, downloaded there when missing and `download`."""
     return _load(torchvision.datasets.CIFAR100, "CIFAR-100", root, download, image_size)
 

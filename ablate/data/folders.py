@@ -1,44 +1,21 @@
 """Image-file sources: `imagefolder` (a folder per class) and `caffe_list` (the articles' `path label` lists).
 
-They list and check files and return `ImageFiles` per split; the builder decodes them once (through the disk
-cache) or streams them, so both sources share one decoder, one cache and one set of error messages.
+They list, label and split the files and return `ImageFiles` per split; ablate.data.decoding turns them into
+pixels (the builder decodes them once through the disk cache, or streams them), so both sources share one
+decoder, one cache and one set of error messages.
 """
 
-import multiprocessing
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from ablate.data.decoding import ImageFiles, stored_size
 from ablate.errors import ConfigError
 
-# torchvision's ImageFolder extensions, compared lower-case.
+# torchvision's ImageFolder extensions (torchvision.datasets.folder.IMG_EXTENSIONS), compared lower-case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-# Below this many images a process pool costs more than it saves.
-MIN_IMAGES_FOR_POOL = 256
-
-
-@dataclass(frozen=True)
-class ImageFiles:
-    """The image files of one split, with labels and the side at which they are stored."""
-
-    paths: list[str]
-    labels: torch.Tensor  # int64 [N]
-    image_size: int  # side of the stored square image
-    exact_size: bool  # data.resize=null: every image must already be image_size x image_size
-    root: str  # data.root, for error messages
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, indices: torch.Tensor) -> "ImageFiles":
-        return ImageFiles(
-            [self.paths[i] for i in indices.tolist()], self.labels[indices], self.image_size, self.exact_size, self.root
-        )
 
 
 def imagefolder(
@@ -47,13 +24,12 @@ def imagefolder(
     test_fraction: float = 0.2,
     test_split_seed: int = 0,
     image_size: int | None = None,
-    cache_dir: str | None = None,
 ) -> dict:
     """A folder per class: `root/{train,test|val}/<class>/<image>` or `root/<class>/<image>`.
 
     With train/ and test/, an extra val/ is the val split; with train/ and only val/, val/ is the test split
     and the builder holds val out of train; with no train/, a stratified `test_fraction` of each class is the
-    test split (seeded by `test_split_seed`). `cache_dir` is unused: the builder caches decoded images.
+    test split (seeded by `test_split_seed`).
     """
     root_dir = _require_root(root)
     if (root_dir / "train").is_dir():
@@ -79,7 +55,7 @@ def imagefolder(
         train_paths, train_labels = [paths[i] for i in kept], [labels[i] for i in kept]
         test_paths, test_labels = [paths[i] for i in held], [labels[i] for i in held]
         val = None
-    size, exact = _stored_size(image_size, first_path, root)
+    size, exact = stored_size(image_size, first_path, root)
 
     def files(paths: list[str], labels: list[int]) -> ImageFiles:
         return ImageFiles(paths, torch.tensor(labels, dtype=torch.int64), size, exact, str(root))
@@ -100,13 +76,12 @@ def caffe_list(
     test_list: str | None = None,
     label_names: str | None = None,
     image_size: int | None = None,
-    cache_dir: str | None = None,
 ) -> dict:
     """Caffe `ImageData` list files, one `<image path> <integer label>` per line, paths relative to `root`.
 
     The articles had one held-out list, their "val": with `test_list` null, `val_list` becomes the test split
     and the builder holds val out of train. `label_names`: one class name per line, optionally followed by its
-    index (Places365's categories file). `cache_dir` is unused: the builder caches decoded images.
+    index (Places365's categories file).
     """
     root_dir = _require_root(root)
     if train_list is None:
@@ -130,7 +105,7 @@ def caffe_list(
     if classes is None:
         max_label = max(max(split[1]) for split in (train, val, test) if split is not None)
         classes = [str(label) for label in range(max_label + 1)]
-    size, exact = _stored_size(image_size, train[0][0], root)
+    size, exact = stored_size(image_size, train[0][0], root)
 
     def files(split: tuple | None) -> ImageFiles | None:
         if split is None:
@@ -153,105 +128,6 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return (~is_held).nonzero().flatten(), is_held.nonzero().flatten()
 
 
-def read_image(path: str, image_size: int, exact_size: bool, root: str) -> np.ndarray:
-    """One image as uint8 [S, S, 3] RGB, resized (bilinear) to a square of side `image_size`."""
-    try:
-        with Image.open(path) as image:
-            _check_size(path, image.size, image_size, exact_size)
-            rgb = image.convert("RGB")  # decodes: a truncated or corrupt file fails here
-    except ConfigError:
-        raise
-    except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
-        raise ConfigError(_unreadable(root, path, error)) from None
-    if rgb.size != (image_size, image_size):
-        rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def decode(files: ImageFiles, workers: int) -> torch.Tensor:
-    """Every image of `files` as uint8 [N, 3, S, S], decoded by `workers` processes."""
-    out = torch.empty((len(files), 3, files.image_size, files.image_size), dtype=torch.uint8)
-    start = 0
-    for chunk in _map_chunks(_read_chunk, files, workers):
-        out[start : start + len(chunk)] = torch.from_numpy(chunk).permute(0, 3, 1, 2)
-        start += len(chunk)
-    return out
-
-
-def check_readable(files: ImageFiles, workers: int) -> None:
-    """Open every image's header (streamed data is decoded during training; bad files must fail before it)."""
-    for _ in _map_chunks(_check_chunk, files, workers):
-        pass
-
-
-class BatchReader(torch.utils.data.Dataset):
-    """Decodes a whole batch of indices (a DataLoader with batch_size=None hands it one index list at a time).
-
-    Returns (uint8 [B, 3, S, S], error message or ""): a ConfigError raised in a worker would come back as a
-    multi-line traceback, so the message travels as a value and the main process raises it.
-    """
-
-    def __init__(self, files: ImageFiles):
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, str]:
-        size = self.files.image_size
-        try:
-            chunk = np.stack(
-                [read_image(self.files.paths[i], size, self.files.exact_size, self.files.root) for i in indices]
-            )
-        except ConfigError as error:
-            return torch.empty((0, 3, size, size), dtype=torch.uint8), str(error)
-        return torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous(), ""
-
-
-def _read_chunk(args: tuple) -> np.ndarray:
-    paths, image_size, exact_size, root = args
-    return np.stack([read_image(path, image_size, exact_size, root) for path in paths])
-
-
-def _check_chunk(args: tuple) -> None:
-    paths, image_size, exact_size, root = args
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                size = image.size
-        except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
-            raise ConfigError(_unreadable(root, path, error)) from None
-        _check_size(path, size, image_size, exact_size)
-
-
-def _check_size(path: str, size: tuple[int, int], image_size: int, exact_size: bool) -> None:
-    if exact_size and size != (image_size, image_size):
-        raise ConfigError(
-            f"data.resize=null: {path} is {size[0]}x{size[1]} but the images are stored at their "
-            f"own size {image_size}x{image_size}; pass data.resize=<side> to resize every image"
-        )
-
-
-def _unreadable(root: str, path: str, error: BaseException) -> str:
-    reason = " ".join(str(error).split()) or type(error).__name__
-    return f"data.root={root}: cannot read image {path} ({reason}); remove or replace that file"
-
-
-def _map_chunks(function, files: ImageFiles, workers: int):
-    """function((paths, image_size, exact_size, root)) over chunks of the files, in order."""
-    chunk_size = 64
-    chunks = [
-        (files.paths[start : start + chunk_size], files.image_size, files.exact_size, files.root)
-        for start in range(0, len(files), chunk_size)
-    ]
-    if workers <= 1 or len(files) < MIN_IMAGES_FOR_POOL:
-        yield from map(function, chunks)
-        return
-    # fork: workers need only PIL and numpy, and start in milliseconds.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(function, chunks)
-
-
 def _require_root(root: str | None) -> Path:
     if root is None:
         raise ConfigError("data.root=null: this dataset reads image files; pass data.root=/path/to/images")
@@ -263,6 +139,7 @@ def _require_root(root: str | None) -> Path:
 
 def _scan_classes(folder: Path, root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], list[int]]:
     """(classes, image paths, labels) of a folder of class folders; `classes` fixes the names and labels."""
+    # Not torchvision's find_classes: it counts hidden folders (.ipynb_checkpoints, .git) as classes.
     found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
     if not found:
         raise ConfigError(
@@ -277,29 +154,26 @@ def _scan_classes(folder: Path, root: Path, classes: list[str] | None = None) ->
             f"data.root={root}: class folder {folder / unknown[0]} is not among the training "
             f"classes; use the same class folders in train/ and {folder.name}/"
         )
-    paths, labels = [], []
+    # torchvision's ImageFolder walk; imported here because torchvision costs seconds to import and only this
+    # source needs it.
+    from torchvision.datasets.folder import make_dataset
+
+    labels_of = {name: classes.index(name) for name in found}
+    samples = make_dataset(str(folder), labels_of, is_valid_file=lambda path: _is_image(path, folder), allow_empty=True)
+    counts = Counter(label for _, label in samples)
     for name in found:
-        class_paths = _images_under(folder / name)
-        if not class_paths:
+        if not counts[labels_of[name]]:
             raise ConfigError(
                 f"data.root={root}: class folder {folder / name} has no images "
                 f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder"
             )
-        paths += class_paths
-        labels += [classes.index(name)] * len(class_paths)
-    return classes, paths, labels
+    return classes, [path for path, _ in samples], [label for _, label in samples]
 
 
-def _images_under(folder: Path) -> list[str]:
-    paths = []
-    for directory, subdirectories, names in os.walk(folder, followlinks=True):
-        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
-        paths += [
-            os.path.join(directory, name)
-            for name in sorted(names)
-            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-        ]
-    return paths
+def _is_image(path: str, folder: Path) -> bool:
+    """An image by its extension, outside hidden files and folders (macOS ._name.jpg files are not images)."""
+    hidden = any(part.startswith(".") for part in Path(path).relative_to(folder).parts)
+    return not hidden and path.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _resolve(root: Path, path: str) -> Path:
@@ -366,20 +240,3 @@ def _read_label_names(label_names: str, root: Path) -> list[str]:
             f"give each class once, in label order"
         )
     return [by_index[index] for index in range(len(by_index))]
-
-
-def _stored_size(image_size: int | None, first_path: str, root: str) -> tuple[int, bool]:
-    """(side, exact): data.resize, or the first image's own side when it is null (then all must match)."""
-    if image_size is not None:
-        return int(image_size), False
-    try:
-        with Image.open(first_path) as image:
-            width, height = image.size
-    except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
-        raise ConfigError(_unreadable(root, first_path, error)) from None
-    if width != height:
-        raise ConfigError(
-            f"data.resize=null: {first_path} is {width}x{height}, not square, so the images have "
-            f"no native size; pass data.resize=<side> (the articles: data.resize=256)"
-        )
-    return width, True

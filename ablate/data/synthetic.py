@@ -38,7 +38,6 @@ _SQRT_HALF = 0.70710678
 def load(
     *,
     image_size: int,
-    cache_dir: str | None = None,
     seed: int = 0,
     num_classes: int = 20,
     train_size: int = 5000,
@@ -51,11 +50,10 @@ def load(
     distractors: int = 2,
     noise_std: float = 4.0,
 ) -> dict:
-    """The three splits as uint8 [N, 3, image_size, image_size] with balanced int64 labels; `cache_dir` is unused
-    (10k images render in about two seconds).
+    """The three splits as uint8 [N, 3, image_size, image_size] with balanced int64 labels.
 
-    Each split has its own random stream derived from `seed`, so changing one split's size leaves the others
-    identical.
+    Rendered on every call, never cached on disk: 10k images take about two seconds. Each split has its own
+    random stream derived from `seed`, so changing one split's size leaves the others identical.
     """
     knobs = dict(
         num_classes=num_classes,

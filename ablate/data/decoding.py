@@ -1,0 +1,154 @@
+"""Image files to uint8 pixels: the one decoder (PIL, RGB, bilinear resize to a square) every file source shares.
+
+`decode` fills a whole split's tensor in a process pool (the builder caches it on disk); `BatchReader` decodes
+batch by batch in DataLoader workers for data streamed from disk; `check_readable` opens every header first, so a
+bad file fails before training, not in the middle of it.
+"""
+
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ablate.errors import ConfigError
+
+# Below this many images a process pool costs more than it saves.
+MIN_IMAGES_FOR_POOL = 256
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The image files of one split, with labels and the side at which they are stored."""
+
+    paths: list[str]
+    labels: torch.Tensor  # int64 [N]
+    image_size: int  # side of the stored square image
+    exact_size: bool  # data.resize=null: every image must already be image_size x image_size
+    root: str  # data.root, for error messages
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: torch.Tensor) -> "ImageFiles":
+        return ImageFiles(
+            [self.paths[i] for i in indices.tolist()], self.labels[indices], self.image_size, self.exact_size, self.root
+        )
+
+
+def read_image(path: str, image_size: int, exact_size: bool, root: str) -> np.ndarray:
+    """One image as uint8 [S, S, 3] RGB, resized (bilinear) to a square of side `image_size`."""
+    try:
+        with Image.open(path) as image:
+            _check_size(path, image.size, image_size, exact_size)
+            rgb = image.convert("RGB")  # decodes: a truncated or corrupt file fails here
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
+        raise ConfigError(_unreadable(root, path, error)) from None
+    if rgb.size != (image_size, image_size):
+        rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode(files: ImageFiles, workers: int) -> torch.Tensor:
+    """Every image of `files` as uint8 [N, 3, S, S], decoded by `workers` processes."""
+    out = torch.empty((len(files), 3, files.image_size, files.image_size), dtype=torch.uint8)
+    start = 0
+    for chunk in _map_chunks(_read_chunk, files, workers):
+        out[start : start + len(chunk)] = torch.from_numpy(chunk).permute(0, 3, 1, 2)
+        start += len(chunk)
+    return out
+
+
+def check_readable(files: ImageFiles, workers: int) -> None:
+    """Open every image's header (streamed data is decoded during training; bad files must fail before it)."""
+    for _ in _map_chunks(_check_chunk, files, workers):
+        pass
+
+
+class BatchReader(torch.utils.data.Dataset):
+    """Decodes a whole batch of indices (a DataLoader with batch_size=None hands it one index list at a time).
+
+    Returns (uint8 [B, 3, S, S], error message or ""): a ConfigError raised in a worker would come back as a
+    multi-line traceback, so the message travels as a value and the main process raises it.
+    """
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, str]:
+        size = self.files.image_size
+        try:
+            chunk = np.stack(
+                [read_image(self.files.paths[i], size, self.files.exact_size, self.files.root) for i in indices]
+            )
+        except ConfigError as error:
+            return torch.empty((0, 3, size, size), dtype=torch.uint8), str(error)
+        return torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous(), ""
+
+
+def _read_chunk(args: tuple) -> np.ndarray:
+    paths, image_size, exact_size, root = args
+    return np.stack([read_image(path, image_size, exact_size, root) for path in paths])
+
+
+def _check_chunk(args: tuple) -> None:
+    paths, image_size, exact_size, root = args
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
+            raise ConfigError(_unreadable(root, path, error)) from None
+        _check_size(path, size, image_size, exact_size)
+
+
+def _check_size(path: str, size: tuple[int, int], image_size: int, exact_size: bool) -> None:
+    if exact_size and size != (image_size, image_size):
+        raise ConfigError(
+            f"data.resize=null: {path} is {size[0]}x{size[1]} but the images are stored at their "
+            f"own size {image_size}x{image_size}; pass data.resize=<side> to resize every image"
+        )
+
+
+def _unreadable(root: str, path: str, error: BaseException) -> str:
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return f"data.root={root}: cannot read image {path} ({reason}); remove or replace that file"
+
+
+def _map_chunks(function, files: ImageFiles, workers: int):
+    """function((paths, image_size, exact_size, root)) over chunks of the files, in order."""
+    chunk_size = 64
+    chunks = [
+        (files.paths[start : start + chunk_size], files.image_size, files.exact_size, files.root)
+        for start in range(0, len(files), chunk_size)
+    ]
+    if workers <= 1 or len(files) < MIN_IMAGES_FOR_POOL:
+        yield from map(function, chunks)
+        return
+    # fork: workers need only PIL and numpy, and start in milliseconds.
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(function, chunks)
+
+
+def stored_size(image_size: int | None, first_path: str, root: str) -> tuple[int, bool]:
+    """(side, exact): data.resize, or the first image's own side when it is null (then all must match)."""
+    if image_size is not None:
+        return int(image_size), False
+    try:
+        with Image.open(first_path) as image:
+            width, height = image.size
+    except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
+        raise ConfigError(_unreadable(root, first_path, error)) from None
+    if width != height:
+        raise ConfigError(
+            f"data.resize=null: {first_path} is {width}x{height}, not square, so the images have "
+            f"no native size; pass data.resize=<side> (the articles: data.resize=256)"
+        )
+    return width, True
