@@ -202,6 +202,12 @@ def check_trainer(cfg: DictConfig) -> None:
     for key in ("amp", "channels_last"):
         if cfg.trainer[key] not in ("auto", True, False):
             raise ConfigError(f"trainer.{key}={cfg.trainer[key]}: use auto, true or false")
+    stop = cfg.trainer.get("stop_after_epochs")
+    if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or not 0 < stop < epochs):
+        raise ConfigError(
+            f"trainer.stop_after_epochs={stop}: must be null or an integer in [1, trainer.epochs={epochs}); "
+            "it pauses the run there, to continue later"
+        )
 
 
 def pick_device(name: str) -> torch.device:

@@ -22,7 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 IDENTITY_KEYS = ("model", "data", "optim", "sched", "batch", "trainer", "seed", "mode", "lr_range")
 # trainer.amp is not among these as typed (auto means different arithmetic on different machines): the identity holds
 # the precision it resolves to instead (see precision()).
-NOT_IDENTITY_TRAINER_KEYS = ("device", "threads", "amp", "channels_last", "compile", "checkpoint")
+# stop_after_epochs pauses a run (successive halving) without changing it: the continued run is the same run.
+NOT_IDENTITY_TRAINER_KEYS = ("device", "threads", "amp", "channels_last", "compile", "checkpoint", "stop_after_epochs")
 NOT_IDENTITY_DATA_KEYS = ("in_memory",)
 
 SUMMARY = "summary.json"

@@ -22,8 +22,10 @@ def run(cfg: DictConfig, record_dir: Path) -> dict:
     """Train one configuration into `record_dir` and return its summary (status completed/diverged/failed)."""
     summary = start_summary(cfg, record_dir)
     done = record.read_json(record_dir / record.SUMMARY)
-    if cfg.resume and done and done.get("status") == "completed" and done.get("identity") == summary["identity"]:
-        print(f"ablate: {summary['name']} already completed in {record_dir}; skipped (resume=false trains again)")
+    if cfg.resume and done and done.get("identity") == summary["identity"] and reached(done, cfg):
+        print(
+            f"ablate: {summary['name']} already {done['status']} in {record_dir}; skipped (resume=false trains again)"
+        )
         return {**done, "outcome": "skipped"}
 
     logger = None
@@ -51,6 +53,15 @@ def run(cfg: DictConfig, record_dir: Path) -> dict:
         if logger is not None:
             logger.finish(summary)
     return {**summary, "outcome": summary["status"]}
+
+
+def reached(done: dict, cfg: DictConfig) -> bool:
+    """Whether a record already holds what this invocation asks for: a completed run, or a run stopped at or past
+    trainer.stop_after_epochs (successive halving asks again for the same rung when a study is rerun)."""
+    if done.get("status") == "completed":
+        return True
+    stop = cfg.trainer.get("stop_after_epochs")
+    return done.get("status") == "stopped" and stop is not None and done.get("epochs_completed", 0) >= stop
 
 
 def start_summary(cfg: DictConfig, record_dir: Path) -> dict:
@@ -143,6 +154,8 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
         for row in state["history"]:
             logger.log(row, step=row["epoch"])
 
+    # Successive halving pauses a run here: evaluated, checkpointed, `stopped` until a later invocation continues it.
+    stop = cfg.trainer.get("stop_after_epochs") or cfg.trainer.epochs
     while state["epoch"] < cfg.trainer.epochs:
         started = time.perf_counter()
         metrics = train_steps(setup, setup.data.train_batches(setup.batch_size, generator))
@@ -158,7 +171,7 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
             "images_per_s": round(state["step"] * setup.batch_size / max(state["seconds"], 1e-9), 1),
         }
         diverged = not math.isfinite(metrics["train/loss"])
-        if not diverged and (epoch % cfg.trainer.eval_every_epochs == 0 or epoch == cfg.trainer.epochs):
+        if not diverged and (epoch % cfg.trainer.eval_every_epochs == 0 or epoch in (stop, cfg.trainer.epochs)):
             for split in ("val", "test"):
                 row.update({f"{split}/{k}": v for k, v in evaluate(setup, split).items()})
         state["history"].append(row)
@@ -169,13 +182,18 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
             print(f"ablate: {summary['name']} diverged in epoch {epoch} (train/loss {metrics['train/loss']})")
             break
         # The checkpoint holds the history, so the metrics file can always be rebuilt from it.
-        if cfg.trainer.checkpoint and epoch < cfg.trainer.epochs:
+        if (cfg.trainer.checkpoint or epoch == stop) and epoch < cfg.trainer.epochs:
             save_checkpoint(checkpoint, setup, generator, state)
         record.write_metrics(record_dir, state["history"])
+        if epoch >= stop and epoch < cfg.trainer.epochs:
+            summary["status"] = "stopped"
+            print(f"ablate: {summary['name']} stopped after epoch {epoch} of {cfg.trainer.epochs} (checkpoint kept)")
+            break
     else:
         summary["status"] = "completed"
     finish_summary(summary, state, setup.batch_size)
-    checkpoint.unlink(missing_ok=True)
+    if summary["status"] != "stopped":
+        checkpoint.unlink(missing_ok=True)
 
 
 def finish_summary(summary: dict, state: dict, batch_size: int) -> None:

@@ -127,6 +127,29 @@ def test_resumed_run_matches_an_uninterrupted_one(run_here, monkeypatch, every, 
     assert [row["epoch"] for row in straight_rows] == [1, 2, 3]
 
 
+def test_a_stopped_then_continued_run_is_bit_identical_to_one_trained_in_one_go(run_here):
+    """Successive halving's contract: a run paused at a rung and continued later is the same run."""
+    settings = ("trainer.epochs=3", "trainer.checkpoint=false")
+    straight, record_dir = run_here(*settings, "resume=false")
+    straight_rows = record.read_metrics(record_dir)
+    stopped, _ = run_here(*settings, "resume=false", "++trainer.stop_after_epochs=1")
+    assert stopped["status"] == "stopped" and stopped["epochs_completed"] == 1
+    assert (record_dir / record.CHECKPOINT).exists(), "a stopped run keeps its checkpoint even with checkpoint=false"
+    assert "val/acc" in record.read_metrics(record_dir)[-1], "the rung's epoch is evaluated, for the ranking"
+    again, _ = run_here(*settings, "++trainer.stop_after_epochs=1")
+    assert again["outcome"] == "skipped", "a rerun of the same rung does not train again"
+    continued, _ = run_here(*settings)
+    assert continued["outcome"] == "completed" and continued["identity"] == straight["identity"]
+    assert continued["final"] == straight["final"]
+    assert strip_times(record.read_metrics(record_dir)) == strip_times(straight_rows)
+    assert not (record_dir / record.CHECKPOINT).exists()
+
+
+def test_stop_after_epochs_must_fall_inside_the_run(run_here):
+    with pytest.raises(ConfigError, match=r"trainer.stop_after_epochs=3: must be null or an integer in \[1"):
+        run_here("trainer.epochs=3", "++trainer.stop_after_epochs=3")
+
+
 def strip_times(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
 

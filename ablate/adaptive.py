@@ -1,0 +1,167 @@
+"""Where a study spends its compute: successive halving over the nuisance grid, then seeds where claims are open.
+
+Successive halving (Jamieson & Talwalkar 2016; Li et al.'s ASHA without the asynchrony): every nuisance setting of
+every scientific value starts; after `rungs` fractions of the run the settings whose mean val accuracy over seeds
+ranks below the best 1/eta of their scientific value stop (recorded `stopped`, with their curve and checkpoint); the
+others continue from their checkpoints, so a survivor ends exactly as a run trained in one go.
+
+Adaptive seeds: after the grid, every claim still inconclusive adds `seeds_per_look` seeds to each scientific value it
+compares (at the setting chosen on val), up to `max_seeds`, until the claims resolve. Looking at the data after each
+batch of seeds inflates the error rate, so every look is judged at a Bonferroni-corrected level: alpha / the number
+of looks the plan allows (a fixed look schedule), which holds the family-wise error at alpha whatever the data do.
+
+The functions here are pure (job override lists and numbers in, decisions out); the Hydra sweeper in
+hydra_plugins/ablate_sweeper launches what they decide.
+"""
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ablate.errors import ConfigError
+
+SEED = "seed"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A study's compute plan (`study.halving` and `study.seeds` in conf/sweep/*.yaml)."""
+
+    rungs: tuple[float, ...] = ()  # fractions of the run after which the worst settings stop; () = no halving
+    eta: int = 3  # keep the best 1/eta of a value's settings at each rung (at least one)
+    max_seeds: int = 0  # seeds a value may reach when a claim comparing it is open; 0 = no adaptive seeds
+    seeds_per_look: int = 2  # seeds added to each open value at each look
+    alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
+
+    @property
+    def halving(self) -> bool:
+        return bool(self.rungs)
+
+    def looks(self, initial_seeds: int) -> int:
+        """The number of times the claims are judged: after the grid, then after each batch of seeds."""
+        if self.max_seeds <= initial_seeds:
+            return 1
+        return 1 + math.ceil((self.max_seeds - initial_seeds) / self.seeds_per_look)
+
+    def confidence(self, initial_seeds: int) -> float:
+        """The two-sided confidence of each claim's interval under the fixed look schedule (Bonferroni)."""
+        return 1 - self.alpha / self.looks(initial_seeds)
+
+
+def plan_from(node: dict | None) -> Plan:
+    """The Plan of a study's config node (`study`), checked: a bad value is one line naming the key."""
+    node = node or {}
+    halving = node.get("halving") or {}
+    seeds = node.get("seeds") or {}
+    rungs = tuple(halving.get("rungs") or ())
+    for rung in rungs:
+        if not isinstance(rung, (int, float)) or not 0 < rung < 1:
+            raise ConfigError(f"study.halving.rungs={list(rungs)}: each rung is a fraction of the run in (0, 1)")
+    if list(rungs) != sorted(set(rungs)):
+        raise ConfigError(f"study.halving.rungs={list(rungs)}: list the fractions once each, in increasing order")
+    eta = halving.get("eta", Plan.eta)
+    if not isinstance(eta, int) or eta < 2:
+        raise ConfigError(f"study.halving.eta={eta}: must be an integer >= 2 (keep the best 1/eta); e.g. 3")
+    max_seeds = seeds.get("max", Plan.max_seeds) or 0
+    per_look = seeds.get("per_look", Plan.seeds_per_look)
+    alpha = seeds.get("alpha", Plan.alpha)
+    if not isinstance(max_seeds, int) or max_seeds < 0:
+        raise ConfigError(f"study.seeds.max={max_seeds}: must be an integer >= 0 (0 = no adaptive seeds)")
+    if not isinstance(per_look, int) or per_look < 1:
+        raise ConfigError(f"study.seeds.per_look={per_look}: must be a positive integer; e.g. 2")
+    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ConfigError(f"study.seeds.alpha={alpha}: must be in (0, 1); e.g. 0.05")
+    return Plan(rungs=rungs, eta=eta, max_seeds=max_seeds, seeds_per_look=per_look, alpha=float(alpha))
+
+
+def parse(job: Sequence[str]) -> dict[str, str]:
+    """A job's overrides as {key: value text}, without Hydra's +/++/~ prefixes."""
+    parsed = {}
+    for text in job:
+        key, _, value = text.partition("=")
+        parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+def group_of(job: Sequence[str], nuisance: Iterable[str]) -> tuple:
+    """What a job measures: every override but the nuisance keys and the seed."""
+    skip = {*nuisance, SEED}
+    return tuple(sorted((k, v) for k, v in parse(job).items() if k not in skip))
+
+
+def setting_of(job: Sequence[str], nuisance: Iterable[str]) -> tuple:
+    """The job's nuisance setting."""
+    values = parse(job)
+    return tuple((k, values.get(k)) for k in nuisance)
+
+
+def rung_epochs(epochs: int, rungs: Sequence[float]) -> list[int]:
+    """The epochs after which each rung decides, rounded, each at least 1 and before the run's end."""
+    points = sorted({min(epochs - 1, max(1, round(f * epochs))) for f in rungs})
+    return [p for p in points if 0 < p < epochs]
+
+
+def keep_best(scores: dict[tuple, float], eta: int) -> list[tuple]:
+    """The best ceil(n / eta) settings by score (higher is better); ties keep the earlier setting."""
+    ranked = sorted(scores, key=lambda s: -_finite(scores[s]))
+    return ranked[: max(1, math.ceil(len(ranked) / eta))]
+
+
+def survivors(jobs: Sequence[Sequence[str]], val_acc: dict[tuple, float], nuisance: Sequence[str], eta: int) -> list:
+    """The jobs whose setting ranks in the best 1/eta of its value at this rung.
+
+    `val_acc` maps tuple(job) to the job's val accuracy at the rung (NaN for a diverged or failed run); a setting's
+    score is the mean over its seeds, so one lucky seed does not carry a setting."""
+    if not nuisance:
+        return list(jobs)
+    by_setting: dict[tuple, dict[tuple, list[float]]] = {}
+    for job in jobs:
+        scores = by_setting.setdefault(group_of(job, nuisance), {})
+        scores.setdefault(setting_of(job, nuisance), []).append(val_acc.get(tuple(job), math.nan))
+    kept = {
+        group: set(keep_best({s: _mean(v) for s, v in settings.items()}, eta)) for group, settings in by_setting.items()
+    }
+    return [job for job in jobs if setting_of(job, nuisance) in kept[group_of(job, nuisance)]]
+
+
+def with_seed(job: Sequence[str], seed: int) -> list[str]:
+    """The same job at another seed."""
+    out = [text for text in job if parse([text]).keys() != {SEED}]
+    return [*out, f"{SEED}={seed}"]
+
+
+def more_seeds(
+    jobs: Sequence[Sequence[str]],
+    open_groups: Iterable[tuple],
+    chosen: dict[tuple, tuple],
+    nuisance: Sequence[str],
+    plan: Plan,
+) -> list[list[str]]:
+    """New jobs: `plan.seeds_per_look` more seeds for each open value at its chosen setting, up to `plan.max_seeds`."""
+    new = []
+    for group in open_groups:
+        setting = chosen.get(group)
+        template = next(
+            (j for j in jobs if group_of(j, nuisance) == group and setting_of(j, nuisance) == setting), None
+        )
+        if template is None:
+            continue
+        seeds = sorted(
+            int(parse(j)[SEED])
+            for j in jobs
+            if group_of(j, nuisance) == group and setting_of(j, nuisance) == setting and SEED in parse(j)
+        )
+        room = plan.max_seeds - len(seeds)
+        start = (max(seeds) + 1) if seeds else 0
+        new += [with_seed(template, start + i) for i in range(min(room, plan.seeds_per_look))]
+    return new
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    # A setting with a diverged or failed seed ranks below every setting that trained on all of them.
+    return sum(finite) / len(finite) if finite and len(finite) == len(values) else -math.inf
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf

@@ -1,0 +1,108 @@
+"""ablate's Hydra sweeper: Hydra's basic grid, then successive halving and adaptive seeds (ablate/adaptive.py).
+
+Hydra finds sweepers only in the `hydra_plugins` namespace, hence this package beside `ablate/`. With no
+`study.halving` and no `study.seeds.max` it launches exactly what Hydra's basic sweeper would.
+"""
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from ablate import adaptive
+
+log = logging.getLogger(__name__)
+STOP_KEY = "trainer.stop_after_epochs"
+
+
+@dataclass
+class AdaptiveSweeperConf:
+    _target_: str = "hydra_plugins.ablate_sweeper.AdaptiveSweeper"
+    max_batch_size: Any = None
+    params: Any = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="adaptive", node=AdaptiveSweeperConf, provider="ablate")
+
+
+class AdaptiveSweeper(BasicSweeper):
+    """The basic sweeper's grid, launched in rungs (halving) and then in looks (adaptive seeds)."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        jobs = self.split_arguments(overrides, None)[0]
+        study = OmegaConf.to_container(self.config.study, resolve=True) if "study" in self.config else {}
+        plan = adaptive.plan_from(study)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.job_index = 0
+        self.record_dirs: dict[tuple, Path] = {}
+        nuisance = [str(k) for k in study.get("nuisance") or []]
+        epochs = int(self.config.trainer.epochs)
+
+        returns = []
+        alive = jobs
+        if plan.halving and nuisance:
+            for stop in adaptive.rung_epochs(epochs, plan.rungs):
+                returns.append(self.launch_jobs([[*job, f"{STOP_KEY}={stop}"] for job in alive], alive))
+                scores = {tuple(job): self.val_acc_at(job, stop) for job in alive}
+                kept = adaptive.survivors(alive, scores, nuisance, plan.eta)
+                log.info(
+                    f"halving at epoch {stop}/{epochs}: {len(kept)} of {len(alive)} runs continue, "
+                    f"{len(alive) - len(kept)} stop"
+                )
+                alive = kept
+        returns.append(self.launch_jobs(alive, alive))
+
+        if plan.max_seeds:
+            from ablate.study_looks import open_groups  # the analysis (pandas) only when seeds are adaptive
+
+            launched = list(jobs)
+            initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
+            for look in range(1, plan.looks(initial)):
+                groups, chosen = open_groups(self.config, launched, self.record_dirs, nuisance, plan, initial)
+                new = adaptive.more_seeds(launched, groups, chosen, nuisance, plan)
+                if not new:
+                    log.info(f"adaptive seeds: every claim resolved or capped after look {look}")
+                    break
+                log.info(f"adaptive seeds, look {look}: {len(new)} runs for {len(groups)} open values")
+                returns.append(self.launch_jobs(new, new))
+                launched += new
+        return returns
+
+    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]]) -> Any:
+        """Launch `batch` (the jobs with any rung override) and remember where each job's record is."""
+        self.validate_batch_is_legal(batch)
+        results = self.launcher.launch(batch, initial_job_idx=self.job_index)
+        self.job_index += len(batch)
+        for job, result in zip(jobs, results, strict=True):
+            if result.hydra_cfg is not None:
+                self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
+        return results
+
+    def val_acc_at(self, job: list[str], epoch: int) -> float:
+        """The job's val accuracy after `epoch` epochs, from its record (NaN when it has none: failed, diverged)."""
+        record_dir = self.record_dirs.get(tuple(job))
+        if record_dir is None:
+            return math.nan
+        try:
+            lines = (record_dir / "metrics.jsonl").read_text().splitlines()
+        except OSError:
+            return math.nan
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("epoch") == epoch and "val/acc" in row:
+                return float(row["val/acc"])
+        return math.nan
