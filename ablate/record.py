@@ -47,10 +47,6 @@ def identity(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-# hydra.run.dir and hydra.sweep.subdir name a run's folder by its identity, so reruns land in the same place.
-OmegaConf.register_new_resolver("identity", lambda *, _root_: identity(_root_), replace=True)
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file in the same folder and rename, so readers never see half a file."""
     path = Path(path)

@@ -240,8 +240,9 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import ablate.record
-    import ablate.sweep  # noqa: F401  (the launcher and solver resolvers)
+    from ablate.resolvers import register_resolvers
+
+    register_resolvers()
 
     GlobalHydra.instance().clear()  # `python -m ablate` run in this process leaves its Hydra set up
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
