@@ -6,6 +6,7 @@ import math
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ablate import record
 from ablate.data import build as build_data
 from ablate.errors import ConfigError
 from ablate.models import build_model, describe
-from ablate.optim import build_optimizer, scaled_lr, validate_optim
+from ablate.optim import build_optimizer, effective_lr, validate_optim
 from ablate.schedules import build_scheduler, validate_sched
 from ablate.sweep import WORKER_ENVIRONMENT
 
@@ -180,8 +181,8 @@ def build(cfg: DictConfig, summary: dict) -> dict:
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     device = pick_device(str(cfg.trainer.device))
-    lr = scaled_lr(cfg.optim.lr, cfg.batch.size, cfg.batch.base_size, cfg.batch.rule)
-    validate_optim(cfg.optim, lr)
+    lr = effective_lr(cfg.optim, cfg.batch)
+    validate_optim(cfg.optim, lr.effective)
 
     # A cheap probe build checks the model's config and stride before any data is decoded.
     probe = build_model(cfg.model, num_classes=2, in_channels=3)
@@ -211,16 +212,10 @@ def build(cfg: DictConfig, summary: dict) -> dict:
     on_cuda = device.type == "cuda"
     channels_last = on_cuda if cfg.trainer.channels_last == "auto" else bool(cfg.trainer.channels_last)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    optimizer = build_optimizer(cfg.optim, model, lr=lr)
+    optimizer = build_optimizer(cfg.optim, model, lr=lr.effective)
     scheduler = build_scheduler(cfg.sched, optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     amp = on_cuda if cfg.trainer.amp == "auto" else bool(cfg.trainer.amp)
-    summary["lr"] = {
-        "base": cfg.optim.lr,
-        "effective": lr,
-        "batch_size": cfg.batch.size,
-        "base_batch_size": cfg.batch.base_size,
-        "rule": cfg.batch.rule,
-    }
+    summary["lr"] = asdict(lr)
     summary.update(
         device=str(device),
         threads=torch.get_num_threads(),
