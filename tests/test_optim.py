@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.optim import build_optimizer, effective_lr, validate_optim
 
@@ -19,9 +19,7 @@ OPTIMIZERS = sorted(path.stem for path in (CONF / "optim").glob("*.yaml"))
 
 def optim_cfg(name: str, **overrides):
     """conf/optim/<name>.yaml, its defaults applied, with keys replaced as `optim=<name> optim.key=value` would."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        option = compose(f"optim/{name}").optim
-    return OmegaConf.merge(OmegaConf.to_container(option), overrides)  # not in struct mode: bad keys are tested
+    return OmegaConf.merge(load_option("optim", name), overrides)
 
 
 def small_net() -> torch.nn.Module:
