@@ -84,13 +84,14 @@ def table(records: list[dict]) -> pd.DataFrame:
 
 
 def swept_keys(records: list[dict]) -> list[str]:
-    """The study's scientific and nuisance keys, then every other key a record was overridden with, in first-seen
-    order; keys that change only where or how fast a run computes are left out."""
+    """The study's scientific, nuisance and fixed keys (model.batch_norm of depth_bn), then every other key a record
+    was overridden with, in first-seen order; keys that change only where or how fast a run computes are left out."""
     keys = {}
     for r in records:
         study = r["config"].get("study") or {}
-        for key in [*(study.get("scientific") or []), *(study.get("nuisance") or [])]:
-            keys.setdefault(key, None)
+        for part in ("scientific", "nuisance", "fixed"):
+            for key in study.get(part) or []:  # {key: values} in a sweep file; a list of keys in older records
+                keys.setdefault(key, None)
     for r in records:
         for key in overrides(r["summary"]):
             root = key.split(".")[0].split("/")[0]
