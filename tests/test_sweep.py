@@ -4,6 +4,7 @@ a sweep killed with SIGKILL and started again, failing and diverging jobs, and t
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -370,3 +371,38 @@ def test_collect_of_a_study_never_run_is_one_line_naming_the_folder_and_the_comm
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "runs" / "width") in result.stderr and "python -m ablate +sweep=width" in result.stderr
+
+
+def test_a_new_study_needs_only_its_sweep_file_and_its_claims(tmp_path):
+    # A study kept outside the repository's conf/: Hydra finds it through hydra.searchpath, the analysis through
+    # --conf, and both take the shared conf/sweep/base/study.yaml from the repository.
+    conf = tmp_path / "conf"
+    for folder in ("sweep", "claims"):
+        (conf / folder).mkdir(parents=True)
+        shutil.copy(CONF / folder / "depth_bn.yaml", conf / folder / "bn_pair.yaml")
+    result = sweep(
+        tmp_path,
+        "+sweep=bn_pair",
+        f"hydra.searchpath=[file://{conf}]",
+        "model=allconv5,allconv6",
+        "optim.lr=0.03",
+        "seed=0,1",
+        *TINY,
+    )
+    assert counts(result) == {"completed": 4, "skipped": 0, "diverged": 0, "failed": 0}
+    assert len(records(tmp_path, "bn_pair")) == 4  # filed under the file's name
+    runs = table(tmp_path, "bn_pair")
+    assert set(runs["study"]) == {"bn_pair"} and set(runs["model"]) == {"allconv5", "allconv6"}
+    assert runs["model.batch_norm"].tolist() == [True] * 4  # the key the sweep file fixes is a column
+
+    analysis = subprocess.run(
+        [sys.executable, "-m", "ablate.analyze", "bn_pair", "--results", f"{tmp_path}/results", "--conf", str(conf)],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert analysis.returncode == 0, analysis.stderr[-3000:]
+    report = (tmp_path / "results" / "bn_pair" / "report.md").read_text()
+    assert "bn_pair" in report and "allconv6" in report
