@@ -11,6 +11,8 @@ RUN := $(UV) run --frozen
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-18s %s\n", $$1, $$2}'
+	@printf "  make %-18s %s\n" "<study>" "a study, e.g. make depth DATA=imagefolder DATA_ROOT=... (sweep, table, report)"
+	@printf "  %-23s %s\n" "" "studies (conf/sweep/): $(STUDIES)"
 
 install: ## install uv if missing, then the locked environment (.venv) with torch, hydra, wandb, ...
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -40,7 +42,7 @@ format: install ## ruff: fix what it can and format
 
 analyze: ## a study's report and figures from results/<study>/runs.csv: make analyze STUDY=depth
 	@test -n "$(STUDY)" || { echo "make analyze: STUDY is required, e.g. STUDY=depth"; exit 2; }
-	$(RUN) python -m ablate.analyze $(STUDY)
+	$(RUN) python -m ablate.analyze $(STUDY) --results $(STUDY_RESULTS)
 
 bench: install ## speed vs a hand-written loop, fixed cost per run, parallel study (ARGS="--quick" or "--device cuda")
 	$(RUN) python scripts/bench.py --json results/bench.json $(ARGS)
@@ -56,35 +58,21 @@ wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTIT
 	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
 	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)
 
-# Studies: sweep, collect the table, analyse. Variables: DATA, DATA_ROOT, LAUNCHER (basic|parallel|slurm|
-# submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, ARGS (any other overrides).
+# Studies: `make <study>` for every conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
+# which ends by collecting results/<study>/runs.csv, then the analysis of that table. Variables: DATA, DATA_ROOT,
+# LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, ARGS (any other overrides).
 # parallel: one process per CPU core (one torch thread each) or per GPU; basic: one job after another.
 LAUNCHER ?= parallel
+STUDIES := $(sort $(basename $(notdir $(wildcard conf/sweep/*.yaml))))
 STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
 	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(ARGS)
-define study
-	$(RUN) python -m ablate +sweep=$(1) $(STUDY_ARGS)
-	$(RUN) python -m ablate.collect $(1)
-	$(RUN) python -m ablate.analyze $(1)
-endef
+# Where the sweep wrote the table: paths.results=... in ARGS, else the config's default.
+STUDY_RESULTS = $(or $(patsubst paths.results=%,%,$(lastword $(filter paths.results=%,$(ARGS)))),results)
 
-.PHONY: depth depth-bn width mobilenet-depth mobilenet-width lr-policy optimizer batch-size lr-range
+.PHONY: $(STUDIES) $(subst _,-,$(STUDIES))
+$(STUDIES): %: conf/sweep/%.yaml install
+	$(RUN) python -m ablate +sweep=$* $(STUDY_ARGS)
+	$(RUN) python -m ablate.analyze $* --results $(STUDY_RESULTS)
 
-depth: install ## depth study allconv5..8_3: make depth [DATA=imagefolder DATA_ROOT=...] [LAUNCHER=parallel]
-	$(call study,depth)
-depth-bn: install ## depth study with BatchNorm
-	$(call study,depth_bn)
-width: install ## width study allconv6, allconv6_1..6_8
-	$(call study,width)
-mobilenet-depth: install ## MobileNet v1 depth study, 10..28 layers
-	$(call study,mobilenet_depth)
-mobilenet-width: install ## MobileNet width multiplier 1, 0.75, 0.5, 0.25
-	$(call study,mobilenet_width)
-lr-policy: install ## LR policy study: Caffe's policies, cyclical, SGDR
-	$(call study,lr_policy)
-optimizer: install ## optimizer study: SGD momenta, Nesterov, AdaGrad, AdaDelta, RMSProp, Adam
-	$(call study,optimizer)
-batch-size: install ## batch size 16..1024 x scaling rule none/linear/sqrt
-	$(call study,batch_size)
-lr-range: install ## LR range test for each model of a family
-	$(call study,lr_range)
+# make depth-bn = make depth_bn
+$(foreach study,$(STUDIES),$(if $(findstring _,$(study)),$(eval $(subst _,-,$(study)): $(study))))

@@ -10,7 +10,12 @@ from omegaconf import DictConfig
 
 from ablate import sweep
 from ablate.errors import ConfigError
+from ablate.resolvers import register_resolvers
 from ablate.train import run
+
+# Before Hydra composes anything: the config tree names them (hydra.run.dir is ${identity:}). Hydra hands them on
+# to its joblib and submitit workers.
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

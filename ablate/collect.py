@@ -5,13 +5,15 @@ folder names. The local folder and W&B (`--source wandb`) give the same record d
 """
 
 import argparse
-import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 
 from ablate import record
 from ablate.errors import ConfigError
@@ -84,13 +86,14 @@ def table(records: list[dict]) -> pd.DataFrame:
 
 
 def swept_keys(records: list[dict]) -> list[str]:
-    """The study's scientific and nuisance keys, then every other key a record was overridden with, in first-seen
-    order; keys that change only where or how fast a run computes are left out."""
+    """The study's scientific, nuisance and fixed keys (model.batch_norm of depth_bn), then every other key a record
+    was overridden with, in first-seen order; keys that change only where or how fast a run computes are left out."""
     keys = {}
     for r in records:
         study = r["config"].get("study") or {}
-        for key in [*(study.get("scientific") or []), *(study.get("nuisance") or [])]:
-            keys.setdefault(key, None)
+        for part in ("scientific", "nuisance", "fixed"):
+            for key in study.get(part) or []:  # {key: values} in a sweep file; a list of keys in older records
+                keys.setdefault(key, None)
     for r in records:
         for key in overrides(r["summary"]):
             root = key.split(".")[0].split("/")[0]
@@ -99,13 +102,21 @@ def swept_keys(records: list[dict]) -> list[str]:
     return list(keys)
 
 
-def overrides(summary: dict) -> dict[str, str]:
-    """The record's command-line and sweep overrides as {key: value text}, without Hydra's +/++/~ prefixes."""
+def overrides(summary: dict) -> dict:
+    """The record's command-line and sweep overrides as {key: value}, read with Hydra's own override parser."""
     parsed = {}
     for text in summary.get("overrides") or []:
-        key, _, value = text.partition("=")
-        parsed[key.lstrip("+~")] = value
+        try:
+            override = _override_parser().parse_override(text)
+        except HydraException:  # not Hydra's syntax, so not an override the run was given
+            continue
+        parsed[override.key_or_group] = override.value()
     return parsed
+
+
+@functools.cache
+def _override_parser() -> OverridesParser:
+    return OverridesParser.create()
 
 
 def row(r: dict, swept: list[str]) -> dict:
@@ -146,17 +157,14 @@ def row(r: dict, swept: list[str]) -> dict:
 
 
 def value_of(summary: dict, config: dict, key: str):
-    """A config group's option name (model=allconv6), else the resolved config value, else the override's text
+    """A config group's option name (model=allconv6), else the resolved config value, else the override's value
     (a run that failed before writing its config)."""
     choices = summary.get("choices") or {}
     if key in choices:
         return choices[key]
     value = record.select(config, key)
-    if value is None and key in overrides(summary):
-        value = yaml.safe_load(overrides(summary)[key])
-        if isinstance(value, str):  # YAML reads 1e6 as text; Hydra, which set the value, reads it as a number
-            with contextlib.suppress(ValueError):
-                value = float(value)
+    if value is None:
+        value = overrides(summary).get(key)
     return value
 
 

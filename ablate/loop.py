@@ -20,7 +20,7 @@ from ablate.data import Data
 from ablate.data import build as build_data
 from ablate.errors import ConfigError
 from ablate.models import build_model
-from ablate.optim import build_optimizer, scaled_lr, validate_optim
+from ablate.optim import EffectiveLR, build_optimizer, effective_lr, validate_optim
 from ablate.schedules import build_scheduler, validate_sched
 from ablate.sweep import WORKER_ENVIRONMENT
 
@@ -35,7 +35,7 @@ class Setup:
     forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its torch.compile'd form
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler  # stepped once per optimizer update
-    lr: float  # optim.lr after the batch-size scaling rule
+    lr: EffectiveLR  # optim.lr x optim.lr_factor x the batch-size rule, each factor kept for the record
     precision: str  # "bf16" (autocast) or "fp32"; record.precision resolves trainer.amp
     channels_last: bool
     batch_size: int
@@ -51,8 +51,8 @@ def build(cfg: DictConfig) -> Setup:
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     device = pick_device(str(cfg.trainer.device))
-    lr = scaled_lr(cfg.optim.lr, cfg.batch.size, cfg.batch.base_size, cfg.batch.rule)
-    validate_optim(cfg.optim, lr)
+    lr = effective_lr(cfg.optim, cfg.batch)
+    validate_optim(cfg.optim, lr.effective)
 
     # A cheap probe build checks the model's config, contract and stride before any data is decoded.
     probe = build_model(cfg.model, num_classes=2, in_channels=3)
@@ -70,13 +70,13 @@ def build(cfg: DictConfig) -> Setup:
         )
     steps_per_epoch = data.steps_per_epoch(cfg.batch.size)
     total_steps = steps_per_epoch * cfg.trainer.epochs
-    validate_sched(cfg.sched, cfg.optim, lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    validate_sched(cfg.sched, cfg.optim, lr.effective, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels)
     channels_last = device.type == "cuda" if cfg.trainer.channels_last == "auto" else bool(cfg.trainer.channels_last)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    optimizer = build_optimizer(cfg.optim, model, lr=lr)
+    optimizer = build_optimizer(cfg.optim, model, lr=lr.effective)
     return Setup(
         device=device,
         data=data,

@@ -1,7 +1,8 @@
-"""Optimizers from conf/optim/*.yaml, and the batch-size scaling rule for the learning rate."""
+"""Optimizers from conf/optim/*.yaml, and the effective learning rate (base x factor x the batch-size rule)."""
 
 import inspect
 import math
+from dataclasses import dataclass
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -12,36 +13,60 @@ from ablate.errors import ConfigError
 SCALING_RULES = ("none", "linear", "sqrt")
 
 # conf/optim keys that are not arguments of the torch class; build_optimizer consumes them.
-NOT_TORCH_KEYS = ("decay_bn_and_bias",)
+NOT_TORCH_KEYS = ("decay_bn_and_bias", "lr_factor")
 
 
-def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
-    """The LR for `batch_size`, given the LR tuned at `base_batch_size`.
+@dataclass(frozen=True)
+class EffectiveLR:
+    """The LR a run trains at and every factor of it; the run's summary stores it as `lr` (asdict)."""
 
-    With k = batch_size / base_batch_size: linear gives lr * k (Goyal et al. 2017), sqrt gives lr * sqrt(k)
-    (Hoffer et al. 2017), none gives lr.
+    base: float  # optim.lr: the LR tuned at batch.base_size
+    factor: float  # optim.lr_factor: a study's relative LR grid (the optimizer study), 1 elsewhere
+    batch_scale: float  # from batch.rule: 1 (none), k (linear) or sqrt(k) (sqrt), k = batch.size / batch.base_size
+    effective: float  # base * factor * batch_scale, what the optimizer gets
+    batch_size: int
+    base_batch_size: int
+    rule: str
+
+
+def effective_lr(cfg_optim, cfg_batch) -> EffectiveLR:
+    """The one place an LR multiplier is applied: optim.lr x optim.lr_factor x the batch-size rule.
+
+    With k = batch.size / batch.base_size: rule linear gives k (Goyal et al. 2017), sqrt gives sqrt(k) (Hoffer et
+    al. 2017), none gives 1.
     """
+    base, factor = cfg_optim["lr"], cfg_optim["lr_factor"]
+    batch_size, base_batch_size, rule = cfg_batch["size"], cfg_batch["base_size"], cfg_batch["rule"]
     if rule not in SCALING_RULES:
         raise ConfigError(f"batch.rule={rule}: unknown scaling rule; use one of {', '.join(SCALING_RULES)}")
-    if not base_lr > 0:
-        raise ConfigError(f"optim.lr={base_lr}: the learning rate must be positive; e.g. optim.lr=0.01")
+    if not (isinstance(base, int | float) and base > 0):
+        raise ConfigError(f"optim.lr={base}: the learning rate must be positive; e.g. optim.lr=0.01")
+    if not (isinstance(factor, int | float) and factor > 0):
+        raise ConfigError(f"optim.lr_factor={factor}: must be positive; e.g. optim.lr_factor=1")
     if not (isinstance(batch_size, int) and batch_size > 0):
         raise ConfigError(f"batch.size={batch_size}: must be a positive integer; e.g. batch.size=64")
     if not (isinstance(base_batch_size, int) and base_batch_size > 0):
         raise ConfigError(f"batch.base_size={base_batch_size}: must be a positive integer; e.g. batch.base_size=64")
     k = batch_size / base_batch_size
-    if rule == "linear":
-        return base_lr * k
-    if rule == "sqrt":
-        return base_lr * math.sqrt(k)
-    return base_lr
+    batch_scale = {"none": 1.0, "linear": k, "sqrt": math.sqrt(k)}[rule]
+    return EffectiveLR(
+        base=float(base),
+        factor=float(factor),
+        batch_scale=batch_scale,
+        # 12 significant digits: 0.01 x 3 is 0.03 in the record, not 0.030000000000000002.
+        effective=float(f"{base * factor * batch_scale:.12g}"),
+        batch_size=batch_size,
+        base_batch_size=base_batch_size,
+        rule=rule,
+    )
 
 
 def build_optimizer(cfg_optim: DictConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The optimizer over `model`'s parameters at the effective `lr` (from scaled_lr, not cfg_optim.lr)."""
+    """The optimizer over `model`'s parameters at the effective `lr` (effective_lr(...).effective, not optim.lr)."""
     options = OmegaConf.to_container(cfg_optim, resolve=True)
     check_optim(options, lr)
     decay_bn_and_bias = options.pop("decay_bn_and_bias")
+    options.pop("lr_factor", None)  # already in `lr`
     make = instantiate(options, _convert_="all")
     return make(param_groups(model, options.get("weight_decay", 0.0), decay_bn_and_bias), lr=lr)
 

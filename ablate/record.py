@@ -83,10 +83,6 @@ def identity(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-# hydra.run.dir and hydra.sweep.subdir name a run's folder by its identity, so reruns land in the same place.
-OmegaConf.register_new_resolver("identity", lambda *, _root_: identity(_root_), replace=True)
-
-
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write` on a temp file in the same folder, fsync it and rename it to `path`: a reader never sees half a
     file, and a killed or parallel writer never leaves one. The one atomic write of ablate."""

@@ -6,9 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ablate.record import atomic_write_json
 
@@ -95,32 +94,3 @@ class WorkerEnvironment(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         for key, value in WORKER_ENVIRONMENT.items():
             os.environ.setdefault(key, value)
-
-
-def parallel_jobs() -> int:
-    """launcher=parallel's width: one process per visible GPU, else one per CPU core this process may use."""
-    import torch
-
-    return torch.cuda.device_count() or len(os.sched_getaffinity(0))
-
-
-def lr_for_family(family_lr: float, *, _root_: DictConfig) -> float:
-    """A solver preset's LR (its family's usual LR) times the root key lr_factor, 1 where no study sets it."""
-    # 10 significant digits: 0.01 * 3 is 0.03 in the record, not 0.030000000000000002.
-    return float(f"{float(family_lr) * float(_root_.get('lr_factor', 1.0)):.10g}")
-
-
-def job_device() -> str:
-    """With several GPUs, cuda:<job number mod GPU count>, so parallel jobs spread over them; else auto."""
-    import torch
-
-    count = torch.cuda.device_count()
-    if count <= 1 or not HydraConfig.initialized():
-        return "auto"
-    return f"cuda:{HydraConfig.get().job.num % count}"
-
-
-# Used by conf/launcher/parallel.yaml and conf/solver/*.yaml; `python -m ablate` imports this module before composing.
-OmegaConf.register_new_resolver("ablate.parallel_jobs", parallel_jobs, replace=True)
-OmegaConf.register_new_resolver("ablate.job_device", job_device, replace=True)
-OmegaConf.register_new_resolver("ablate.lr_for_family", lr_for_family, replace=True)

@@ -3,6 +3,7 @@
 import math
 import time
 import traceback
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,13 +127,7 @@ def describe_setup(cfg: DictConfig, setup: Setup) -> dict:
     """The summary's entries that only the built run knows: model, effective LR, precision, device, data, budget."""
     return {
         "model": describe(setup.model, resolution=setup.data.resolution, in_channels=setup.data.in_channels),
-        "lr": {
-            "base": cfg.optim.lr,
-            "effective": setup.lr,
-            "batch_size": cfg.batch.size,
-            "base_batch_size": cfg.batch.base_size,
-            "rule": cfg.batch.rule,
-        },
+        "lr": asdict(setup.lr),
         "precision": setup.precision,
         "device": str(setup.device),
         "threads": torch.get_num_threads(),

@@ -240,8 +240,9 @@ def compose(overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import ablate.record
-    import ablate.sweep  # noqa: F401  (the launcher and solver resolvers)
+    from ablate.resolvers import register_resolvers
+
+    register_resolvers()
 
     GlobalHydra.instance().clear()  # `python -m ablate` run in this process leaves its Hydra set up
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -385,11 +386,10 @@ def synthetic_dataset(cfg):
 
 def warm_up(args, device: torch.device) -> None:
     """One-time costs of the process (lazy imports in torch.optim, worker start, kernels) before any timed loop."""
-    from omegaconf import OmegaConf
-
+    from ablate.config import load_option
     from ablate.models import build_model
 
-    model = build_model(OmegaConf.load(CONF / "model" / f"{args.model}.yaml"), num_classes=10, in_channels=3).to(device)
+    model = build_model(load_option("model", args.model), num_classes=10, in_channels=3).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     batches = torch.utils.data.TensorDataset(
         torch.randn(2 * args.batch_size, 3, 32, 32), torch.randint(0, 10, (2 * args.batch_size,))

@@ -4,7 +4,8 @@
     python scripts/wandb_dashboard.py --study depth --entity E --project P --dry-run  # prints its spec as JSON
 
 One template per kind of study: capacity (depth or width: the saturation plot against a
-numeric scientific value), lr_policy, optimizer, batch_size and lr_range. Runs are those
+numeric scientific value), lr_policy, optimizer, batch_size and lr_range; a study's sweep file
+(conf/sweep/<study>.yaml) names its template in `study.dashboard`. Runs are those
 of the study's W&B group, grouped by the scientific value and the nuisance value (usually the LR)
 that WandbLogger writes to `derived.scientific` and `derived.nuisance`, so every line and
 bar is one setting: the mean over its seeds, with the standard error as its band.
@@ -13,9 +14,13 @@ bar is one setting: the mean over its seeds, with the standard error as its band
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import wandb_workspaces.reports.v2 as wr
+from omegaconf import OmegaConf
 from wandb_workspaces import expr
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 GROUP_KEYS = ["config.derived.scientific", "config.derived.nuisance"]
 SPREAD = dict(groupby_aggfunc="mean", groupby_rangefunc="stderr")
@@ -121,24 +126,21 @@ TEMPLATES = {
     "batch_size": batch_size,
     "lr_range": lr_range,
 }
-STUDY_TEMPLATES = {
-    "depth": "capacity_depth",
-    "depth_bn": "capacity_depth",
-    "mobilenet_depth": "capacity_depth",
-    "width": "capacity_width",
-    "mobilenet_width": "capacity_width",
-    "lr_policy": "lr_policy",
-    "optimizer": "optimizer",
-    "batch_size": "batch_size",
-    "lr_range": "lr_range",
-}
+
+
+def study_templates(conf_dir: Path = CONF) -> dict[str, str | None]:
+    """Every study (a conf/sweep/<study>.yaml) and the template its file names in study.dashboard, or None."""
+    return {
+        path.stem: OmegaConf.select(OmegaConf.load(path), "study.dashboard")
+        for path in sorted((Path(conf_dir) / "sweep").glob("*.yaml"))
+    }
 
 
 def build_report(
     study: str, entity: str, project: str, template: str | None = None, runset_project: bool = True
 ) -> wr.Report:
     """The report of a study; runset_project=False leaves the runsets unbound, so it builds without a server."""
-    template = template or STUDY_TEMPLATES[study]
+    template = template or study_templates()[study]
     blocks = [
         wr.P(
             f"Runs of W&B group `{study}` in {entity}/{project}. Each line and bar is one setting "
@@ -165,15 +167,14 @@ def report_spec(report: wr.Report) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the W&B report of a study.")
-    parser.add_argument(
-        "--study", required=True, help=f"study name: {', '.join(STUDY_TEMPLATES)}, or any with --template"
-    )
+    studies = {study: template for study, template in study_templates().items() if template}
+    parser.add_argument("--study", required=True, help=f"study name: {', '.join(studies)}, or any with --template")
     parser.add_argument("--entity", default=None, help="W&B entity (default: that of your credentials)")
     parser.add_argument("--project", default="ablate", help="W&B project (logger.project)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="override the study's template")
     parser.add_argument("--dry-run", action="store_true", help="print the report's spec as JSON; no server needed")
     args = parser.parse_args(argv)
-    if args.template is None and args.study not in STUDY_TEMPLATES:
+    if args.template is None and args.study not in studies:
         parser.error(
             f"--study={args.study}: no template for this study; pass --template ({'|'.join(sorted(TEMPLATES))})"
         )

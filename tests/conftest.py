@@ -10,7 +10,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -19,8 +18,9 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import ablate.record
-    import ablate.sweep  # noqa: F401  (registers the ${ablate.*:} resolvers of launcher=parallel and +solver)
+    from ablate.resolvers import register_resolvers
+
+    register_resolvers()  # as `python -m ablate` does before composing
 
     def _compose(*overrides: str, return_hydra_config: bool = False):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -1,7 +1,6 @@
 """The results table from run records: what each column holds, whatever the source (local folders or W&B)."""
 
 import json
-import math
 
 import pandas as pd
 import pytest
@@ -39,7 +38,10 @@ def summary(**changes) -> dict:
             "++optim.betas=[0.9,0.99]",
         ],
         "model": {"name": "allconv7_1", "depth": 7, "params": 1150000, "macs": 20000000, "total_stride": 32},
-        "lr": {"base": 0.03, "effective": 0.03, "batch_size": 64, "base_batch_size": 64, "rule": "none"},
+        "lr": {
+            **{"base": 0.03, "factor": 1.0, "batch_scale": 1.0, "effective": 0.03},
+            **{"batch_size": 64, "base_batch_size": 64, "rule": "none"},
+        },
         "final": {
             "train/loss": 0.5,
             "train/acc": 0.8,
@@ -64,7 +66,12 @@ def config(**changes) -> dict:
         "data": {"name": "synthetic", "resolution": 32},
         "optim": {"lr": 0.03, "momentum": 0.9, "betas": [0.9, 0.99]},
         "trainer": {"epochs": 6, "threads": 1},
-        "study": {"name": "depth", "scientific": ["model"], "nuisance": ["optim.lr"]},
+        "study": {
+            "name": "depth",
+            "scientific": {"model": ["allconv5", "allconv7_1"]},
+            "nuisance": {"optim.lr": [0.03, 0.01]},
+            "fixed": {},
+        },
     }
     return {**base, **changes}
 
@@ -106,21 +113,37 @@ def test_keys_that_do_not_change_a_result_are_not_columns():
     assert swept == ["model", "optim.lr", "optim.betas"]  # the study's axes first, then other overrides
 
 
-def test_study_axes_are_columns_even_when_not_overridden():
-    """The optimizer study sets optim and optim.momentum through its solver presets, never as overrides."""
-    study = {"name": "optimizer", "scientific": ["optim", "optim.momentum"], "nuisance": ["lr_factor"]}
+def test_study_axes_and_fixed_keys_are_columns_even_when_not_overridden():
+    """A record lists the study's axes and fixed keys in its config: each is a column, whatever its overrides say."""
+    study = {
+        "name": "optimizer",
+        "scientific": {"optim": ["sgd_momentum0.9", "adam"]},
+        "nuisance": {"optim.lr_factor": [3, 1]},
+        "fixed": {"model.batch_norm": True},
+    }
     sgd = rec(
-        summary(choices={"optim": "sgd"}, overrides=["+solver=sgd_momentum0.9", "lr_factor=3"]),
-        config(study=study, lr_factor=3),
+        summary(choices={"optim": "sgd_momentum0.9"}, overrides=[]),
+        config(study=study, optim={"lr": 0.01, "momentum": 0.9, "lr_factor": 3}, model={"batch_norm": True}),
     )
     adam = rec(
-        summary(identity="0123456789ab", choices={"optim": "adam"}, overrides=["+solver=adam", "lr_factor=1"]),
-        config(study=study, lr_factor=1, optim={"lr": 0.001, "betas": [0.9, 0.999]}),
+        summary(identity="0123456789ab", choices={"optim": "adam"}, overrides=[]),
+        config(study=study, optim={"lr": 0.001, "lr_factor": 1}, model={"batch_norm": True}),
     )
-    runs = collect.table([sgd, adam]).set_index("solver")
-    assert runs.loc["sgd_momentum0.9", "optim"] == "sgd" and runs.loc["sgd_momentum0.9", "optim.momentum"] == 0.9
-    assert runs.loc["adam", "optim"] == "adam" and math.isnan(runs.loc["adam", "optim.momentum"])
-    assert runs.loc["sgd_momentum0.9", "lr_factor"] == 3 and runs.loc["adam", "lr_factor"] == 1
+    runs = collect.table([sgd, adam])
+    swept = [c for c in runs.columns if c not in collect.HEAD_COLUMNS and c not in collect.RECORD_COLUMNS]
+    assert swept == ["optim", "optim.lr_factor", "model.batch_norm"]
+    runs = runs.set_index("optim")
+    assert runs.loc["sgd_momentum0.9", "optim.lr_factor"] == 3 and runs.loc["adam", "optim.lr_factor"] == 1
+    assert runs["model.batch_norm"].tolist() == [True, True]
+
+
+def test_records_of_older_sweep_files_name_their_axes_in_lists():
+    old = {"name": "depth", "scientific": ["model"], "nuisance": ["optim.lr"]}
+    columns = collect.table([rec(summary(overrides=[]), config(study=old))]).columns
+    assert [c for c in columns if c not in collect.HEAD_COLUMNS and c not in collect.RECORD_COLUMNS] == [
+        "model",
+        "optim.lr",
+    ]
 
 
 def test_a_killed_run_appears_as_running_and_a_failed_one_with_its_error():

@@ -69,10 +69,23 @@ def panels(report: dict, view_type: str) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("study", sorted(dashboard.STUDY_TEMPLATES))
+STUDIES = dashboard.study_templates()
+
+
+def test_every_study_of_conf_sweep_names_a_template_and_a_new_sweep_file_is_found(tmp_path):
+    assert set(STUDIES) == {path.stem for path in (REPO / "conf" / "sweep").glob("*.yaml")}
+    assert {study: template in dashboard.TEMPLATES for study, template in STUDIES.items()} == dict.fromkeys(
+        STUDIES, True
+    )
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "resnet_depth.yaml").write_text("study:\n  dashboard: capacity_depth\n")
+    assert dashboard.study_templates(tmp_path) == {"resnet_depth": "capacity_depth"}
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
 def test_each_study_gets_its_templates_panels_and_axes(study, capsys):
     report = dry_run(capsys, "--study", study)
-    scatters, lines, has_bars = EXPECTED[dashboard.STUDY_TEMPLATES[study]]
+    scatters, lines, has_bars = EXPECTED[STUDIES[study]]
 
     assert report["project"] == {"name": "P", "entityName": "E"}
     assert [(p["xAxis"], p["yAxis"], p.get("xAxisLogScale")) for p in panels(report, "Scatter Plot")] == scatters

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from ablate import record
 from ablate.analysis import figures
+from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.loop import Setup
 from ablate.lr_range import check_lr_range, cyclical_command, lr_at, report, run_lr_range, suggest_bounds
@@ -128,7 +129,7 @@ def test_a_cyclical_schedule_takes_its_bounds_from_the_range_test_record(tmp_pat
     range_test(tmp_path, steps=60, eval_every=6)
     suggestion = json.loads((tmp_path / record.RANGE_TEST_SUGGESTION).read_text())
     overrides = {"bounds_from": str(tmp_path), "unit": "iters", "stepsize": 10}
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "sched" / "cyclical.yaml"), overrides)
+    cfg = OmegaConf.merge(load_option("sched", "cyclical"), overrides)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01, momentum=0.9)
     build_scheduler(cfg, optimizer, steps_per_epoch=10, total_steps=100)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(suggestion["base_lr"])

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.models import CONTRACT, build_model, check_contract, describe
 
@@ -36,7 +36,7 @@ WIDTHS = {  # STUDIES.md, the allconv6 width study
 
 
 def preset(name: str, **overrides):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = load_option("model", name)  # with its family's base file
     cfg.merge_with(overrides)
     return cfg
 

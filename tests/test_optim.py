@@ -1,4 +1,4 @@
-"""Optimizer options build and step; the batch-size scaling rule's numbers; bad input."""
+"""Optimizer options build and step; the effective LR (base x factor x batch-size rule) and its numbers; bad input."""
 
 import io
 import math
@@ -9,16 +9,17 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from ablate.config import load_option
 from ablate.errors import ConfigError
-from ablate.optim import build_optimizer, scaled_lr, validate_optim
+from ablate.optim import build_optimizer, effective_lr, validate_optim
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIMIZERS = sorted(path.stem for path in (CONF / "optim").glob("*.yaml"))
 
 
 def optim_cfg(name: str, **overrides):
-    """conf/optim/<name>.yaml with keys replaced, as `optim=<name> optim.key=value` would."""
-    return OmegaConf.merge(OmegaConf.load(CONF / "optim" / f"{name}.yaml"), overrides)
+    """conf/optim/<name>.yaml, its defaults applied, with keys replaced as `optim=<name> optim.key=value` would."""
+    return OmegaConf.merge(load_option("optim", name), overrides)
 
 
 def small_net() -> torch.nn.Module:
@@ -87,6 +88,10 @@ def test_bn_and_bias_parameters_can_be_exempt_from_weight_decay():
     assert len(decay) == len(list(model.parameters()))
 
 
+def batch(size: int = 64, base_size: int = 64, rule: str = "none") -> dict:
+    return {"size": size, "base_size": base_size, "rule": rule}
+
+
 @pytest.mark.parametrize(
     ("rule", "batch_size", "base_batch_size", "lr"),
     [
@@ -99,22 +104,47 @@ def test_bn_and_bias_parameters_can_be_exempt_from_weight_decay():
     ],
 )
 def test_scaling_rule(rule, batch_size, base_batch_size, lr):
-    assert math.isclose(scaled_lr(0.01, batch_size, base_batch_size, rule), lr, rel_tol=1e-12)
+    scaled = effective_lr({"lr": 0.01, "lr_factor": 1.0}, batch(batch_size, base_batch_size, rule))
+    assert math.isclose(scaled.effective, lr, rel_tol=1e-11)
+    assert math.isclose(scaled.batch_scale, lr / 0.01, rel_tol=1e-11)
+
+
+def test_every_lr_multiplier_is_one_factor_of_the_effective_lr():
+    lr = effective_lr({"lr": 0.01, "lr_factor": 3}, batch(256, 64, "linear"))
+    assert (lr.base, lr.factor, lr.batch_scale) == (0.01, 3.0, 4.0)
+    assert lr.effective == 0.12  # rounded to 12 digits: not 0.12000000000000001
+    assert (lr.batch_size, lr.base_batch_size, lr.rule) == (256, 64, "linear")
+
+
+def test_the_optimizer_studys_arms_are_optim_options_at_their_familys_lr(compose):
+    # An arm of the optimizer study is an option of the declared optim group; optim.lr_factor (the study's
+    # nuisance axis) multiplies each family's own LR, through effective_lr like every other multiplier.
+    expected = {"sgd_momentum0": 0.03, "sgd_momentum0.99": 0.03, "nesterov": 0.03, "adadelta": 3.0, "adam": 0.003}
+    for name, lr in expected.items():
+        cfg = compose(f"optim={name}", "optim.lr_factor=3")
+        assert effective_lr(cfg.optim, cfg.batch).effective == lr, name
+    arms = {name: compose(f"optim={name}").optim for name in ("sgd", "sgd_momentum0", "sgd_momentum0.8")}
+    assert [arm.momentum for arm in arms.values()] == [0.9, 0, 0.8]
+    # An arm is sgd with one key changed, so sgd's other settings have one home.
+    assert {k: v for k, v in arms["sgd_momentum0.8"].items() if k != "momentum"} == {
+        k: v for k, v in arms["sgd"].items() if k != "momentum"
+    }
 
 
 @pytest.mark.parametrize(
-    ("args", "key"),
+    ("optim", "batch_settings", "key"),
     [
-        ((0.01, 64, 64, "cubic"), "batch.rule"),
-        ((-0.01, 64, 64, "linear"), "optim.lr"),
-        ((0.0, 64, 64, "none"), "optim.lr"),
-        ((0.01, 0, 64, "linear"), "batch.size"),
-        ((0.01, 64, -1, "linear"), "batch.base_size"),
+        ({"lr": 0.01, "lr_factor": 1}, batch(rule="cubic"), "batch.rule"),
+        ({"lr": -0.01, "lr_factor": 1}, batch(rule="linear"), "optim.lr"),
+        ({"lr": 0.0, "lr_factor": 1}, batch(), "optim.lr"),
+        ({"lr": 0.01, "lr_factor": 0}, batch(), "optim.lr_factor"),
+        ({"lr": 0.01, "lr_factor": 1}, batch(size=0, rule="linear"), "batch.size"),
+        ({"lr": 0.01, "lr_factor": 1}, batch(base_size=-1, rule="linear"), "batch.base_size"),
     ],
 )
-def test_scaling_rule_rejects_bad_input(args, key):
+def test_effective_lr_rejects_bad_input(optim, batch_settings, key):
     with pytest.raises(ConfigError, match=rf"^{key}="):
-        scaled_lr(*args)
+        effective_lr(optim, batch_settings)
 
 
 BAD = [

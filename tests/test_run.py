@@ -59,7 +59,10 @@ def test_two_epoch_run_writes_a_valid_record(run_here):
     ):
         assert key in on_disk, key
     assert on_disk["model"] == {"name": "allconv6", "depth": 6, "params": 560468, "macs": 4871168, "total_stride": 32}
-    assert on_disk["lr"] == {"base": 0.01, "effective": 0.01, "batch_size": 64, "base_batch_size": 64, "rule": "none"}
+    assert on_disk["lr"] == {
+        **{"base": 0.01, "factor": 1.0, "batch_scale": 1.0, "effective": 0.01},
+        **{"batch_size": 64, "base_batch_size": 64, "rule": "none"},
+    }
     assert on_disk["precision"] == record.precision("auto", on_disk["device"])  # fp32 on a CPU
     assert set(on_disk["versions"]) >= {"python", "torch", "torchvision", "hydra-core"}
     lines = record.read_metrics(record_dir)

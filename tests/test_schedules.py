@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.schedules import build_scheduler, to_updates, validate_sched
 
@@ -20,7 +21,7 @@ SGD = OmegaConf.load(CONF / "optim" / "sgd.yaml")
 
 def sched_cfg(name: str, **overrides):
     """conf/sched/<name>.yaml with keys replaced, as `sched=<name> sched.key=value` would."""
-    return OmegaConf.merge(OmegaConf.load(CONF / "sched" / f"{name}.yaml"), overrides)
+    return OmegaConf.merge(load_option("sched", name), overrides)
 
 
 def make_optimizer(lr: float = BASE_LR, optimizer_class=torch.optim.SGD, **kwargs) -> torch.optim.Optimizer:

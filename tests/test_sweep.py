@@ -4,6 +4,7 @@ a sweep killed with SIGKILL and started again, failing and diverging jobs, and t
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,25 +12,20 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ablate import record
 from ablate.collect import HEAD_COLUMNS, RECORD_COLUMNS
+from ablate.optim import effective_lr
+from ablate.resolvers import override_value
 from ablate.sweep import OUTCOME, WORKER_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-STUDIES = (
-    "depth",
-    "depth_bn",
-    "width",
-    "mobilenet_depth",
-    "mobilenet_width",
-    "lr_policy",
-    "optimizer",
-    "batch_size",
-    "lr_range",
-)
+# A study is its sweep file (plus its claims): conf/sweep/base/ holds what they share and is no study.
+STUDIES = sorted(path.stem for path in (CONF / "sweep").glob("*.yaml"))
 # A few seconds per job on one core: 256 training images, one epoch.
 TINY = (
     "data.train_size=256",
@@ -52,8 +48,10 @@ def command(tmp_path: Path, *args: str) -> list[str]:
 
 
 def environment() -> dict:
-    # One torch thread per job: the tests share two cores with the rest of the suite.
-    return {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    # One torch thread per job: the tests share two cores with the rest of the suite. PYTHONPATH: this tree's code,
+    # whatever else the interpreter has installed.
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
 
 
 def sweep(tmp_path: Path, *args: str, timeout_s: int = 300) -> subprocess.CompletedProcess:
@@ -84,48 +82,64 @@ def table(tmp_path: Path, study: str) -> pd.DataFrame:
     return pd.read_csv(tmp_path / "results" / study / "runs.csv")
 
 
-def test_every_study_runs_as_a_multirun_with_its_axes_and_three_seeds(compose):
-    for study in STUDIES:
-        cfg = compose(f"+sweep={study}", return_hydra_config=True)
-        assert cfg.hydra.mode.name == "MULTIRUN", study
-        assert cfg.study.name == study
-        params = cfg.hydra.sweeper.params
-        assert len(str(params.seed).split(",")) >= 3, study
-        for key in [*cfg.study.scientific, *cfg.study.nuisance]:
-            # Every axis is swept here, or set by what is swept (the optimizer study's solver presets).
-            assert key in params or study == "optimizer", (study, key)
-        # The file opens with what it measures and how to run it (after Hydra's package line, which must come first).
-        lines = (CONF / "sweep" / f"{study}.yaml").read_text().splitlines()
-        header = "\n".join(line for line in lines[1:] if line.startswith("#"))
-        assert lines[0] == "# @package _global_" and f"python -m ablate +sweep={study}" in header, study
+def test_the_studies_are_the_sweep_files():
+    assert {"depth", "depth_bn", "width", "mobilenet_depth", "mobilenet_width", "lr_policy", "optimizer"} <= set(
+        STUDIES
+    )
+    assert {"batch_size", "lr_range"} <= set(STUDIES) and "base" not in STUDIES
 
 
-def test_a_study_sizes_the_embedded_dataset_and_leaves_other_data_alone(compose):
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_is_a_multirun_over_its_axes_declared_once_and_three_seeds(study, compose):
+    cfg = compose(f"+sweep={study}", return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.study.name == study  # from the file's name, nowhere else
+    params = cfg.hydra.sweeper.params
+    axes = {**cfg.study.scientific, **cfg.study.nuisance}
+    assert cfg.study.scientific and set(params) == {*axes, *cfg.study.fixed, "seed"}
+    for key, values in axes.items():
+        assert params[key] == ",".join(str(v) for v in values), key
+    assert len(params["seed"].split(",")) >= 3
+    # The file opens with what it measures and how to run it (after Hydra's package line, which must come first).
+    lines = (CONF / "sweep" / f"{study}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_" and f"python -m ablate +sweep={study}" in lines[1]
+    assert "hydra" not in OmegaConf.load(CONF / "sweep" / f"{study}.yaml"), "the sweeper's params come from study"
+
+
+def test_a_sweep_parameter_is_written_so_that_hydra_reads_the_same_value_back():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in (0.0003, 1e-05, 3, True, None, "allconv7_1", "sgd_momentum0.8", "a b", "true", [0.9, 0.99]):
+        override = parser.parse_override(f"key={override_value(value)}")
+        assert override.value() == value, value
+
+
+def test_a_fixed_key_is_one_sweep_value_and_the_command_line_still_replaces_every_list(compose):
+    params = compose("+sweep=depth_bn", return_hydra_config=True).hydra.sweeper.params
+    assert params["model.batch_norm"] == "true"
+    # Hydra appends the command line's sweep overrides after these params, so `seed=0,1,2,3,4` replaces seed's list:
+    # the subprocess sweeps below pass model=..., optim.lr=... and seed=... and count exactly the jobs they asked for.
+    mobilenet = compose("+sweep=mobilenet_width", return_hydra_config=True).hydra.sweeper.params
+    assert (mobilenet["model"], mobilenet["optim"], mobilenet["sched"]) == ("mobilenet16", "adam", "fixed")
+
+
+def test_a_study_limits_every_dataset_through_data_limit_and_single_runs_keep_all(compose):
     cfg = compose("+sweep=depth")
-    assert cfg.data.train_size == cfg.study.synthetic_sizes.train_size
-    assert compose("+sweep=depth", "data.train_size=300").data.train_size == 300  # the command line still wins
-    assert compose("data=synthetic").data.train_size > cfg.data.train_size  # single runs keep the full dataset
-    assert "train_size" not in compose("+sweep=depth", "data=imagefolder", "data.root=/images").data
+    assert dict(cfg.data.limit) == {"train": 1600, "val": 500, "test": 500}
+    assert compose("+sweep=width").data.limit.train == 2000  # the base file's budget
+    assert compose("+sweep=depth", "data.limit.train=300").data.limit.train == 300  # the command line still wins
+    assert compose("+sweep=depth", "data=imagefolder", "data.root=/images").data.limit.train == 1600
+    single = compose("data=synthetic").data
+    assert dict(single.limit) == {"train": None, "val": None, "test": None} and single.train_size == 5000
+    # The data config no longer reads the study node.
+    assert "study" not in OmegaConf.to_yaml(single)
 
 
-def test_optimizer_arms_are_distinct_values_with_their_family_lr(compose):
-    seen = {}
-    for solver in (
-        "sgd_momentum0",
-        "sgd_momentum0.9",
-        "sgd_momentum0.99",
-        "nesterov",
-        "adagrad",
-        "adadelta",
-        "rmsprop",
-        "adam",
-    ):
-        cfg = compose("+sweep=optimizer", f"+solver={solver}", "lr_factor=3", return_hydra_config=True)
-        value = (cfg.hydra.runtime.choices.optim, cfg.optim.get("momentum"))
-        assert value not in seen.values(), (solver, value)
-        seen[solver] = value
-        assert cfg.optim.lr == {"adadelta": 3.0, "rmsprop": 0.003, "adam": 0.003}.get(solver, 0.03)
-    assert seen["sgd_momentum0.9"] == ("sgd", 0.9) and seen["adam"] == ("adam", None)
+def test_the_optimizer_studys_lr_factor_multiplies_each_arms_own_lr(compose):
+    for arm, lr in (("sgd_momentum0.95", 0.03), ("adadelta", 3.0), ("adam", 0.003)):
+        cfg = compose("+sweep=optimizer", f"optim={arm}", "optim.lr_factor=3")
+        assert effective_lr(cfg.optim, cfg.batch).effective == lr, arm
 
 
 def test_parallel_launcher_uses_every_core_with_one_thread_each(compose):
@@ -357,3 +371,38 @@ def test_collect_of_a_study_never_run_is_one_line_naming_the_folder_and_the_comm
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert str(tmp_path / "runs" / "width") in result.stderr and "python -m ablate +sweep=width" in result.stderr
+
+
+def test_a_new_study_needs_only_its_sweep_file_and_its_claims(tmp_path):
+    # A study kept outside the repository's conf/: Hydra finds it through hydra.searchpath, the analysis through
+    # --conf, and both take the shared conf/sweep/base/study.yaml from the repository.
+    conf = tmp_path / "conf"
+    for folder in ("sweep", "claims"):
+        (conf / folder).mkdir(parents=True)
+        shutil.copy(CONF / folder / "depth_bn.yaml", conf / folder / "bn_pair.yaml")
+    result = sweep(
+        tmp_path,
+        "+sweep=bn_pair",
+        f"hydra.searchpath=[file://{conf}]",
+        "model=allconv5,allconv6",
+        "optim.lr=0.03",
+        "seed=0,1",
+        *TINY,
+    )
+    assert counts(result) == {"completed": 4, "skipped": 0, "diverged": 0, "failed": 0}
+    assert len(records(tmp_path, "bn_pair")) == 4  # filed under the file's name
+    runs = table(tmp_path, "bn_pair")
+    assert set(runs["study"]) == {"bn_pair"} and set(runs["model"]) == {"allconv5", "allconv6"}
+    assert runs["model.batch_norm"].tolist() == [True] * 4  # the key the sweep file fixes is a column
+
+    analysis = subprocess.run(
+        [sys.executable, "-m", "ablate.analyze", "bn_pair", "--results", f"{tmp_path}/results", "--conf", str(conf)],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert analysis.returncode == 0, analysis.stderr[-3000:]
+    report = (tmp_path / "results" / "bn_pair" / "report.md").read_text()
+    assert "bn_pair" in report and "allconv6" in report

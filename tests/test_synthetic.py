@@ -25,6 +25,7 @@ COMMON_KEYS = {
     "val_fraction",
     "split_seed",
     "in_memory",
+    "limit",
 }
 
 

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from ablate import collect, record
+from ablate import collect, config, record
 from ablate.errors import ConfigError
 
 # Columns the collector writes for every study; any other column of runs.csv is a swept key.
@@ -117,9 +119,9 @@ def load_study(
     sweep_path = conf_dir / "sweep" / f"{name}.yaml"
     if sweep_path.is_file():
         sources.append(sweep_path)
-        sweep_cfg = OmegaConf.load(sweep_path)
+        sweep_cfg = _sweep_file(sweep_path, conf_dir)
         sweep = _container(sweep_cfg.get("study")) or {}
-        value_order = _sweeper_orders(sweep_cfg)
+        value_order = {**_sweeper_orders(sweep_cfg), **_axis_orders(sweep)}
     if not sweep and runs is not None:
         sweep = _axes_from_records(runs)
     swept = [c for c in columns if c not in RECORD_COLUMNS]
@@ -157,7 +159,7 @@ def load_study(
         name=name,
         scientific=tuple(scientific),
         nuisance=tuple(nuisance),
-        seeds_requested=_seed_count(sweep.get("seeds", ",".join(value_order.get("seed", [])) or None)),
+        seeds_requested=_seed_count(sweep.get("seeds", value_order.get("seed"))),
         claims=tuple(claims_file.get("claims") or ()),
         groups=dict(claims_file.get("groups") or {}),
         margin=float(claims_file.get("margin", Study.margin)),
@@ -166,6 +168,16 @@ def load_study(
         value_order=value_order,
         sources=tuple(sources),
     )
+
+
+def _sweep_file(path: Path, conf_dir: Path):
+    """conf/sweep/<study>.yaml as a run composes it (with conf/sweep/base/study.yaml: the seeds, the budget)."""
+    try:
+        composed = config.load_config(f"sweep/{path.stem}", conf_dir, with_hydra=True)
+    except HydraException as error:
+        raise ConfigError(f"{path}: {str(error).splitlines()[0]}; fix the file") from None
+    # A file without `# @package _global_` lands under `sweep`; such a file never ran as a study, but its axes hold.
+    return composed.sweep if "study" not in composed and "sweep" in composed else composed
 
 
 def _axes_from_records(runs: pd.DataFrame) -> dict:
@@ -191,38 +203,54 @@ def _keys(value, what: str) -> list[str]:
         return []
     if isinstance(value, str):
         return [k.strip() for k in value.split(",") if k.strip()]
-    if isinstance(value, list):
+    if isinstance(value, list | dict):  # a sweep file's {key: [values]} or the names alone
         return [str(k) for k in value]
-    raise ConfigError(f"study.{what}={value}: not a list of config keys; write e.g. study.{what}: [model]")
+    raise ConfigError(f"study.{what}={value}: not config keys; e.g. study.{what}: {{model: [allconv5, allconv6]}}")
 
 
 def _seed_count(seeds) -> int | None:
-    """The sweep may list the seeds ([0, 1, 2] or "0,1,2") or give their number."""
-    if seeds is None:
-        return None
+    """The sweep lists the seeds ([0, 1, 2]) or gives their number."""
     if isinstance(seeds, bool):
         return None
     if isinstance(seeds, int):
         return seeds
     if isinstance(seeds, list):
         return len(seeds)
-    if isinstance(seeds, str):
-        match = re.fullmatch(r"\s*range\((\d+)\s*,\s*(\d+)\)\s*", seeds)
-        if match:
-            return int(match[2]) - int(match[1])
-        return len([s for s in seeds.split(",") if s.strip()])
     return None
 
 
+def _axis_orders(study: dict) -> dict:
+    """The values of each axis as the sweep file lists them (study.scientific / nuisance as {key: [values]})."""
+    orders = {}
+    for part in ("scientific", "nuisance"):
+        axes = study.get(part)
+        if isinstance(axes, dict):
+            orders.update({str(k): [str(v) for v in _as_list(values)] for k, values in axes.items()})
+    if isinstance(study.get("seeds"), list):
+        orders["seed"] = [str(seed) for seed in study["seeds"]]
+    return orders
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def _sweeper_orders(sweep_cfg) -> dict:
-    """`hydra.sweeper.params` as lists of strings, where they are plain comma lists (for ordering values)."""
-    params = OmegaConf.select(sweep_cfg, "hydra.sweeper.params")
-    if params is None:
+    """A sweep file that lists its values in `hydra.sweeper.params` (key: "a,b,c"), read with Hydra's own parser."""
+    params = OmegaConf.select(sweep_cfg, "hydra.sweeper.params", throw_on_resolution_failure=False)
+    if not OmegaConf.is_dict(params):  # none, or ${ablate.sweep_params:}: built from the study node, read above
         return {}
+    parser = OverridesParser.create()
     orders = {}
     for key, value in _container(params).items():
-        if isinstance(value, str) and "(" not in value and "$" not in value:
-            orders[str(key)] = [v.strip() for v in value.split(",")]
+        try:
+            override = parser.parse_override(f"{key}={value}")
+        except HydraException:
+            continue
+        if override.is_discrete_sweep():
+            orders[str(key)] = list(override.sweep_string_iterator())
+        elif not override.is_sweep():
+            orders[str(key)] = [override.get_value_element_as_str()]
     return orders
 
 

@@ -1,7 +1,7 @@
 """Datasets as the training loop sees them: three splits of uint8 images, batched and augmented on the device.
 
 `build(cfg.data, cache_dir=..., device=...)` reads the keys every conf/data/*.yaml shares (resolution, resize,
-pad, flip, mean, std, val_fraction, split_seed, in_memory), passes every other key to the source named by
+pad, flip, mean, std, val_fraction, split_seed, in_memory, limit), passes every other key to the source named by
 `_target_` (plus `image_size`), holds val out of train when the source has none, and returns a `Data`.
 
 A source lists its images (ablate.data.folders) or returns them already as uint8 tensors (synthetic, cifar).
@@ -37,6 +37,7 @@ COMMON_DEFAULTS = {
     "val_fraction": 0.1,
     "split_seed": 0,
     "in_memory": "auto",
+    "limit": None,
 }
 SPLITS = ("train", "val", "test")
 
@@ -190,6 +191,11 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
                 f"holds out at least one image of a class and keeps the rest"
             )
         splits["train"], splits["val"] = _subset(splits["train"], kept), _subset(splits["train"], held)
+    for split, count in (common["limit"] or {}).items():  # a budget's images per split, one subset for every run
+        if count is not None and count < len(_labels(splits[split])):
+            generator = torch.Generator().manual_seed(common["split_seed"])
+            order = torch.randperm(len(_labels(splits[split])), generator=generator)
+            splits[split] = _subset(splits[split], order[:count].sort().values)
     for split, value in splits.items():
         labels = _labels(value)
         if len(labels) == 0 or int(labels.min()) < 0 or int(labels.max()) >= len(classes):
@@ -228,6 +234,9 @@ def _common_settings(common: dict) -> dict:
         raise ConfigError("data.mean=null: give the per-channel mean on the 0-255 scale, e.g. data.mean=[0,0,0]")
     if common["std"] is not None and any(value <= 0 for value in common["std"]):
         raise ConfigError(f"data.std={common['std']}: every std must be positive; or data.std=null (mean only)")
+    for split, count in (common["limit"] or {}).items():
+        if split not in SPLITS or not (count is None or (isinstance(count, int) and count >= 1)):
+            raise ConfigError(f"data.limit.{split}={count}: images kept of a split (train, val, test): null or >= 1")
     if not isinstance(common["flip"], bool):
         raise ConfigError(f"data.flip={common['flip']}: must be true or false")
     return {**common, "in_memory": _in_memory_mode(common["in_memory"])}

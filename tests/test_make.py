@@ -1,0 +1,36 @@
+"""The Makefile's study targets, read with `make -n` (prints the commands, runs none)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = sorted(path.stem for path in (ROOT / "conf" / "sweep").glob("*.yaml"))
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def dry_run(*args: str) -> list[str]:
+    """The commands `make <args>` would run for the study itself (the install step's lines left out)."""
+    result = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if "python -m ablate" in line]
+
+
+def test_every_sweep_file_is_a_make_target_and_dashed_names_are_aliases():
+    for study in STUDIES:
+        sweep, analyze = dry_run(study)
+        assert f"python -m ablate +sweep={study} " in sweep
+        assert analyze.endswith(f"python -m ablate.analyze {study} --results results")
+    assert dry_run("depth-bn") == dry_run("depth_bn")
+
+
+def test_a_study_target_analyses_the_table_its_sweep_wrote_and_collects_no_second_one(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    commands = dry_run("mobilenet_width", f"ARGS=paths.runs={runs} paths.results={results}", "SEEDS=0,1")
+    sweep, analyze = commands  # the sweep collects results/<study>/runs.csv itself, with its own paths
+    assert f"paths.runs={runs} paths.results={results}" in sweep and "seed=0,1" in sweep
+    assert analyze.endswith(f"python -m ablate.analyze mobilenet_width --results {results}")
+    assert not any("ablate.collect" in command for command in commands)
