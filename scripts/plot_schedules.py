@@ -71,7 +71,7 @@ def panels() -> list:
 
 def lr_curve(option: str, overrides: dict, base_lr: float) -> list[float]:
     """The LR of every update, from the real scheduler stepped once per update."""
-    cfg = OmegaConf.merge(load_option("sched", option), {"unit": "iters", **overrides})
+    cfg = OmegaConf.merge(load_option("sched", option, ROOT / "conf"), {"unit": "iters", **overrides})
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr, momentum=0.9)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=STEPS_PER_EPOCH, total_steps=ITERS)
     lrs = []

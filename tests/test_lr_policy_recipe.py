@@ -49,8 +49,9 @@ def compose(conf, *overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import ablate.record
-    import ablate.sweep  # noqa: F401  (registers the ${ablate.*:} resolvers)
+    from ablate.resolvers import register_resolvers
+
+    register_resolvers()
 
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
@@ -79,7 +80,7 @@ def test_a_new_policy_composes_builds_and_follows_its_formula(recipe):
 
 
 def test_a_new_policy_steps_once_per_update_in_the_training_loop(recipe):
-    from ablate.train import build, train_epoch
+    from ablate.loop import build, train_steps
 
     cfg = compose(
         recipe,
@@ -93,13 +94,13 @@ def test_a_new_policy_steps_once_per_update_in_the_training_loop(recipe):
         "trainer.device=cpu",
         "logger=none",
     )
-    setup = build(cfg, {})
-    assert setup["steps_per_epoch"] == 8  # 16 updates in the run: a halving every 4
+    setup = build(cfg)
+    assert setup.steps_per_epoch == 8  # 16 updates in the run: a halving every 4
     generator = torch.Generator().manual_seed(0)
     for epoch in (1, 2):
-        train_epoch(setup, cfg.batch.size, generator)
+        train_steps(setup, setup.data.train_batches(setup.batch_size, generator))
         # A policy stepped once per epoch would still be at the base LR here.
-        assert setup["optimizer"].param_groups[0]["lr"] == pytest.approx(BASE_LR * 0.5 ** (8 * epoch // 4))
+        assert setup.optimizer.param_groups[0]["lr"] == pytest.approx(BASE_LR * 0.5 ** (8 * epoch // 4))
 
 
 @pytest.mark.parametrize(
