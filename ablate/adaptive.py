@@ -25,7 +25,7 @@ SEED = "seed"
 
 @dataclass(frozen=True)
 class Plan:
-    """A study's compute plan (`study.halving` and `study.seeds` in conf/sweep/*.yaml)."""
+    """A study's compute plan (`study.halving` and `study.more_seeds` in conf/sweep/*.yaml)."""
 
     rungs: tuple[float, ...] = ()  # fractions of the run after which the worst settings stop; () = no halving
     eta: int = 3  # keep the best 1/eta of a value's settings at each rung (at least one)
@@ -52,7 +52,7 @@ def plan_from(node: dict | None) -> Plan:
     """The Plan of a study's config node (`study`), checked: a bad value is one line naming the key."""
     node = node or {}
     halving = node.get("halving") or {}
-    seeds = node.get("seeds") or {}
+    seeds = node.get("more_seeds") or {}
     rungs = tuple(halving.get("rungs") or ())
     for rung in rungs:
         if not isinstance(rung, (int, float)) or not 0 < rung < 1:
@@ -66,11 +66,11 @@ def plan_from(node: dict | None) -> Plan:
     per_look = seeds.get("per_look", Plan.seeds_per_look)
     alpha = seeds.get("alpha", Plan.alpha)
     if not isinstance(max_seeds, int) or max_seeds < 0:
-        raise ConfigError(f"study.seeds.max={max_seeds}: must be an integer >= 0 (0 = no adaptive seeds)")
+        raise ConfigError(f"study.more_seeds.max={max_seeds}: must be an integer >= 0 (0 = no adaptive seeds)")
     if not isinstance(per_look, int) or per_look < 1:
-        raise ConfigError(f"study.seeds.per_look={per_look}: must be a positive integer; e.g. 2")
+        raise ConfigError(f"study.more_seeds.per_look={per_look}: must be a positive integer; e.g. 2")
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ConfigError(f"study.seeds.alpha={alpha}: must be in (0, 1); e.g. 0.05")
+        raise ConfigError(f"study.more_seeds.alpha={alpha}: must be in (0, 1); e.g. 0.05")
     return Plan(rungs=rungs, eta=eta, max_seeds=max_seeds, seeds_per_look=per_look, alpha=float(alpha))
 
 

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from ablate.record import atomic_write_json
 
 OUTCOME = "outcome.json"
-OUTCOMES = ("completed", "skipped", "diverged", "failed")
+# stopped: paused by successive halving at a rung (a later rung or the end continues it, or it stays stopped).
+OUTCOMES = ("completed", "stopped", "skipped", "diverged", "failed")
 
 # The environment of launcher=parallel's workers. glibc reads MALLOC_* once, when a process starts, so they are set in
 # the sweep's own process before the launcher spawns its workers, which inherit them.

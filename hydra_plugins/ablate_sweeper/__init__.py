@@ -1,7 +1,7 @@
 """ablate's Hydra sweeper: Hydra's basic grid, then successive halving and adaptive seeds (ablate/adaptive.py).
 
 Hydra finds sweepers only in the `hydra_plugins` namespace, hence this package beside `ablate/`. With no
-`study.halving` and no `study.seeds.max` it launches exactly what Hydra's basic sweeper would.
+`study.halving` and no `study.more_seeds.max` it launches exactly what Hydra's basic sweeper would.
 """
 
 import json
