@@ -35,7 +35,7 @@ TINY = (
     "trainer.epochs=1",
     "logger=none",
 )
-COUNTS = re.compile(r"sweep (\w+): (\d+) completed, (\d+) skipped, (\d+) diverged, (\d+) failed")
+COUNTS = re.compile(r"sweep (\w+): (\d+) completed, (\d+) stopped, (\d+) skipped, (\d+) diverged, (\d+) failed")
 
 
 def command(tmp_path: Path, *args: str) -> list[str]:
@@ -63,9 +63,12 @@ def sweep(tmp_path: Path, *args: str, timeout_s: int = 300) -> subprocess.Comple
 
 
 def counts(result: subprocess.CompletedProcess) -> dict:
-    """The sweep's last line, `sweep <study>: N completed, N skipped, N diverged, N failed`, as numbers."""
+    """The sweep's last line, `sweep <study>: N completed, N stopped, N skipped, ...`, as numbers; a sweep without
+    successive halving stops nothing, so `stopped` is checked here and left out of the returned counts."""
     (match,) = COUNTS.findall(result.stdout)
-    return dict(zip(("completed", "skipped", "diverged", "failed"), map(int, match[1:])))
+    found = dict(zip(("completed", "stopped", "skipped", "diverged", "failed"), map(int, match[1:])))
+    assert found.pop("stopped") == 0, result.stdout[-2000:]
+    return found
 
 
 def records(tmp_path: Path, study: str) -> list[dict]:
