@@ -15,7 +15,7 @@ hydra_plugins/ablate_sweeper launches what they decide.
 """
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ablate.errors import ConfigError
@@ -131,30 +131,42 @@ def with_seed(job: Sequence[str], seed: int) -> list[str]:
 
 
 def more_seeds(
-    jobs: Sequence[Sequence[str]],
-    open_groups: Iterable[tuple],
-    chosen: dict[tuple, tuple],
-    nuisance: Sequence[str],
-    plan: Plan,
+    jobs: Sequence[Sequence[str]], wanted: Iterable[tuple[tuple, tuple]], nuisance: Sequence[str], plan: Plan
 ) -> list[list[str]]:
-    """New jobs: `plan.seeds_per_look` more seeds for each open value at its chosen setting, up to `plan.max_seeds`."""
+    """New jobs: `plan.seeds_per_look` more seeds for each wanted (group, setting), up to `plan.max_seeds` seeds."""
     new = []
-    for group in open_groups:
-        setting = chosen.get(group)
-        template = next(
-            (j for j in jobs if group_of(j, nuisance) == group and setting_of(j, nuisance) == setting), None
-        )
-        if template is None:
+    for group, setting in dict.fromkeys(wanted):  # once each, in order
+        same_arm = [j for j in jobs if group_of(j, nuisance) == group and setting_of(j, nuisance) == setting]
+        if not same_arm:
             continue
-        seeds = sorted(
-            int(parse(j)[SEED])
-            for j in jobs
-            if group_of(j, nuisance) == group and setting_of(j, nuisance) == setting and SEED in parse(j)
-        )
+        seeds = sorted(int(parse(j)[SEED]) for j in same_arm if SEED in parse(j))
         room = plan.max_seeds - len(seeds)
         start = (max(seeds) + 1) if seeds else 0
-        new += [with_seed(template, start + i) for i in range(min(room, plan.seeds_per_look))]
+        new += [with_seed(same_arm[0], start + i) for i in range(min(room, plan.seeds_per_look))]
     return new
+
+
+def seed_looks(
+    jobs: Sequence[Sequence[str]],
+    plan: Plan,
+    nuisance: Sequence[str],
+    launch: Callable[[list[list[str]]], object],
+    open_settings: Callable[[list[list[str]]], list[tuple[tuple, tuple]]],
+) -> list[list[list[str]]]:
+    """The adaptive-seed loop: look at the claims, add seeds where one is open, until none is or the plan's looks
+    are spent. `open_settings(launched)` names the (group, setting) pairs open claims compare; `launch` runs jobs.
+    Returns the batches launched, one per look that found something open."""
+    launched = [list(j) for j in jobs]
+    initial = len({parse(j).get(SEED) for j in jobs})
+    batches = []
+    for _ in range(1, plan.looks(initial)):
+        new = more_seeds(launched, open_settings(launched), nuisance, plan)
+        if not new:
+            break
+        launch(new)
+        launched += new
+        batches.append(new)
+    return batches
 
 
 def _mean(values: list[float]) -> float:

@@ -8,9 +8,13 @@ from omegaconf import DictConfig, OmegaConf
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def load_config(name: str, conf_dir: str | Path = CONF_DIR, *, with_hydra: bool = False) -> DictConfig:
-    """conf/<name>.yaml composed alone: its defaults list applied (a preset extends its family's base file, a study
-    conf/sweep/base/study.yaml), no root config, nothing resolved; `with_hydra` keeps the hydra node it sets."""
+def load_config(
+    name: str, conf_dir: str | Path = CONF_DIR, *, with_hydra: bool = False, overrides: tuple[str, ...] = ()
+) -> DictConfig:
+    """conf/<name>.yaml composed alone: its defaults list applied (a preset extends its family's base file), nothing
+    resolved; `with_hydra` keeps the hydra node it sets; `overrides` as on the command line.
+
+    Not inside a running Hydra app (a sweeper): Hydra holds one set-up per process and this replaces it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -22,7 +26,7 @@ def load_config(name: str, conf_dir: str | Path = CONF_DIR, *, with_hydra: bool 
     conf_dir = Path(conf_dir).resolve()
     # Another tree (a study kept outside the repository) still finds the base files here, as its runs do through
     # hydra.searchpath; its own files come first.
-    overrides = [] if conf_dir == CONF_DIR else [f"hydra.searchpath=[file://{CONF_DIR}]"]
+    overrides = [*([] if conf_dir == CONF_DIR else [f"hydra.searchpath=[file://{CONF_DIR}]"]), *overrides]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         composed = compose(name, overrides=overrides, return_hydra_config=with_hydra)
     # A plain copy: writable and not in struct mode, like OmegaConf.load's.

@@ -1,6 +1,7 @@
 """The articles' conclusions as data (conf/claims/<study>.yaml), each judged from confidence intervals.
 
-A claim compares *terms*; d = test acc(left) - test acc(right) per pair, with its 95% interval [low, high]:
+A claim compares *terms*; d = test acc(left) - test acc(right) per pair, with its interval [low, high] at the
+selection's confidence (95%, or the Bonferroni level of a study that looks at its claims several times):
 
     kind      claim                    supported            contradicted          (margin m; default)
     greater   left > right by > m      low > m              high < m              (0)
@@ -18,12 +19,12 @@ A term is a scientific value's name ("allconv5"), a group name from `groups:`, a
 `{best_of: [terms]}`: the one of them with the best val mean (a tuned choice, e.g. "a tuned SGD").
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ablate.analysis.selection import Arm, Selection
-from ablate.analysis.stats import Interval, diff_ci
+from ablate.analysis.stats import CONFIDENCE, Interval, diff_ci
 from ablate.analysis.study import fmt, same
 from ablate.errors import ConfigError
 
@@ -63,6 +64,8 @@ class Comparison:
     diff: Interval | None  # None when a side has no results
     verdict: str
     note: str = ""
+    # The two sides (Arm or Missing): adaptive seeds go to the arms of the comparisons still open.
+    arms: tuple = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -138,19 +141,19 @@ def judge(claim: Claim, selection: Selection) -> Verdict:
         pairs = [(a, b, "approx") for i, a in enumerate(left) for b in left[i + 1 :]]
     else:
         pairs = [(a, b, claim.kind) for a in expand(claim.left) for b in expand(claim.right)]
-    comparisons = tuple(compare(a, b, kind, margin, selection.method) for a, b, kind in pairs)
+    comparisons = tuple(compare(a, b, kind, margin, selection.method, selection.confidence) for a, b, kind in pairs)
     return Verdict(
         claim=claim, verdict=combine([c.verdict for c in comparisons]), margin=margin, comparisons=comparisons
     )
 
 
-def compare(a, b, kind: str, margin: float, method: str) -> Comparison:
+def compare(a, b, kind: str, margin: float, method: str, confidence: float = CONFIDENCE) -> Comparison:
     if isinstance(a, Missing) or isinstance(b, Missing):
         missing = a if isinstance(a, Missing) else b
-        return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, f"{missing.label}: {missing.reason}")
+        return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, f"{missing.label}: {missing.reason}", (a, b))
     if a is b:
-        return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, "the same arm on both sides")
-    diff = diff_ci(a.test_accs, b.test_accs, method)
+        return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, "the same arm on both sides", (a, b))
+    diff = diff_ci(a.test_accs, b.test_accs, method, confidence)
     untrained = [arm.label for arm in (a, b) if arm.at_chance]
     if untrained:
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
@@ -162,9 +165,10 @@ def compare(a, b, kind: str, margin: float, method: str) -> Comparison:
             INCONCLUSIVE,
             f"{' and '.join(untrained)} at chance: the budget did not train "
             + ("them" if len(untrained) > 1 else "it"),
+            (a, b),
         )
     note = "" if diff.bounded else "fewer than two seeds on a side: no interval"
-    return Comparison(a.label, b.label, kind, diff, pair_verdict(kind, diff, margin), note)
+    return Comparison(a.label, b.label, kind, diff, pair_verdict(kind, diff, margin), note, (a, b))
 
 
 def pair_verdict(kind: str, diff: Interval, margin: float) -> str:

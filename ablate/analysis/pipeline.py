@@ -42,7 +42,7 @@ def analyze(
     spec = load_study(study, conf_dir, list(runs.columns), scientific, nuisance, runs)
     check_one_setup(runs, spec)
     claims = parse_claims(spec.claims, str(conf_dir / "claims" / f"{study}.yaml"))
-    selection = select(runs, spec, metric, ci)
+    selection = select(runs, spec, metric, ci, spec.confidence)
     verdicts = [judge(claim, selection) for claim in claims]
     keys = curve_keys(spec, selection.arms)
     curves = [curve for curve in (saturation(selection.arms, k, spec.margin, ci) for k in keys) if curve is not None]

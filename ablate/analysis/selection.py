@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ablate.analysis.stats import Interval, mean_ci
+from ablate.analysis.stats import CONFIDENCE, Interval, mean_ci
 from ablate.analysis.study import Study, fmt, is_missing, label, same, sort_key
 from ablate.errors import ConfigError
 
@@ -89,12 +89,17 @@ class Selection:
     method: str
     arms: list[Arm]
     settings: pd.DataFrame  # one row per (value, setting): runs by status, val and test means, chosen
+    # Of the claims' difference intervals: 95%, or the Bonferroni level of a study that looks at its claims after
+    # each batch of adaptive seeds (ablate.adaptive.Plan.confidence). The values' own intervals stay at 95%.
+    confidence: float = CONFIDENCE
 
     def arm(self, values: dict, setting: dict, pinned: bool = False) -> Arm:
         return build_arm(self.runs, values, setting, self.metric, self.method, pinned=pinned)
 
 
-def select(runs: pd.DataFrame, study: Study, metric: str = "final", method: str = "t") -> Selection:
+def select(
+    runs: pd.DataFrame, study: Study, metric: str = "final", method: str = "t", confidence: float = CONFIDENCE
+) -> Selection:
     """Choose each value's nuisance setting on mean val accuracy over seeds; diverging settings are not eligible."""
     if metric not in METRICS:
         raise ConfigError(f"metric={metric}: unknown; use one of {', '.join(METRICS)}")
@@ -118,7 +123,9 @@ def select(runs: pd.DataFrame, study: Study, metric: str = "final", method: str 
         arms.append(arm)
     settings["chosen"] = chosen
     arms.sort(key=lambda arm: sort_key(study, arm.values))
-    return Selection(study=study, runs=runs, metric=metric, method=method, arms=arms, settings=settings)
+    return Selection(
+        study=study, runs=runs, metric=metric, method=method, arms=arms, settings=settings, confidence=confidence
+    )
 
 
 def settings_table(runs: pd.DataFrame, study: Study, val_column: str, test_column: str) -> pd.DataFrame:

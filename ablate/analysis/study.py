@@ -10,7 +10,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from ablate import collect, config, record
+from ablate import adaptive, collect, config, record
+from ablate.analysis.stats import CONFIDENCE
 from ablate.errors import ConfigError
 
 # Columns the collector writes for every study; any other column of runs.csv is a swept key.
@@ -42,6 +43,15 @@ class Study:
     # Scientific values in the order the sweep file lists them, per key; tables and figures follow it.
     value_order: dict = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
+    # How the runs were launched (the records' study.halving / more_seeds): claims are judged at the plan's
+    # corrected confidence when seeds were added after looking at them.
+    plan: adaptive.Plan = field(default_factory=adaptive.Plan)
+    initial_seeds: int = 0
+
+    @property
+    def confidence(self) -> float:
+        """The claims' interval level: 95%, or Bonferroni over the planned looks of adaptive seeds."""
+        return self.plan.confidence(self.initial_seeds) if self.plan.max_seeds else CONFIDENCE
 
 
 def runs_path(study: str, results_dir: Path) -> Path:
@@ -109,15 +119,17 @@ def load_study(
     scientific: list[str] | None = None,
     nuisance: list[str] | None = None,
     runs: pd.DataFrame | None = None,
+    sweep: dict | None = None,
 ) -> Study:
-    """Axes from the arguments, else conf/sweep/<name>.yaml, else the records' own config (`study.scientific`),
-    else the table's varying swept columns; claims from conf/claims/<name>.yaml."""
+    """Axes from the arguments, else the `sweep` study node given (a sweeper's own), else conf/sweep/<name>.yaml,
+    else the records' own config (`study.scientific`), else the table's varying swept columns; claims from
+    conf/claims/<name>.yaml."""
     conf_dir = Path(conf_dir)
     sources = []
-    sweep = {}
-    value_order = {}
+    value_order = _axis_orders(sweep) if sweep else {}
+    sweep = sweep or {}
     sweep_path = conf_dir / "sweep" / f"{name}.yaml"
-    if sweep_path.is_file():
+    if not sweep and sweep_path.is_file():
         sources.append(sweep_path)
         sweep_cfg = _sweep_file(sweep_path, conf_dir)
         sweep = _container(sweep_cfg.get("study")) or {}
@@ -152,6 +164,11 @@ def load_study(
     if claims_path.is_file():
         sources.append(claims_path)
         claims_file = _container(OmegaConf.load(claims_path)) or {}
+    ran = (_axes_from_records(runs) if runs is not None else {}) or sweep
+    try:
+        plan = adaptive.plan_from(ran)
+    except ConfigError:
+        plan = adaptive.Plan()  # a record from before the plan keys: a grid, judged at 95%
     saturation = claims_file.get("saturation")
     if isinstance(saturation, str):
         saturation = [saturation]
@@ -167,13 +184,16 @@ def load_study(
         companion=claims_file.get("companion"),
         value_order=value_order,
         sources=tuple(sources),
+        plan=plan,
+        initial_seeds=_seed_count(ran.get("seeds")) or 0,
     )
 
 
 def _sweep_file(path: Path, conf_dir: Path):
-    """conf/sweep/<study>.yaml as a run composes it (with conf/sweep/base/study.yaml: the seeds, the budget)."""
+    """conf/sweep/<study>.yaml as a run composes it: the root config + `+sweep=<study>` (with conf/sweep/base/study.yaml
+    and the default budget)."""
     try:
-        composed = config.load_config(f"sweep/{path.stem}", conf_dir, with_hydra=True)
+        composed = config.load_config("config", conf_dir, with_hydra=True, overrides=(f"+sweep={path.stem}",))
     except HydraException as error:
         raise ConfigError(f"{path}: {str(error).splitlines()[0]}; fix the file") from None
     # A file without `# @package _global_` lands under `sweep`; such a file never ran as a study, but its axes hold.

@@ -64,20 +64,44 @@ class AdaptiveSweeper(BasicSweeper):
         returns.append(self.launch_jobs(alive, alive))
 
         if plan.max_seeds:
-            from ablate.study_looks import open_groups  # the analysis (pandas) only when seeds are adaptive
-
-            launched = list(jobs)
-            initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
-            for look in range(1, plan.looks(initial)):
-                groups, chosen = open_groups(self.config, launched, self.record_dirs, nuisance, plan, initial)
-                new = adaptive.more_seeds(launched, groups, chosen, nuisance, plan)
-                if not new:
-                    log.info(f"adaptive seeds: every claim resolved or capped after look {look}")
-                    break
-                log.info(f"adaptive seeds, look {look}: {len(new)} runs for {len(groups)} open values")
-                returns.append(self.launch_jobs(new, new))
-                launched += new
+            returns += self.seed_looks(jobs, plan, nuisance, study)
         return returns
+
+    def seed_looks(self, jobs: list[list[str]], plan: adaptive.Plan, nuisance: list[str], study: dict) -> list:
+        """Seeds where claims are still open (ablate.adaptive.seed_looks), judged at the plan's corrected level."""
+        from ablate.analysis.looks import job_settings, open_arms_of_records  # pandas only when seeds adapt
+
+        name = str(study.get("name"))
+        conf_dir = self.claims_conf_dir(name)
+        initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
+        confidence = plan.confidence(initial)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        returns = []
+
+        def open_settings(launched: list[list[str]]) -> list:
+            arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence)
+            wanted = job_settings(arms, launched, nuisance)
+            log.info(
+                f"adaptive seeds: {len(wanted)} values still compared by an open claim "
+                f"(claims judged at {confidence:.2%}, Bonferroni over {plan.looks(initial)} looks)"
+            )
+            return wanted
+
+        def launch(new: list[list[str]]) -> None:
+            returns.append(self.launch_jobs(new, new))
+
+        adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings)
+        return returns
+
+    def claims_conf_dir(self, name: str) -> Path:
+        """The config folder holding claims/<study>.yaml: the first of the run's file config sources that has it
+        (a study kept outside the repository comes through hydra.searchpath), else ablate's own conf/."""
+        from ablate.config import CONF_DIR
+
+        for source in self.config.hydra.runtime.get("config_sources") or []:
+            if source.get("schema") == "file" and (Path(source.path) / "claims" / f"{name}.yaml").is_file():
+                return Path(source.path)
+        return CONF_DIR
 
     def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]]) -> Any:
         """Launch `batch` (the jobs with any rung override) and remember where each job's record is."""

@@ -1,0 +1,65 @@
+"""A look at a study while it runs: which of its claims are still open, and which arms those claims compare.
+
+The adaptive-seed loop (ablate.adaptive.seed_looks, driven by hydra_plugins/ablate_sweeper) asks this after the grid
+and after each batch of seeds; the report asks the same question of the finished table.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from ablate import adaptive, collect
+from ablate.analysis.claims import INCONCLUSIVE, Verdict, judge, parse_claims
+from ablate.analysis.selection import Arm, select
+from ablate.analysis.study import Study, load_study, same
+
+
+def open_arms(runs: pd.DataFrame, spec: Study, confidence: float) -> tuple[list[Arm], list[Verdict]]:
+    """The arms that inconclusive claims compare, and every claim's verdict, at `confidence`.
+
+    An arm at chance is left out: more seeds of a net that did not train cannot settle a claim about nets (the
+    report says the budget measured trainability there); so is a side with no runs at all."""
+    selection = select(runs, spec, confidence=confidence)
+    verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
+    wanted: dict[str, Arm] = {}
+    for verdict in verdicts:
+        if verdict.verdict != INCONCLUSIVE:
+            continue
+        for comparison in verdict.comparisons:
+            if comparison.verdict != INCONCLUSIVE or len(comparison.arms) != 2:
+                continue
+            sides = comparison.arms
+            if not all(isinstance(arm, Arm) and arm.seeds > 0 for arm in sides):
+                continue
+            if any(arm.at_chance for arm in sides):
+                continue
+            for arm in sides:
+                wanted.setdefault(arm.label, arm)
+    return list(wanted.values()), verdicts
+
+
+def open_arms_of_records(study_dir: Path, study: dict, conf_dir: Path, confidence: float) -> list[Arm]:
+    """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
+    and the claims of `conf_dir`/claims/<study>.yaml."""
+    name = str(study["name"])
+    runs = collect.table(collect.local_records(Path(study_dir)))
+    if runs.empty or not (runs["status"] == "completed").any():
+        return []
+    spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
+    if not spec.claims:
+        return []
+    return open_arms(runs, spec, confidence)[0]
+
+
+def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:
+    """Each arm as the sweeper knows it, (group, setting) of ablate.adaptive, from the first launched job whose
+    overrides hold the arm's scientific values and nuisance setting (0.01 matches 0.010, true matches True)."""
+    found = []
+    for arm in arms:
+        wanted = {**arm.values, **arm.setting}
+        for job in jobs:
+            given = adaptive.parse(job)
+            if all(key in given and same(given[key], value) for key, value in wanted.items()):
+                found.append((adaptive.group_of(job, nuisance), adaptive.setting_of(job, nuisance)))
+                break
+    return found

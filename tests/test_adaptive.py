@@ -1,0 +1,161 @@
+"""Compute spent where it matters: successive halving over the nuisance grid and adaptive seeds, on tables with a
+known answer (ablate/adaptive.py, ablate/analysis/looks.py); the sweeper that launches them runs in test_sweep."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from ablate import adaptive
+from ablate.analysis.looks import job_settings, open_arms
+from ablate.analysis.study import Study
+from ablate.errors import ConfigError
+
+LRS = ("0.1", "0.03", "0.01")
+
+
+def grid(models=("a", "b"), lrs=LRS, seeds=(0, 1)) -> list[list[str]]:
+    return [[f"model={m}", f"optim.lr={lr}", f"seed={s}"] for m in models for lr in lrs for s in seeds]
+
+
+def test_halving_keeps_the_best_third_of_each_values_settings_by_its_mean_over_seeds():
+    jobs = grid()
+    val = {
+        # a: 0.1 has one lucky seed, but 0.03 is better on the mean; b: 0.01 is best.
+        ("a", "0.1"): [0.90, 0.40],
+        ("a", "0.03"): [0.70, 0.72],
+        ("a", "0.01"): [0.60, 0.61],
+        ("b", "0.1"): [0.10, 0.12],
+        ("b", "0.03"): [0.50, 0.52],
+        ("b", "0.01"): [0.55, 0.56],
+    }
+    scores = {}
+    for job in jobs:
+        values = adaptive.parse(job)
+        scores[tuple(job)] = val[(values["model"], values["optim.lr"])][int(values["seed"])]
+    kept = adaptive.survivors(jobs, scores, ["optim.lr"], eta=3)
+    assert kept == [j for j in jobs if j[:2] in (["model=a", "optim.lr=0.03"], ["model=b", "optim.lr=0.01"])]
+    # eta=2 keeps ceil(3/2) = 2 settings of each value.
+    assert len(adaptive.survivors(jobs, scores, ["optim.lr"], eta=2)) == 2 * 2 * 2
+
+
+def test_a_setting_with_a_diverged_seed_ranks_below_every_setting_that_trained_on_all_seeds():
+    jobs = grid(models=("a",))
+    scores = {tuple(j): 0.5 for j in jobs}
+    scores[tuple(grid(models=("a",))[0])] = math.nan  # lr 0.1, seed 0 diverged; its other seed is the best of all
+    scores[tuple(grid(models=("a",))[1])] = 0.99
+    kept = adaptive.survivors(jobs, scores, ["optim.lr"], eta=3)
+    assert all("optim.lr=0.1" not in job for job in kept)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "rungs", "expected"),
+    [(10, (0.3,), [3]), (30, (0.2,), [6]), (4, (0.1,), [1]), (1, (0.5,), []), (10, (0.25, 0.5), [2, 5])],
+)
+def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
+    assert adaptive.rung_epochs(epochs, rungs) == expected
+
+
+@pytest.mark.parametrize(
+    ("node", "key"),
+    [
+        ({"halving": {"rungs": [1.5]}}, "study.halving.rungs"),
+        ({"halving": {"rungs": [0.5, 0.2]}}, "study.halving.rungs"),
+        ({"halving": {"rungs": [0.3], "eta": 1}}, "study.halving.eta"),
+        ({"more_seeds": {"max": -1}}, "study.more_seeds.max"),
+        ({"more_seeds": {"max": 8, "per_look": 0}}, "study.more_seeds.per_look"),
+        ({"more_seeds": {"max": 8, "alpha": 1.5}}, "study.more_seeds.alpha"),
+    ],
+)
+def test_a_bad_plan_is_one_line_naming_the_key(node, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        adaptive.plan_from(node)
+
+
+def test_every_look_is_judged_at_the_bonferroni_level_of_the_planned_looks():
+    plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3, "alpha": 0.05}})
+    assert plan.looks(3) == 3  # after 3, 6 and 8 seeds
+    assert plan.confidence(3) == pytest.approx(1 - 0.05 / 3)
+    assert adaptive.plan_from({}).confidence(3) == pytest.approx(0.95)  # one look: no correction
+
+
+# ---- the adaptive-seed loop on a synthetic table ---------------------------------------------------------------
+
+SPEC = Study(
+    name="toy",
+    scientific=("model",),
+    nuisance=("optim.lr",),
+    claims=({"id": "b_beats_a", "text": "b > a", "kind": "greater", "left": ["b"], "right": ["a"]},),
+)
+
+
+class Toy:
+    """A study whose runs are rows of a table: test accuracy per (model, seed) from `accs`; every lr but 0.03 is
+    worse on val, so 0.03 is the chosen setting."""
+
+    def __init__(self, accs: dict[str, list[float]]):
+        self.accs = accs
+        self.rows: list[dict] = []
+        self.looks = 0
+
+    def launch(self, jobs):
+        for job in jobs:
+            values = adaptive.parse(job)
+            model, seed, lr = values["model"], int(values["seed"]), values["optim.lr"]
+            acc = self.accs[model][seed] - (0 if lr == "0.03" else 0.2)
+            self.rows.append(
+                {
+                    "status": "completed",
+                    "seed": seed,
+                    "record_dir": f"/records/{model}-{lr}-{seed}",
+                    "model": model,
+                    "optim.lr": float(lr),
+                    "data.classes": 10,
+                    "final/val/acc": acc,
+                    "final/test/acc": acc,
+                }
+            )
+
+    def open_settings(self, plan):
+        def look(launched):
+            self.looks += 1
+            arms, _ = open_arms(pd.DataFrame(self.rows), SPEC, plan.confidence(2))
+            return job_settings(arms, launched, ["optim.lr"])
+
+        return look
+
+
+def test_seeds_are_added_to_the_compared_values_until_the_claim_resolves_then_the_loop_stops():
+    # Two seeds overlap (a 0.74/0.78, b 0.80/0.76); every later seed separates them by 5 points.
+    toy = Toy({"a": [0.74, 0.78] + [0.75, 0.76, 0.75, 0.76, 0.75, 0.76], "b": [0.80, 0.76] + [0.80, 0.81] * 3})
+    plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
+    jobs = grid(lrs=("0.1", "0.03"))
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan))
+
+    # One look found the claim open and added 3 seeds to a and to b at their chosen lr; the next found it settled.
+    assert toy.looks == 2 and len(batches) == 1
+    assert sorted(map(tuple, batches[0])) == sorted(
+        (f"model={m}", "optim.lr=0.03", f"seed={s}") for m in ("a", "b") for s in (2, 3, 4)
+    )
+    _, verdicts = open_arms(pd.DataFrame(toy.rows), SPEC, plan.confidence(2))
+    assert verdicts[0].verdict == "supported"
+
+
+def test_a_claim_that_never_resolves_stops_at_the_seed_cap():
+    same = [0.75, 0.77] * 4
+    toy = Toy({"a": same, "b": list(reversed(same))})
+    plan = adaptive.plan_from({"more_seeds": {"max": 6, "per_look": 2}})
+    jobs = grid(lrs=("0.03",))
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan))
+    assert [len(b) for b in batches] == [4, 4]  # 2 -> 4 -> 6 seeds each, then the plan's looks are spent
+    assert max(row["seed"] for row in toy.rows) == 5
+
+
+def test_values_at_chance_get_no_seeds_more_seeds_cannot_train_them():
+    toy = Toy({"a": [0.10, 0.11] * 4, "b": [0.70, 0.60] * 4})  # a guesses (10 classes)
+    plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
+    jobs = grid(lrs=("0.03",))
+    toy.launch(jobs)
+    assert adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan)) == []
