@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.analysis import figures, report
+from ablate.analysis import budget, figures, report
 from ablate.analysis.claims import judge, parse_claims
 from ablate.analysis.saturation import curve_keys, saturation
 from ablate.analysis.selection import Selection, select
@@ -61,6 +61,8 @@ def analyze(
         inputs=inputs(selection, results_dir, conf_dir),
         range_tests=range_tests(selection),
         where=dict(where or {}),
+        readings=budget.readings(selection.arms),
+        compute=budget.compute(runs, list(spec.scientific), list(spec.nuisance)),
     )
     path = out_dir / "report.md"
     atomic_write_text(path, report.render(analysis))

@@ -1,11 +1,12 @@
 """A study's report.md as text: a pure function of what the pipeline computed (ablate.analysis.pipeline)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ablate.analysis import budget
 from ablate.analysis.claims import Verdict
 from ablate.analysis.saturation import MODEL_SIZES, Saturation
 from ablate.analysis.selection import METRICS, Selection
@@ -50,6 +51,8 @@ class Analysis:
     inputs: Inputs
     range_tests: list[RangeTest]
     where: dict  # the rows filter, {} for the whole table
+    readings: dict[str, str] = field(default_factory=dict)  # value label -> what its curve shows (analysis.budget)
+    compute: budget.Compute | None = None
 
 
 def render(analysis: Analysis) -> str:
@@ -64,6 +67,7 @@ def render(analysis: Analysis) -> str:
         command += f" --ci {selection.method}"
     lines = [f"# Study `{spec.name}`" + (f" ({where_slug(where)})" if where else ""), ""]
     lines += [f"Written by `{command}` from the run records; rerun it after new runs.", ""]
+    lines += _answer(analysis)
     lines += _what_was_run(selection, analysis.inputs, where)
     lines += _results_table(selection)
     lines += ["## Figures", ""]
@@ -71,10 +75,88 @@ def render(analysis: Analysis) -> str:
         lines += [f"**{caption}**", "", f"![{caption}](figures/{Path(path).name})", ""]
     for curve in analysis.curves:
         lines += _saturation_section(curve)
-    lines += _claims_section(analysis.verdicts, analysis.inputs.claims_file, selection.runs)
+    lines += _claims_section(analysis.verdicts, analysis.inputs.claims_file, selection.runs, spec)
     lines += _range_test_section(analysis.range_tests)
     lines += _settings_section(selection)
+    lines += _stopped_section(selection)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _answer(analysis: Analysis) -> list[str]:
+    """The report's first screen: the curve, the verdicts, the budget and what it measured, the compute."""
+    selection, verdicts = analysis.selection, analysis.verdicts
+    runs, spec = selection.runs, selection.study
+    lines = ["## The answer", ""]
+    curve = next((f for f in analysis.figures if "against" in f[0]), analysis.figures[0] if analysis.figures else None)
+    if curve is not None:
+        lines += [f"![{curve[0]}](figures/{Path(curve[1]).name})", ""]
+    if verdicts:
+        counts = {v: sum(x.verdict == v for x in verdicts) for v in ("supported", "contradicted", "inconclusive")}
+        lines.append(
+            f"- **Claims**: {counts['supported']} supported, {counts['contradicted']} contradicted, "
+            f"{counts['inconclusive']} inconclusive of {len(verdicts)} ({_claims_level(spec)}): "
+            + "; ".join(f"`{v.claim.id}` {v.verdict}" for v in verdicts)
+            + "."
+        )
+    measured = [a for a in selection.arms if np.isfinite(a.test.mean)]
+    if measured:
+        best = max(measured, key=lambda a: a.val.mean if np.isfinite(a.val.mean) else -np.inf)
+        lines.append(f"- **Best on val**: {best.label}, test {_interval(best.test)} %.")
+    tier = _counted(runs, ["budget"], lambda v: f"`{fmt(v['budget'])}`") if "budget" in runs else "-"
+    finished = runs[runs["status"] == "completed"]
+    updates = f", median {fmt(finished['steps'].median())} updates a run" if "steps" in runs else ""
+    epochs = _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
+    data = _counted(runs, ["data", "data.train"], lambda v: f"`{fmt(v['data'])}` ({fmt(v['data.train'])} train images)")
+    lines.append(f"- **Budget**: {tier}: {epochs}{updates}, on {data}.")
+    lines.append(f"- **What this budget measured**: {budget.measured_line(analysis.readings)}.")
+    if analysis.compute is not None:
+        c = analysis.compute
+        lines.append(
+            f"- **Compute**: {c.spent / 3600:.2f} h of training in {c.runs} runs ({c.stopped} stopped by successive "
+            f"halving); the full grid at this budget (every setting to the end, on the most-seeded value's seed "
+            f"count) would take {c.full_grid / 3600:.2f} h: halving saved {c.saved_by_halving / 3600:.2f} h, "
+            f"adaptive seeds {c.saved_by_seeds / 3600:.2f} h."
+        )
+    return lines + [""]
+
+
+def _claims_level(spec) -> str:
+    if spec.plan.max_seeds:
+        looks = spec.plan.looks(spec.initial_seeds)
+        return (
+            f"judged at {spec.confidence:.2%}: Bonferroni over the {looks} planned looks of adaptive seeds, "
+            f"family-wise error {spec.plan.alpha:.0%}"
+        )
+    return f"judged at {spec.confidence:.0%}"
+
+
+def _stopped_section(selection: Selection) -> list[str]:
+    """The runs successive halving stopped: which, when, and how they stood."""
+    runs, spec = selection.runs, selection.study
+    stopped = runs[runs["status"] == "stopped"]
+    if stopped.empty:
+        return []
+    keys = [*spec.scientific, *spec.nuisance]
+    lines = [
+        "## Stopped by successive halving",
+        "",
+        "Each stopped run keeps its curve and checkpoint (a rerun with a later rung continues it); it ranked below "
+        "the best third of its value's settings on mean val accuracy over seeds at that epoch.",
+        "",
+        "| " + " | ".join([*keys, "seeds", "stopped after epoch", "val acc % then"]) + " |",
+        "|" + "---|" * (len(keys) + 3),
+    ]
+    for key_values, rows in stopped.groupby(keys, dropna=False, sort=False):
+        values = key_values if isinstance(key_values, tuple) else (key_values,)
+        epochs = (
+            ", ".join(fmt(e) for e in _sorted_unique(rows["epochs_completed"])) if "epochs_completed" in rows else "-"
+        )
+        lines.append(
+            "| "
+            + " | ".join([*(fmt(v) for v in values), str(len(rows)), epochs, _pct(rows["final/val/acc"].mean())])
+            + " |"
+        )
+    return lines + [""]
 
 
 def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str]:
@@ -220,7 +302,7 @@ def _saturation_section(curve: Saturation) -> list[str]:
     return lines + [""]
 
 
-def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.DataFrame) -> list[str]:
+def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.DataFrame, spec) -> list[str]:
     lines = ["## The articles' claims", ""]
     if not verdicts:
         where = f" in `{claims_file}`." if claims_file else " (no conf/claims file)."
@@ -228,12 +310,20 @@ def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.
         return lines
     data = ", ".join(fmt(d) for d in _sorted_unique(runs["data"])) if "data" in runs else "this data"
     lines += [
-        f"Each claim is checked on **{data}** from the {CONFIDENCE:.0%} intervals of test-accuracy differences "
+        f"Each claim is checked on **{data}** from the intervals of test-accuracy differences "
         "(left minus right, in points). greater/less: supported when the interval excludes 0 in the claimed "
         "direction (beyond the margin, if one is declared), contradicted when it lies on the other side; "
         "approx (≈): supported when the interval lies inside ±margin, contradicted when it lies outside; "
         "at_least (≥): supported when it lies above -margin. A claim is supported when all its comparisons are, "
-        "contradicted when any is; otherwise inconclusive. No correction for multiple comparisons.",
+        "contradicted when any is; otherwise inconclusive. "
+        + (
+            f"Intervals at {spec.confidence:.2%}, not 95%: the study added seeds after looking at these claims, "
+            f"so each of its {spec.plan.looks(spec.initial_seeds)} planned looks is judged at "
+            f"1 - {spec.plan.alpha:g}/{spec.plan.looks(spec.initial_seeds)} (Bonferroni), which holds the "
+            f"family-wise error at {spec.plan.alpha:.0%}. No correction across claims."
+            if spec.plan.max_seeds
+            else "No correction for multiple comparisons."
+        ),
         "",
         "| claim | source | verdict | margin |",
         "|---|---|---|---|",

@@ -17,7 +17,17 @@ from ablate.errors import ConfigError
 # Columns the collector writes for every study; any other column of runs.csv is a swept key.
 RECORD_COLUMNS = frozenset(collect.HEAD_COLUMNS) | frozenset(collect.RECORD_COLUMNS)
 # What one experiment holds fixed: rows differing here are not seeds of the same thing (unless the study sweeps it).
-SETUP_COLUMNS = ("data", "data.root", "data.resolution", "data.train", "data.val", "data.test", "trainer.epochs")
+SETUP_COLUMNS = (
+    "data",
+    "data.root",
+    "data.resolution",
+    "data.train",
+    "data.val",
+    "data.test",
+    "trainer.epochs",
+    "budget",
+    "precision",
+)
 # What a study without a sweep file tunes, when the table has the column.
 DEFAULT_NUISANCE = ("optim.lr",)
 STATUSES = ("completed", "diverged", "failed")
@@ -176,7 +186,8 @@ def load_study(
         name=name,
         scientific=tuple(scientific),
         nuisance=tuple(nuisance),
-        seeds_requested=_seed_count(sweep.get("seeds", value_order.get("seed"))),
+        # The seeds the records were launched with (their budget's), else the sweep file's.
+        seeds_requested=_seed_count(ran.get("seeds", sweep.get("seeds", value_order.get("seed")))),
         claims=tuple(claims_file.get("claims") or ()),
         groups=dict(claims_file.get("groups") or {}),
         margin=float(claims_file.get("margin", Study.margin)),

@@ -1,0 +1,139 @@
+"""What a study's budget measured, read from its curves, and what its compute cost against the full grid.
+
+A comparison of final accuracies means what the curves behind it allow:
+- a value whose seeds all end at chance did not train: the comparison is about trainability at this budget;
+- a value that spent most of its run at chance started late: its final accuracy mostly says when it left the plateau;
+- a value still climbing at the end had not converged: the comparison is of learning speed at this budget;
+- only values that plateaued compare capacity.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ablate.analysis.selection import CHANCE_MARGIN, Arm
+from ablate.record import read_metrics
+
+UNTRAINED, LATE, CLIMBING, PLATEAU = "at chance", "late start", "still climbing", "plateau"
+# Still climbing: val accuracy rose by more than this over the last TAIL of the evaluated run.
+CLIMB_POINTS = 0.02
+TAIL = 0.2
+# A late start: more than this share of the evaluations within CHANCE_MARGIN of chance.
+LATE_SHARE = 0.5
+
+
+def classify(curve: list[tuple[float, float]], chance: float) -> str:
+    """One value's mean val-accuracy curve [(epoch, acc)], in run order, as one of the four readings above."""
+    points = [(x, y) for x, y in curve if math.isfinite(y)]
+    if not points:
+        return UNTRAINED
+    accs = np.array([y for _, y in points])
+    if accs.max() <= chance + CHANCE_MARGIN:
+        return UNTRAINED
+    if np.mean(accs <= chance + CHANCE_MARGIN) > LATE_SHARE:
+        return LATE
+    end = points[-1][0]
+    start = points[0][0]
+    cut = end - TAIL * (end - start)
+    earlier = [y for x, y in points if x <= cut]
+    if earlier and accs[-1] - earlier[-1] > CLIMB_POINTS:
+        return CLIMBING
+    return PLATEAU
+
+
+def mean_curve(arm: Arm) -> list[tuple[float, float]]:
+    """The arm's val accuracy per evaluated epoch, averaged over its completed seeds."""
+    rows = []
+    for record_dir in arm.completed["record_dir"]:
+        for row in read_metrics(str(record_dir)) or []:
+            if "val/acc" in row and "epoch" in row:
+                rows.append((row["epoch"], row["val/acc"]))
+    if not rows:
+        return []
+    table = pd.DataFrame(rows, columns=["epoch", "acc"]).groupby("epoch")["acc"].mean()
+    return list(table.items())
+
+
+def readings(arms: list[Arm]) -> dict[str, str]:
+    """Each arm's reading, by label (arms without a class count or curve are left out)."""
+    found = {}
+    for arm in arms:
+        classes = arm.x("data.classes")
+        curve = mean_curve(arm)
+        if curve and math.isfinite(classes) and classes > 0:
+            found[arm.label] = classify(curve, 1.0 / classes)
+    return found
+
+
+def measured_line(found: dict[str, str]) -> str:
+    """The headline's "what this budget measured", from the readings."""
+    if not found:
+        return "not known: no learning curves in the records"
+    by = {kind: [label for label, k in found.items() if k == kind] for kind in (UNTRAINED, LATE, CLIMBING, PLATEAU)}
+    n = len(found)
+    parts = []
+    if by[UNTRAINED] or by[LATE]:
+        stuck = by[UNTRAINED] + by[LATE]
+        parts.append(
+            f"**trainability** for {len(stuck)} of {n} values ({', '.join(stuck)}): they spent most of the run at "
+            "chance, so their accuracy says when (or whether) they left the init's plateau, not what they can learn"
+        )
+    if by[CLIMBING]:
+        parts.append(
+            f"**learning speed** for {len(by[CLIMBING])} of {n} values ({', '.join(by[CLIMBING])}): still climbing "
+            f"(val accuracy up more than {100 * CLIMB_POINTS:.0f} points over the last {TAIL:.0%} of the run), so "
+            "a longer budget may reorder them"
+        )
+    if by[PLATEAU]:
+        which = "every value" if len(by[PLATEAU]) == n else f"{len(by[PLATEAU])} of {n} values"
+        parts.append(f"**capacity** for {which} ({', '.join(by[PLATEAU])}): their curves had levelled off")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Training seconds spent, and what the same budget would have cost as a full grid."""
+
+    spent: float  # every run's wall_seconds, stopped and diverged included
+    runs: int
+    stopped: int
+    full_grid: float  # every setting of every value, run to the end on as many seeds as the most-seeded value
+    saved_by_halving: float  # what the stopped runs would have cost to finish
+    saved_by_seeds: float  # the rest of the difference: seeds never run on values whose claims were settled
+
+    @property
+    def saved(self) -> float:
+        return self.full_grid - self.spent
+
+
+def compute(runs: pd.DataFrame, scientific: list[str], nuisance: list[str]) -> Compute | None:
+    """Compute from runs.csv (wall_seconds, epochs_completed, trainer.epochs); None when the table lacks them."""
+    needed = ("wall_seconds", "epochs_completed", "trainer.epochs")
+    if any(c not in runs.columns for c in needed) or runs["wall_seconds"].isna().all():
+        return None
+    runs = runs[runs["wall_seconds"].notna()]
+    epochs = pd.to_numeric(runs["trainer.epochs"], errors="coerce")
+    done = pd.to_numeric(runs["epochs_completed"], errors="coerce")
+    per_epoch = runs["wall_seconds"] / done.where(done > 0)
+    stopped = runs["status"] == "stopped"
+    saved_halving = float(((epochs - done) * per_epoch)[stopped].sum())
+    value_keys = list(scientific)
+    seeds_of = runs[runs["status"] != "stopped"].groupby(value_keys, dropna=False)["seed"].nunique()
+    most_seeds = int(seeds_of.max()) if len(seeds_of) else 0
+    full = 0.0
+    for _, rows in runs.groupby(value_keys, dropna=False):
+        settings = rows.groupby(list(nuisance), dropna=False).ngroups if nuisance else 1
+        cost = float((per_epoch[rows.index] * epochs[rows.index]).median())
+        if math.isfinite(cost):
+            full += settings * most_seeds * cost
+    spent = float(runs["wall_seconds"].sum())
+    return Compute(
+        spent=spent,
+        runs=len(runs),
+        stopped=int(stopped.sum()),
+        full_grid=full,
+        saved_by_halving=saved_halving,
+        saved_by_seeds=max(0.0, full - spent - saved_halving),
+    )

@@ -1,0 +1,101 @@
+"""Budgets: one key sizes every study, and the report says what the budget measured and what it cost."""
+
+import pandas as pd
+import pytest
+
+from ablate.analysis import budget
+from ablate.config import CONF_DIR
+
+STUDIES = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+TIERS = sorted(p.stem for p in (CONF_DIR / "budget").glob("*.yaml"))
+CHANCE = 0.05
+
+
+def test_the_tiers_are_the_budget_files():
+    assert {"smoke", "cpu", "gpu"} <= set(TIERS)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_composes_at_every_tier_and_the_tier_alone_sets_its_size(study, tier, compose):
+    cfg = compose(f"+sweep={study}", f"budget={tier}", return_hydra_config=True)
+    tier_file = compose(f"budget={tier}")  # the tier without a study: what the study must not change
+    assert cfg.budget.name == tier
+    assert list(cfg.study.seeds) == list(tier_file.study.seeds)
+    assert cfg.data.limit == tier_file.data.limit
+    if study != "lr_range":  # the range test's length is its LR sweep, not a training budget (conf/sweep/lr_range)
+        assert cfg.trainer.epochs == tier_file.trainer.epochs
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.ablate_sweeper.AdaptiveSweeper"
+
+
+def test_a_study_runs_at_the_cpu_tier_by_default_and_a_single_run_has_no_tier(compose):
+    assert compose("+sweep=depth").budget.name == "cpu"
+    assert compose().get("budget") is None
+
+
+def test_the_cpu_tier_halves_the_nuisance_grid_and_adds_seeds_where_claims_are_open(compose):
+    study = compose("+sweep=depth").study
+    assert list(study.halving.rungs) == [0.3] and study.halving.eta == 3
+    assert study.more_seeds.max == 8
+
+
+# ---- what the budget measured, from curves built to show each case ---------------------------------------------
+
+
+def curve(*accs):
+    return list(enumerate(accs, start=1))
+
+
+@pytest.mark.parametrize(
+    ("accs", "reading"),
+    [
+        ((0.05, 0.06, 0.05, 0.06, 0.05), budget.UNTRAINED),  # never leaves chance (20 classes)
+        ((0.05, 0.05, 0.06, 0.05, 0.05, 0.06, 0.30, 0.60), budget.LATE),  # 6 of 8 evaluations at chance
+        ((0.20, 0.40, 0.55, 0.65, 0.72, 0.80), budget.CLIMBING),  # +8 points over the last fifth
+        ((0.30, 0.60, 0.80, 0.85, 0.86, 0.86), budget.PLATEAU),  # levelled off
+    ],
+)
+def test_a_curve_reads_as_untrained_late_climbing_or_plateau(accs, reading):
+    assert budget.classify(curve(*accs), CHANCE) == reading
+
+
+def test_the_headline_names_what_each_group_of_values_measured():
+    every_plateau = budget.measured_line({"a": budget.PLATEAU, "b": budget.PLATEAU})
+    assert every_plateau.startswith("**capacity** for every value")
+    mixed = budget.measured_line({"a": budget.UNTRAINED, "b": budget.CLIMBING, "c": budget.PLATEAU})
+    assert "**trainability** for 1 of 3 values (a)" in mixed
+    assert "**learning speed** for 1 of 3 values (b)" in mixed
+    assert "**capacity** for 1 of 3 values (c)" in mixed
+    assert "capacity" not in budget.measured_line({"a": budget.LATE})
+
+
+# ---- compute spent and saved -----------------------------------------------------------------------------------
+
+
+def test_compute_counts_what_halving_and_adaptive_seeds_saved_against_the_full_grid():
+    rows = []
+    # Value a: 3 lrs x 2 seeds; halving stopped lr 0.1 and 0.01 after 3 of 10 epochs (10 s an epoch); lr 0.03 then
+    # got 2 more seeds. Value b: the same grid, but its claim settled: no more seeds.
+    for model, more in (("a", 2), ("b", 0)):
+        for lr in (0.1, 0.03, 0.01):
+            kept = lr == 0.03
+            for seed in range(2 + (more if kept else 0)):
+                done = 10 if kept else 3
+                rows.append(
+                    {
+                        "model": model,
+                        "optim.lr": lr,
+                        "seed": seed,
+                        "status": "completed" if kept else "stopped",
+                        "wall_seconds": 10.0 * done,
+                        "epochs_completed": done,
+                        "trainer.epochs": 10,
+                    }
+                )
+    c = budget.compute(pd.DataFrame(rows), ["model"], ["optim.lr"])
+    assert c.runs == len(rows) and c.stopped == 8
+    assert c.spent == pytest.approx(8 * 30 + 6 * 100)
+    assert c.full_grid == pytest.approx(2 * 3 * 4 * 100)  # 2 values x 3 lrs x 4 seeds (a's count) x 100 s
+    assert c.saved_by_halving == pytest.approx(8 * 70)
+    assert c.saved_by_seeds == pytest.approx(c.full_grid - c.spent - c.saved_by_halving)
+    assert c.saved_by_seeds == pytest.approx(2 * 3 * 100 + 2 * 2 * 100)  # b's 2 seeds x 3 lrs, a's 2 stopped lrs
