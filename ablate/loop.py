@@ -40,7 +40,8 @@ class Setup:
     channels_last: bool
     batch_size: int
     steps_per_epoch: int
-    total_steps: int  # steps_per_epoch * trainer.epochs
+    total_steps: int  # trainer.updates, else steps_per_epoch * trainer.epochs
+    epochs: int  # epochs begun: trainer.epochs, or enough to hold trainer.updates (the last one cut short)
 
 
 def build(cfg: DictConfig) -> Setup:
@@ -69,7 +70,7 @@ def build(cfg: DictConfig) -> Setup:
             f"use batch.size<={data.sizes['train']}"
         )
     steps_per_epoch = data.steps_per_epoch(cfg.batch.size)
-    total_steps = steps_per_epoch * cfg.trainer.epochs
+    epochs, total_steps = run_length(cfg.trainer, steps_per_epoch)
     validate_sched(cfg.sched, cfg.optim, lr.effective, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
     torch.manual_seed(cfg.seed)
@@ -91,7 +92,17 @@ def build(cfg: DictConfig) -> Setup:
         batch_size=cfg.batch.size,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
+        epochs=epochs,
     )
+
+
+def run_length(trainer: DictConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, updates) of a run: trainer.epochs whole epochs, or trainer.updates updates (Caffe's max_iter) in as
+    many epochs as they need."""
+    updates = trainer.get("updates")
+    if updates is None:
+        return int(trainer.epochs), steps_per_epoch * int(trainer.epochs)
+    return -(-int(updates) // steps_per_epoch), int(updates)
 
 
 def train_steps(setup: Setup, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -202,7 +213,14 @@ def check_trainer(cfg: DictConfig) -> None:
     for key in ("amp", "channels_last"):
         if cfg.trainer[key] not in ("auto", True, False):
             raise ConfigError(f"trainer.{key}={cfg.trainer[key]}: use auto, true or false")
+    updates = cfg.trainer.get("updates")
+    if updates is not None and (isinstance(updates, bool) or not isinstance(updates, int) or updates <= 0):
+        raise ConfigError(f"trainer.updates={updates}: must be a positive integer or null; e.g. trainer.updates=100000")
     stop = cfg.trainer.get("stop_after_epochs")
+    if updates is not None and stop is not None:
+        raise ConfigError(
+            f"trainer.stop_after_epochs={stop}: pauses whole-epoch runs only; drop it, or trainer.updates=null"
+        )
     if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or not 0 < stop < epochs):
         raise ConfigError(
             f"trainer.stop_after_epochs={stop}: must be null or an integer in [1, trainer.epochs={epochs}); "

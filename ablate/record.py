@@ -25,6 +25,10 @@ IDENTITY_KEYS = ("model", "data", "optim", "sched", "batch", "trainer", "seed", 
 # stop_after_epochs pauses a run (successive halving) without changing it: the continued run is the same run.
 NOT_IDENTITY_TRAINER_KEYS = ("device", "threads", "amp", "channels_last", "compile", "checkpoint", "stop_after_epochs")
 NOT_IDENTITY_DATA_KEYS = ("in_memory",)
+# Keys added after records were filed, at the value that reproduces what ran before they existed: a key at this value
+# is left out of the hash, so every earlier record keeps its identity (a rerun finds it) while any other value is a
+# different run.
+NEW_KEY_DEFAULTS = {"trainer.updates": None}
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -79,6 +83,13 @@ def identity(cfg: DictConfig) -> str:
             trainer.pop(key, None)
     for key in NOT_IDENTITY_DATA_KEYS:
         relevant.get("data", {}).pop(key, None)
+    for dotted, value in NEW_KEY_DEFAULTS.items():
+        *parents, leaf = dotted.split(".")
+        node = relevant
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == value:
+            del node[leaf]
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

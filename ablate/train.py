@@ -5,6 +5,7 @@ import time
 import traceback
 from dataclasses import asdict
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -150,12 +151,15 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
             logger.log(row, step=row["epoch"])
 
     # Successive halving pauses a run here: evaluated, checkpointed, `stopped` until a later invocation continues it.
-    stop = cfg.trainer.get("stop_after_epochs") or cfg.trainer.epochs
-    while state["epoch"] < cfg.trainer.epochs:
+    epochs = setup.epochs
+    stop = cfg.trainer.get("stop_after_epochs") or epochs
+    while state["epoch"] < epochs:
         started = time.perf_counter()
-        metrics = train_steps(setup, setup.data.train_batches(setup.batch_size, generator))
+        # trainer.updates may end the run inside its last epoch (Caffe's max_iter).
+        steps = min(setup.steps_per_epoch, setup.total_steps - state["step"])
+        metrics = train_steps(setup, islice(setup.data.train_batches(setup.batch_size, generator), steps))
         state["epoch"] += 1
-        state["step"] += setup.steps_per_epoch
+        state["step"] += steps
         state["seconds"] += time.perf_counter() - started
         epoch = state["epoch"]
         row = {
@@ -166,7 +170,7 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
             "images_per_s": round(state["step"] * setup.batch_size / max(state["seconds"], 1e-9), 1),
         }
         diverged = not math.isfinite(metrics["train/loss"])
-        if not diverged and (epoch % cfg.trainer.eval_every_epochs == 0 or epoch in (stop, cfg.trainer.epochs)):
+        if not diverged and (epoch % cfg.trainer.eval_every_epochs == 0 or epoch in (stop, epochs)):
             for split in ("val", "test"):
                 row.update({f"{split}/{k}": v for k, v in evaluate(setup, split).items()})
         state["history"].append(row)
@@ -177,12 +181,12 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
             print(f"ablate: {summary['name']} diverged in epoch {epoch} (train/loss {metrics['train/loss']})")
             break
         # The checkpoint holds the history, so the metrics file can always be rebuilt from it.
-        if (cfg.trainer.checkpoint or epoch == stop) and epoch < cfg.trainer.epochs:
+        if (cfg.trainer.checkpoint or epoch == stop) and epoch < epochs:
             save_checkpoint(checkpoint, setup, generator, state)
         record.write_metrics(record_dir, state["history"])
-        if epoch >= stop and epoch < cfg.trainer.epochs:
+        if epoch >= stop and epoch < epochs:
             summary["status"] = "stopped"
-            print(f"ablate: {summary['name']} stopped after epoch {epoch} of {cfg.trainer.epochs} (checkpoint kept)")
+            print(f"ablate: {summary['name']} stopped after epoch {epoch} of {epochs} (checkpoint kept)")
             break
     else:
         summary["status"] = "completed"

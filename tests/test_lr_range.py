@@ -80,6 +80,7 @@ def range_test(tmp_path, batch_size=32, model=None, blind=False, **lr_range):
         batch_size=batch_size,
         steps_per_epoch=len(data.train[1]) // batch_size,
         total_steps=3 * (len(data.train[1]) // batch_size),
+        epochs=3,
     )
     settings = dict(min_lr=1e-4, max_lr=3.0, steps=120, scale="exp", eval_every=6, criterion="acc", stop_factor=None)
     cfg = OmegaConf.create(

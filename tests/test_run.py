@@ -153,6 +153,29 @@ def test_stop_after_epochs_must_fall_inside_the_run(run_here):
         run_here("trainer.epochs=3", "++trainer.stop_after_epochs=3")
 
 
+def test_trainer_updates_ends_the_run_inside_its_last_epoch_as_caffes_max_iter(run_here):
+    # 320 images at batch 64: 5 updates an epoch; 12 updates = two whole epochs and 2 updates of a third.
+    summary, record_dir = run_here("trainer.updates=12")
+    rows = record.read_metrics(record_dir)
+    assert summary["status"] == "completed" and summary["steps"] == 12 and summary["total_steps"] == 12
+    assert [row["step"] for row in rows] == [5, 10, 12] and "test/acc" in rows[-1]
+
+
+def test_a_key_added_at_its_old_behaviour_keeps_every_earlier_records_identity(compose):
+    cfg = compose()
+    before = record.identity(cfg)
+    with open_dict(cfg):
+        del cfg.trainer["updates"]  # a record filed before trainer.updates existed
+    assert record.identity(cfg) == before
+    assert record.identity(compose("trainer.updates=100")) != before
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1.5"])
+def test_trainer_updates_must_be_a_positive_integer(run_here, value):
+    with pytest.raises(ConfigError, match=rf"trainer.updates={value}: must be a positive integer or null"):
+        run_here(f"trainer.updates={value}")
+
+
 def strip_times(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
 
