@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 # A study is its sweep file (plus its claims): conf/sweep/base/ holds what they share and is no study.
 STUDIES = sorted(path.stem for path in (CONF / "sweep").glob("*.yaml"))
-# A few seconds per job on one core: 256 training images, one epoch.
+# A few seconds per job on one core: 256 training images, one epoch; the smoke budget (no halving, no added seeds).
 TINY = (
+    "budget=smoke",
     "data.train_size=256",
     "data.val_size=64",
     "data.test_size=64",
@@ -195,6 +196,29 @@ def test_sweep_without_dash_m_runs_the_study_then_skips_it_then_runs_only_new_se
     runs = table(tmp_path, "depth")
     assert len(runs) == 6 and runs["identity"].is_unique
     assert set(runs["status"]) == {"completed"}
+
+
+def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_the_rest(tmp_path):
+    tiny = [arg for arg in TINY if not arg.startswith("trainer.epochs")]
+    study = ("+sweep=depth", "model=allconv5", "optim.lr=0.1,0.03,0.01", "seed=0,1", "trainer.epochs=2", *tiny)
+    result = sweep(tmp_path, *study, "study.halving={rungs:[0.5],eta:3}")
+    assert "halving at epoch 1/2: 2 of 6 runs continue, 4 stop" in result.stderr + result.stdout
+    # The last outcome of each record: the survivors' completion replaces their `stopped` at the rung.
+    found = re.search(r"(\d+) completed, (\d+) stopped", result.stdout)
+    assert found.groups() == ("2", "4")
+    summaries = records(tmp_path, "depth")
+    by_lr = {}
+    for s in summaries:
+        by_lr.setdefault(s["lr"]["base"], set()).add((s["status"], s["epochs_completed"]))
+    assert sorted(by_lr.values(), key=str) == sorted(
+        [{("completed", 2)}, {("stopped", 1)}, {("stopped", 1)}], key=str
+    ), by_lr
+    runs = table(tmp_path, "depth")
+    assert sorted(runs["status"]) == ["completed"] * 2 + ["stopped"] * 4  # stopped runs are rows, never dropped
+
+    # The study again: every record already holds what it asks for, nothing trains.
+    again = sweep(tmp_path, *study, "study.halving={rungs:[0.5],eta:3}")
+    assert re.search(r"0 completed, 0 stopped, (\d+) skipped", again.stdout), again.stdout[-2000:]
 
 
 def test_parallel_launcher_runs_jobs_in_workers_with_the_allocator_environment(tmp_path):
