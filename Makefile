@@ -60,11 +60,12 @@ wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTIT
 
 # Studies: `make <study>` for every conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
 # which ends by collecting results/<study>/runs.csv, then the analysis of that table. Variables: DATA, DATA_ROOT,
-# LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, ARGS (any other overrides).
+# BUDGET (smoke|cpu|gpu; cpu when unset), LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4),
+# EPOCHS, ARGS (any other overrides).
 # parallel: one process per CPU core (one torch thread each) or per GPU; basic: one job after another.
 LAUNCHER ?= parallel
 STUDIES := $(sort $(basename $(notdir $(wildcard conf/sweep/*.yaml))))
-STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
+STUDY_ARGS = $(if $(BUDGET),budget=$(BUDGET)) $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
 	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(ARGS)
 # Where the sweep wrote the table: paths.results=... in ARGS, else the config's default.
 STUDY_RESULTS = $(or $(patsubst paths.results=%,%,$(lastword $(filter paths.results=%,$(ARGS)))),results)

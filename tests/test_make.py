@@ -34,3 +34,10 @@ def test_a_study_target_analyses_the_table_its_sweep_wrote_and_collects_no_secon
     assert f"paths.runs={runs} paths.results={results}" in sweep and "seed=0,1" in sweep
     assert analyze.endswith(f"python -m ablate.analyze mobilenet_width --results {results}")
     assert not any("ablate.collect" in command for command in commands)
+
+
+def test_budget_reaches_the_sweep_and_a_study_without_it_runs_at_the_cpu_tier():
+    sweep, _ = dry_run("depth", "BUDGET=smoke")
+    assert "budget=smoke" in sweep
+    sweep, _ = dry_run("depth")
+    assert "budget=" not in sweep  # conf/sweep/base/study.yaml picks budget=cpu
