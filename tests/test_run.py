@@ -209,8 +209,8 @@ def test_the_identity_holds_the_precision_amp_resolves_to(compose, monkeypatch):
 
 
 def test_a_bf16_run_is_not_the_fp32_record_and_says_its_precision(run_here):
-    fp32, _ = run_here("trainer.epochs=1", "trainer.amp=false")
-    bf16, record_dir = run_here("trainer.epochs=1", "trainer.amp=true")
+    fp32, _ = run_here("trainer.epochs=1", "sched.warmup_epochs=0", "trainer.amp=false")
+    bf16, record_dir = run_here("trainer.epochs=1", "sched.warmup_epochs=0", "trainer.amp=true")
     assert bf16["outcome"] == "completed"  # not skipped as the completed fp32 run
     assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
     assert json.loads((record_dir / record.SUMMARY).read_text())["precision"] == "bf16"
@@ -311,7 +311,7 @@ def test_a_new_model_family_is_one_python_file_and_its_preset_yamls(run_here, tm
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "model" / "tinynet8.yaml").write_text(PRESET)
     searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
-    summary, record_dir = run_here(searchpath, "model=tinynet8", "trainer.epochs=1")
+    summary, record_dir = run_here(searchpath, "model=tinynet8", "trainer.epochs=1", "sched.warmup_epochs=0")
     assert summary["status"] == "completed" and summary["choices"]["model"] == "tinynet8"
     params = (3 * 9 + 1) * 8 + 8 * 20 + 20  # conv + FC on the embedded dataset's 20 classes
     macs = 8 * 8 * 8 * 3 * 9 + 8 * 20  # 32 px at stride 4 is 8x8 outputs

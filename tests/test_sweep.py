@@ -34,6 +34,7 @@ TINY = (
     "data.test_size=64",
     "batch.size=32",
     "trainer.epochs=1",
+    "sched.warmup_epochs=0",  # the default warm-up epoch would be the whole of a one-epoch run
     "logger=none",
 )
 COUNTS = re.compile(r"sweep (\w+): (\d+) completed, (\d+) stopped, (\d+) skipped, (\d+) diverged, (\d+) failed")
@@ -130,10 +131,10 @@ def test_a_fixed_key_is_one_sweep_value_and_the_command_line_still_replaces_ever
 
 def test_a_study_limits_every_dataset_through_data_limit_and_single_runs_keep_all(compose):
     cfg = compose("+sweep=depth")
-    assert dict(cfg.data.limit) == {"train": 1600, "val": 500, "test": 500}
-    assert compose("+sweep=width").data.limit.train == 2000  # the base file's budget
+    assert dict(cfg.data.limit) == {"train": 5000, "val": 1000, "test": 2000}  # budget=cpu, a study's default
+    assert compose("+sweep=width", "budget=smoke").data.limit.train == 256
     assert compose("+sweep=depth", "data.limit.train=300").data.limit.train == 300  # the command line still wins
-    assert compose("+sweep=depth", "data=imagefolder", "data.root=/images").data.limit.train == 1600
+    assert compose("+sweep=depth", "data=imagefolder", "data.root=/images").data.limit.train == 5000
     single = compose("data=synthetic").data
     assert dict(single.limit) == {"train": None, "val": None, "test": None} and single.train_size == 5000
     # The data config no longer reads the study node.
