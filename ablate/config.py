@@ -25,9 +25,10 @@ def load_config(
     GlobalHydra.instance().clear()
     conf_dir = Path(conf_dir).resolve()
     # Another tree (a study kept outside the repository) still finds the base files here, as its runs do through
-    # hydra.searchpath; its own files come first.
-    overrides = [*([] if conf_dir == CONF_DIR else [f"hydra.searchpath=[file://{CONF_DIR}]"]), *overrides]
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    # hydra.searchpath. The root config is ablate's: then the other tree is the one on the search path.
+    primary, other = (CONF_DIR, conf_dir) if name == "config" else (conf_dir, CONF_DIR)
+    overrides = [*([] if conf_dir == CONF_DIR else [f"hydra.searchpath=[file://{other}]"]), *overrides]
+    with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
         composed = compose(name, overrides=overrides, return_hydra_config=with_hydra)
     # A plain copy: writable and not in struct mode, like OmegaConf.load's.
     return OmegaConf.create(OmegaConf.to_container(composed, resolve=False))

@@ -43,4 +43,4 @@ def test_every_lr_policy_takes_its_unit_and_warm_up_from_one_base():
         assert list(own.defaults) == ["base/policy@_here_", "_self_"], path.name
         assert not {"unit", "warmup_epochs", "warmup_start_factor"} & set(own), path.name
         policy = load_option("sched", path.stem)
-        assert (policy.unit, policy.warmup_epochs, policy.warmup_start_factor) == ("fraction", 0, 0.01)
+        assert (policy.unit, policy.warmup_epochs, policy.warmup_start_factor) == ("fraction", 1, 0.01)

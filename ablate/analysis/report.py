@@ -106,7 +106,11 @@ def _answer(analysis: Analysis) -> list[str]:
     finished = runs[runs["status"] == "completed"]
     updates = f", median {fmt(finished['steps'].median())} updates a run" if "steps" in runs else ""
     epochs = _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
-    data = _counted(runs, ["data", "data.train"], lambda v: f"`{fmt(v['data'])}` ({fmt(v['data.train'])} train images)")
+    data = _counted(
+        runs,
+        ["data", "data.train"],
+        lambda v: f"`{fmt(v.get('data'))}`" + (f" ({fmt(v['data.train'])} train images)" if "data.train" in v else ""),
+    )
     lines.append(f"- **Budget**: {tier}: {epochs}{updates}, on {data}.")
     lines.append(f"- **What this budget measured**: {budget.measured_line(analysis.readings)}.")
     if analysis.compute is not None:

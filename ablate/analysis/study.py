@@ -206,7 +206,11 @@ def _sweep_file(path: Path, conf_dir: Path):
     try:
         composed = config.load_config("config", conf_dir, with_hydra=True, overrides=(f"+sweep={path.stem}",))
     except HydraException as error:
-        raise ConfigError(f"{path}: {str(error).splitlines()[0]}; fix the file") from None
+        # A file that cannot join the root config (axes as a bare list of keys, no base file) is read alone.
+        try:
+            composed = config.load_config(f"sweep/{path.stem}", conf_dir, with_hydra=True)
+        except HydraException:
+            raise ConfigError(f"{path}: {str(error).splitlines()[0]}; fix the file") from None
     # A file without `# @package _global_` lands under `sweep`; such a file never ran as a study, but its axes hold.
     return composed.sweep if "study" not in composed and "sweep" in composed else composed
 
