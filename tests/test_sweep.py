@@ -360,7 +360,15 @@ def test_sweep_killed_mid_run_and_started_again_completes_without_losing_or_dupl
 def test_table_has_one_row_per_record_and_the_documented_columns(tmp_path):
     sweep(tmp_path, "+sweep=lr_policy", "sched=fixed,step", "optim.lr=0.01", "seed=0", *TINY)
     runs = table(tmp_path, "lr_policy")
-    swept = ["sched", "optim.lr", "data.train_size", "data.val_size", "data.test_size", "batch.size"]
+    swept = [
+        "sched",
+        "optim.lr",
+        "data.train_size",
+        "data.val_size",
+        "data.test_size",
+        "batch.size",
+        "sched.warmup_epochs",
+    ]
     assert list(runs.columns) == [*HEAD_COLUMNS, *swept, *RECORD_COLUMNS]
     assert len(runs) == len(records(tmp_path, "lr_policy")) == 2
     assert set(runs["sched"]) == {"fixed", "step"} and set(runs["study"]) == {"lr_policy"}
