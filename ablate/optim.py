@@ -22,7 +22,8 @@ MOMENTUM_FORMS = ("torch", "caffe")
 BIAS_LAYERS = ("conv", "fc")
 # conf/optim keys that are not arguments of the torch class; build_optimizer consumes them.
 NOT_TORCH_KEYS = ("lr_factor", "momentum_form", "bias_lr_mult", "bias_decay", "bias_layers", "bn_decay")
-# The knobs that replaced a removed key, for its error message.
+# Removed keys and the knobs that replaced them. conf/config.yaml still declares each as null, so that setting one
+# reaches check_optim's one-line error instead of Hydra's "not in struct".
 REMOVED_KEYS = {
     "decay_bn_and_bias": "optim.bias_decay=false optim.bn_decay=false (false) or leave both true (true)",
 }
@@ -171,8 +172,9 @@ def check_optim(options: dict, lr: float) -> None:
         raise ConfigError(f"optim._target_={target}: not an importable class; e.g. torch.optim.SGD") from None
     accepted = set(inspect.signature(optimizer_class).parameters) - {"params"}
     for key, replacement in REMOVED_KEYS.items():
-        if key in options:
+        if options.get(key) is not None:
             raise ConfigError(f"optim.{key}={options[key]}: removed; use {replacement}")
+        options.pop(key, None)
     for key in options:
         if key.startswith("_") or key in NOT_TORCH_KEYS:
             continue
