@@ -155,7 +155,7 @@ def test_articles_init_and_kaiming_option():
 def test_articles_fc_is_caffes_xavier_uniform_over_fan_in():
     torch.manual_seed(0)
     fc = build_model(preset("allconv6"), num_classes=20, in_channels=3)[-1]
-    bound = math.sqrt(3 / 256)  # Caffe's xavier, FAN_IN; torch's xavier_uniform_ would be sqrt(6 / 276), 1.36x less
+    bound = math.sqrt(3 / 256)  # Caffe's xavier, FAN_IN; torch's xavier_uniform_: sqrt(6 / 276), 1.36x more
     assert bound * 0.98 < fc.weight.abs().max().item() <= bound
     assert fc.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
     assert not fc.bias.any()
