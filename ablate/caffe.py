@@ -1,4 +1,5 @@
 """Caffe's update rules where torch's differ (`optim.momentum_form=caffe`): SGD, Nesterov momentum and Adam.
+SOLVERS maps each torch class to the class that updates as Caffe's solver (ablate.optim.build_optimizer).
 
 Caffe folds the learning rate into the velocity, torch applies it after:
 
@@ -98,3 +99,14 @@ class Adam(torch.optim.Optimizer):
                 correction = (1 - beta2**t) ** 0.5 / (1 - beta1**t)
                 param.sub_(state["m"] / (state["v"].sqrt() + group["eps"]), alpha=group["lr"] * correction)
         return loss
+
+
+# momentum_form=caffe: torch's class name -> the class that updates as Caffe's solver of that name. torch's AdaGrad,
+# RMSProp (momentum 0) and AdaDelta already compute Caffe's update, given Caffe's delta as eps (tests/test_caffe.py).
+SOLVERS = {
+    "SGD": "ablate.caffe.SGD",
+    "Adam": "ablate.caffe.Adam",
+    "Adagrad": "torch.optim.Adagrad",
+    "RMSprop": "torch.optim.RMSprop",
+    "Adadelta": "torch.optim.Adadelta",
+}

@@ -35,10 +35,22 @@ def load_config(
 
 
 def load_option(group: str, name: str, conf_dir: str | Path = CONF_DIR) -> DictConfig:
-    """conf/<group>/<name>.yaml as `python -m ablate <group>=<name>` composes it, without the root config."""
+    """conf/<group>/<name>.yaml as `python -m ablate <group>=<name>` composes it: with the keys the root config adds
+    to its group (conf/config.yaml's optim block) and the choices it makes of other groups (an optim option may pick
+    its solver's LR policy), nothing resolved."""
     return OmegaConf.create(_option(group, name, str(Path(conf_dir).resolve())))
 
 
 @functools.cache
 def _option(group: str, name: str, conf_dir: str) -> dict:
-    return OmegaConf.to_container(load_config(f"{group}/{name}", conf_dir)[group], resolve=False)
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ablate.resolvers import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    overrides = [f"{group}={name}"] + ([] if Path(conf_dir) == CONF_DIR else [f"hydra.searchpath=[file://{CONF_DIR}]"])
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+        composed = compose("config", overrides=overrides)
+    return OmegaConf.to_container(composed[group], resolve=False)

@@ -56,7 +56,7 @@ def build(cfg: DictConfig) -> Setup:
     validate_optim(cfg.optim, lr.effective)
 
     # A cheap probe build checks the model's config, contract and stride before any data is decoded.
-    probe = build_model(cfg.model, num_classes=2, in_channels=3)
+    probe = build_model(cfg.model, num_classes=2, in_channels=3, load_pretrained=False)
     if cfg.data.resolution < probe.total_stride:
         raise ConfigError(
             f"data.resolution={cfg.data.resolution}: {probe.name} has total stride {probe.total_stride}, "

@@ -1,4 +1,10 @@
-"""Optimizers from conf/optim/*.yaml, and the effective learning rate (base x factor x the batch-size rule)."""
+"""Optimizers from conf/optim/*.yaml, and the effective learning rate (base x factor x the batch-size rule).
+
+The keys every optimizer shares live once, in conf/config.yaml's `optim` block: lr_factor, momentum_form (torch's
+update or Caffe's, ablate.caffe) and the parameter multipliers of Caffe's prototxts (bias_lr_mult, bias_decay,
+bias_layers, bn_decay), which become parameter groups here. Each group carries its `lr_mult`; the LR policies scale
+every group's LR by the same factor (ablate.schedules), so a bias at 2x stays at 2x through the schedule.
+"""
 
 import inspect
 import math
@@ -8,12 +14,19 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ablate import caffe
 from ablate.errors import ConfigError
 
 SCALING_RULES = ("none", "linear", "sqrt")
-
+MOMENTUM_FORMS = ("torch", "caffe")
+BIAS_LAYERS = ("conv", "fc")
 # conf/optim keys that are not arguments of the torch class; build_optimizer consumes them.
-NOT_TORCH_KEYS = ("decay_bn_and_bias", "lr_factor")
+NOT_TORCH_KEYS = ("lr_factor", "momentum_form", "bias_lr_mult", "bias_decay", "bias_layers", "bn_decay")
+# Removed keys and the knobs that replaced them. conf/config.yaml still declares each as null, so that setting one
+# reaches check_optim's one-line error instead of Hydra's "not in struct".
+REMOVED_KEYS = {
+    "decay_bn_and_bias": "optim.bias_decay=false optim.bn_decay=false (false) or leave both true (true)",
+}
 
 
 @dataclass(frozen=True)
@@ -65,10 +78,41 @@ def build_optimizer(cfg_optim: DictConfig, model: torch.nn.Module, lr: float) ->
     """The optimizer over `model`'s parameters at the effective `lr` (effective_lr(...).effective, not optim.lr)."""
     options = OmegaConf.to_container(cfg_optim, resolve=True)
     check_optim(options, lr)
-    decay_bn_and_bias = options.pop("decay_bn_and_bias")
-    options.pop("lr_factor", None)  # already in `lr`
+    shared = {key: options.pop(key) for key in NOT_TORCH_KEYS if key in options}
+    if shared["momentum_form"] == "caffe":
+        options["_target_"] = caffe_form(options["_target_"], options)
     make = instantiate(options, _convert_="all")
-    return make(param_groups(model, options.get("weight_decay", 0.0), decay_bn_and_bias), lr=lr)
+    groups = param_groups(
+        model,
+        lr=lr,
+        weight_decay=options.get("weight_decay", 0.0),
+        bias_lr_mult=shared["bias_lr_mult"],
+        bias_decay=shared["bias_decay"],
+        bias_layers=shared["bias_layers"],
+        bn_decay=shared["bn_decay"],
+    )
+    return make(groups, lr=lr)
+
+
+def caffe_form(target: str, options: dict) -> str:
+    """The class that updates as Caffe's solver of the same name (momentum_form=caffe)."""
+    name = get_class(target).__name__
+    if name not in caffe.SOLVERS:
+        raise ConfigError(
+            f"optim.momentum_form=caffe: Caffe has no {name} solver (it has {', '.join(caffe.SOLVERS)}); "
+            "use optim.momentum_form=torch"
+        )
+    # Caffe's RMSProp and AdaGrad have no momentum term (RMSPropSolver refuses one).
+    if options.get("momentum", 0.0) and name in ("RMSprop", "Adagrad"):
+        raise ConfigError(f"optim.momentum={options['momentum']}: Caffe's {name} has no momentum; use optim.momentum=0")
+    target = caffe.SOLVERS[name]
+    accepted = set(inspect.signature(get_class(target)).parameters)
+    for key, value in options.items():
+        if not key.startswith("_") and key not in accepted:
+            raise ConfigError(f"optim.{key}={value}: Caffe's {name} has no such option; use optim.momentum_form=torch")
+    if options.get("dampening"):
+        raise ConfigError(f"optim.dampening={options['dampening']}: Caffe's SGD has none; use optim.dampening=0")
+    return target
 
 
 def validate_optim(cfg_optim: DictConfig, lr: float) -> None:
@@ -76,16 +120,47 @@ def validate_optim(cfg_optim: DictConfig, lr: float) -> None:
     build_optimizer(cfg_optim, torch.nn.Linear(1, 1), lr)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, decay_bn_and_bias: bool) -> list[dict]:
-    """One group, or two where BN and bias parameters (the 1-D ones) are exempt from weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if decay_bn_and_bias or not weight_decay:
-        return [{"params": params}]
-    # Conv and linear weights are >= 2-D; biases and BN scales and shifts are 1-D.
-    decayed = [p for p in params if p.ndim > 1]
-    exempt = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decayed}, {"params": exempt, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+def param_groups(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    bias_lr_mult: float = 1.0,
+    bias_decay: bool = True,
+    bias_layers: tuple[str, ...] = BIAS_LAYERS,
+    bn_decay: bool = True,
+) -> list[dict]:
+    """Parameter groups with Caffe's per-parameter multipliers: the biases of `bias_layers` (conv, fc) at
+    `bias_lr_mult` x lr and decayed only if `bias_decay`; BN scale and shift decayed only if `bn_decay`.
+
+    The first group holds the weights (lr_mult 1), so param_groups[0]["lr"] is the run's LR. Every group records
+    its lr_mult; parameters of layers that are neither conv, FC nor BN count as weights."""
+    kinds = {}
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                kinds[param] = "bn"
+            elif name == "bias" and isinstance(module, torch.nn.modules.conv._ConvNd):
+                kinds[param] = "conv"
+            elif name == "bias" and isinstance(module, torch.nn.Linear):
+                kinds[param] = "fc"
+            else:
+                kinds[param] = "weight"
+    settings = {  # kind: (lr_mult, decayed)
+        "weight": (1.0, True),
+        "conv": (bias_lr_mult, bias_decay) if "conv" in bias_layers else (1.0, True),
+        "fc": (bias_lr_mult, bias_decay) if "fc" in bias_layers else (1.0, True),
+        "bn": (1.0, bn_decay),
+    }
+    groups: dict[tuple[float, bool], list] = {(1.0, True): []}  # the weights' group first
+    for param, kind in kinds.items():
+        if param.requires_grad:
+            groups.setdefault(settings[kind], []).append(param)
+    return [
+        {"params": params, "lr": lr * lr_mult, "lr_mult": lr_mult, "weight_decay": weight_decay if decayed else 0.0}
+        for (lr_mult, decayed), params in groups.items()
+        if params
+    ]
 
 
 def check_optim(options: dict, lr: float) -> None:
@@ -96,6 +171,10 @@ def check_optim(options: dict, lr: float) -> None:
     except (ImportError, AttributeError, ValueError, TypeError):
         raise ConfigError(f"optim._target_={target}: not an importable class; e.g. torch.optim.SGD") from None
     accepted = set(inspect.signature(optimizer_class).parameters) - {"params"}
+    for key, replacement in REMOVED_KEYS.items():
+        if options.get(key) is not None:
+            raise ConfigError(f"optim.{key}={options[key]}: removed; use {replacement}")
+        options.pop(key, None)
     for key in options:
         if key.startswith("_") or key in NOT_TORCH_KEYS:
             continue
@@ -104,11 +183,7 @@ def check_optim(options: dict, lr: float) -> None:
                 f"optim.{key}={options[key]}: {optimizer_class.__name__} has no such option; "
                 f"use one of {', '.join(sorted(accepted))}"
             )
-    if "decay_bn_and_bias" not in options or not isinstance(options["decay_bn_and_bias"], bool):
-        raise ConfigError(
-            f"optim.decay_bn_and_bias={options.get('decay_bn_and_bias')}: must be true (decay every parameter, "
-            "as Caffe) or false (exempt BN and bias)"
-        )
+    check_shared(options)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ConfigError(f"optim.lr={lr}: the learning rate must be positive; e.g. optim.lr=0.01")
     if options.get("weight_decay", 0.0) < 0:
@@ -124,3 +199,26 @@ def check_optim(options: dict, lr: float) -> None:
     betas = options.get("betas", (0.9, 0.999))
     if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
         raise ConfigError(f"optim.betas={betas}: needs two values in [0, 1); e.g. optim.betas=[0.9,0.999]")
+
+
+def check_shared(options: dict) -> None:
+    """The keys conf/config.yaml's optim block gives every optimizer."""
+    for key in NOT_TORCH_KEYS:
+        if key not in options:
+            raise ConfigError(f"optim.{key}: missing; conf/config.yaml's optim block sets it for every optimizer")
+    if options["momentum_form"] not in MOMENTUM_FORMS:
+        raise ConfigError(
+            f"optim.momentum_form={options['momentum_form']}: unknown; use torch (w -= lr*v) or caffe (w -= v, "
+            "the LR inside the velocity)"
+        )
+    mult = options["bias_lr_mult"]
+    if isinstance(mult, bool) or not isinstance(mult, int | float) or mult < 0:
+        raise ConfigError(f"optim.bias_lr_mult={mult}: must be a number >= 0; the prototxts' is 2")
+    for key in ("bias_decay", "bn_decay"):
+        if not isinstance(options[key], bool):
+            raise ConfigError(f"optim.{key}={options[key]}: must be true (decayed) or false (decay_mult 0)")
+    layers = options["bias_layers"]
+    if not isinstance(layers, list) or not set(layers) <= set(BIAS_LAYERS):
+        raise ConfigError(
+            f"optim.bias_layers={layers}: a list of {' and '.join(BIAS_LAYERS)}; e.g. optim.bias_layers=[conv]"
+        )

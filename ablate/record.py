@@ -28,7 +28,19 @@ NOT_IDENTITY_DATA_KEYS = ("in_memory",)
 # Keys added after records were filed, at the value that reproduces what ran before they existed: a key at this value
 # is left out of the hash, so every earlier record keeps its identity (a rerun finds it) while any other value is a
 # different run.
-NEW_KEY_DEFAULTS = {"trainer.updates": None}
+# Each key lists the values that mean "as before".
+NEW_KEY_DEFAULTS = {
+    "trainer.updates": (None,),
+    "optim.momentum_form": ("torch",),
+    "optim.bias_lr_mult": (1.0,),
+    "optim.bias_decay": (True,),
+    "optim.bias_layers": (["conv", "fc"],),
+    "optim.bn_decay": (True,),
+    "model.bn_momentum": (0.1,),
+    "model.bn_average": ("torch",),
+    "model.pretrained": (None,),
+    "data.eval_resize": ("crop",),
+}
 
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
@@ -83,13 +95,18 @@ def identity(cfg: DictConfig) -> str:
             trainer.pop(key, None)
     for key in NOT_IDENTITY_DATA_KEYS:
         relevant.get("data", {}).pop(key, None)
-    for dotted, value in NEW_KEY_DEFAULTS.items():
+    for dotted, values in NEW_KEY_DEFAULTS.items():
         *parents, leaf = dotted.split(".")
         node = relevant
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node and node[leaf] == value:
+        if isinstance(node, dict) and leaf in node and any(node[leaf] == value for value in values):
             del node[leaf]
+    optim = relevant.get("optim")
+    if isinstance(optim, dict) and "decay_bn_and_bias" in optim and optim["decay_bn_and_bias"] is None:
+        # Replaced by bias_decay and bn_decay (true, true: "decay everything", which it said as true): hashed as it
+        # was, so the records filed before the replacement keep their identity.
+        optim["decay_bn_and_bias"] = True
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

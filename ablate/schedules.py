@@ -21,7 +21,6 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
-    CosineAnnealingWarmRestarts,
     CyclicLR,
     ExponentialLR,
     LambdaLR,
@@ -185,7 +184,16 @@ def check_decay_factor(key: str, gamma: float) -> None:
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The run's LR: the first parameter group's, the weights' (ablate.optim.param_groups)."""
     return optimizer.param_groups[0]["lr"]
+
+
+def per_group(optimizer: torch.optim.Optimizer, lr: float) -> list[float]:
+    """An absolute LR bound for each parameter group, times the group's lr_mult (a Caffe bias at 2x stays at 2x).
+
+    The multiplicative policies (LambdaLR, StepLR, ...) scale each group's own LR already; the ones that take
+    absolute bounds (CyclicLR, OneCycleLR) need them per group."""
+    return [lr * group.get("lr_mult", 1.0) for group in optimizer.param_groups]
 
 
 # The policies. Each takes the optimizer, the clock, and exactly the keys of its conf/sched file.
@@ -261,12 +269,38 @@ def cosine(optimizer, clock: Clock, *, eta_min: float) -> LRScheduler:
 
 
 def sgdr(optimizer, clock: Clock, *, T_0: float, T_mult: int, eta_min: float) -> LRScheduler:
-    """SGDR (Loshchilov & Hutter): cosine annealing restarted after T_0, then T_0*T_mult, ... updates."""
+    """SGDR (Loshchilov & Hutter): cosine annealing restarted after T_0, then T_0*T_mult, ... and the last cycle
+    ends with the run's last update.
+
+    Cycle ends are the cumulative lengths T_0 (1 + T_mult + ...) in sched.unit, each rounded once (not each cycle's
+    rounded length added up); the cycle whose end is nearest the run's end is moved onto it and later ones dropped.
+    With T_0 = 1/15 and T_mult = 2 over 124 updates torch's CosineAnnealingWarmRestarts (T_0 rounded to 8) would
+    restart at update 120 and end at the full LR; here the cycles are 8, 17, 33 and 66 updates."""
     if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
         raise ConfigError(f"sched.T_mult={T_mult}: must be an integer >= 1 (1 = cycles of equal length)")
     if not (isinstance(eta_min, (int, float)) and eta_min >= 0):
         raise ConfigError(f"sched.eta_min={eta_min}: must be >= 0 (an LR)")
-    return CosineAnnealingWarmRestarts(optimizer, T_0=clock.updates("T_0", T_0), T_mult=T_mult, eta_min=eta_min)
+    clock.updates("T_0", T_0)  # checks that the first cycle fits the run
+    first, total = T_0 * clock.updates_per_unit, clock.total_steps
+    exact_ends = [first]
+    while exact_ends[-1] < total:
+        exact_ends.append(exact_ends[-1] + first * T_mult ** len(exact_ends))
+    if len(exact_ends) > 1 and total - exact_ends[-2] < exact_ends[-1] - total:
+        exact_ends.pop()  # the cycle before ends nearer the run's end: it is stretched to it
+    ends = []
+    for end in exact_ends[:-1]:
+        ends.append(max(math.floor(end + 0.5), ends[-1] + 1 if ends else 1))
+    ends = [end for end in ends if end < total] + [total]
+    starts = [0, *ends[:-1]]
+    ratio = eta_min / current_lr(optimizer)
+
+    def factor(update: int) -> float:
+        # The cycle holding `update`; past the end (the LR after the last update) the last cycle's end.
+        cycle = next((i for i, end in enumerate(ends) if update < end), len(ends) - 1)
+        progress = min(update - starts[cycle], ends[cycle] - starts[cycle]) / (ends[cycle] - starts[cycle])
+        return ratio + (1 - ratio) * (1 + math.cos(math.pi * progress)) / 2
+
+    return LambdaLR(optimizer, factor)
 
 
 def cyclical(
@@ -313,8 +347,8 @@ def cyclical(
     check_cycle_momentum(optimizer, cycle_momentum, base_momentum, max_momentum)
     return CyclicLR(
         optimizer,
-        base_lr=base_lr,
-        max_lr=max_lr,
+        base_lr=per_group(optimizer, base_lr),
+        max_lr=per_group(optimizer, max_lr),
         step_size_up=clock.updates("stepsize", stepsize),
         mode=mode,
         gamma=gamma ** (1 / clock.updates_per_unit),
@@ -352,7 +386,7 @@ def onecycle(
     check_cycle_momentum(optimizer, cycle_momentum, base_momentum, max_momentum)
     return OneCycleLR(
         optimizer,
-        max_lr=max_lr,
+        max_lr=per_group(optimizer, max_lr),
         total_steps=clock.total_steps,
         pct_start=float(pct_start),
         anneal_strategy=anneal_strategy,

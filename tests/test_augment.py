@@ -135,3 +135,28 @@ def test_same_batches_on_cpu_and_gpu():
         evaluation = augment.eval_batch(images.to(device), resolution=28, mean=mean, std=std)
         outputs.append((train.cpu(), evaluation.cpu()))
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
+@pytest.mark.parametrize("stored_size, resolution", [(256, 224), (40, 32), (32, 32)])
+def test_eval_resize_whole_is_caffes_bilinear_resize_of_the_whole_image(stored_size, resolution):
+    """Caffe's TEST phase (recipe=articles): the whole image at 224, bilinear without antialiasing, 8-bit; not the
+    centre 224 of the 256 resize, which drops the outer 12.5% of each side."""
+    images = random_images(3, stored_size)
+    mean, _ = stats()
+    got = augment.eval_batch(images, resolution=resolution, mean=mean, std=None, resize="whole")
+    for image, out in zip(images, got):
+        resized = F.resize(image, [resolution, resolution], interpolation=F.InterpolationMode.BILINEAR, antialias=False)
+        # torchvision's uint8 kernel rounds in fixed point (as OpenCV's does): at most one 8-bit level apart.
+        difference = (out + torch.tensor(MEAN).view(-1, 1, 1) - resized.float()).abs()
+        assert difference.max() <= 1 + 1e-4 and difference.mean() < 0.5
+    if stored_size != resolution:
+        cropped = augment.eval_batch(images, resolution=resolution, mean=mean, std=None)
+        assert not torch.equal(got, cropped)
+
+
+def test_eval_resize_whole_keeps_the_borders_that_the_crop_drops():
+    image = torch.zeros(1, 3, 256, 256, dtype=torch.uint8)
+    image[..., :16, :] = 255  # a band in the top 16 rows, outside the centre 224 crop
+    whole = augment.eval_batch(image, resolution=224, mean=torch.zeros(3, 1, 1), std=None, resize="whole")
+    crop = augment.eval_batch(image, resolution=224, mean=torch.zeros(3, 1, 1), std=None, resize="crop")
+    assert whole[..., :13, :].min() == 255 and crop.max() == 0

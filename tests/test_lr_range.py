@@ -88,7 +88,7 @@ def range_test(tmp_path, batch_size=32, model=None, blind=False, **lr_range):
             "seed": 0,
             "batch": {"size": batch_size},
             "trainer": {"epochs": 3},
-            "optim": OmegaConf.load(CONF / "optim" / "sgd.yaml"),
+            "optim": load_option("optim", "sgd"),
             "lr_range": {**settings, **lr_range},
         }
     )

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from ablate import caffe
 from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.optim import build_optimizer, effective_lr, validate_optim
@@ -18,7 +19,8 @@ OPTIMIZERS = sorted(path.stem for path in (CONF / "optim").glob("*.yaml"))
 
 
 def optim_cfg(name: str, **overrides):
-    """conf/optim/<name>.yaml, its defaults applied, with keys replaced as `optim=<name> optim.key=value` would."""
+    """conf/optim/<name>.yaml as a run composes it (with conf/config.yaml's shared optim keys), with keys replaced as
+    `optim=<name> optim.key=value` would."""
     return OmegaConf.merge(load_option("optim", name), overrides)
 
 
@@ -78,14 +80,63 @@ def test_weight_decay_reaches_every_parameter_by_default_as_in_caffe():
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.005]
 
 
+def multipliers(optimizer) -> dict[int, tuple[float, float]]:
+    """(lr, weight_decay) of every parameter, by id."""
+    return {id(p): (group["lr"], group["weight_decay"]) for group in optimizer.param_groups for p in group["params"]}
+
+
 def test_bn_and_bias_parameters_can_be_exempt_from_weight_decay():
     model = small_net()
-    optimizer = build_optimizer(optim_cfg("sgd", decay_bn_and_bias=False), model, lr=0.01)
-    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    optimizer = build_optimizer(optim_cfg("sgd", bias_decay=False, bn_decay=False), model, lr=0.01)
+    got = multipliers(optimizer)
     conv, bn, linear = model[0], model[1], model[4]
-    assert decay[id(conv.weight)] == decay[id(linear.weight)] == 0.005
-    assert decay[id(conv.bias)] == decay[id(bn.weight)] == decay[id(bn.bias)] == decay[id(linear.bias)] == 0.0
-    assert len(decay) == len(list(model.parameters()))
+    assert got[id(conv.weight)] == got[id(linear.weight)] == (0.01, 0.005)
+    assert got[id(conv.bias)] == got[id(bn.weight)] == got[id(bn.bias)] == got[id(linear.bias)] == (0.01, 0.0)
+    assert len(got) == len(list(model.parameters()))
+
+
+def test_caffes_conv_bias_multipliers_leave_the_fc_bias_and_bn_as_the_weights():
+    """The prototxts: conv biases lr_mult 2, decay_mult 0; the FC bias and BN scale/shift at 1x and decayed."""
+    model = small_net()
+    cfg = optim_cfg("sgd", bias_lr_mult=2.0, bias_decay=False, bias_layers=["conv"])
+    optimizer = build_optimizer(cfg, model, lr=0.01)
+    got = multipliers(optimizer)
+    conv, bn, linear = model[0], model[1], model[4]
+    assert got[id(conv.bias)] == (0.02, 0.0)
+    assert got[id(conv.weight)] == got[id(linear.weight)] == got[id(linear.bias)] == got[id(bn.weight)] == (0.01, 0.005)
+    # The weights' group comes first: the loop logs and the schedules read param_groups[0]["lr"] as the run's LR.
+    assert optimizer.param_groups[0]["lr_mult"] == 1.0 and optimizer.param_groups[0]["params"][0] is conv.weight
+
+
+@pytest.mark.parametrize(("target", "expected"), [("sgd", caffe.SGD), ("nesterov", caffe.SGD), ("adam", caffe.Adam)])
+def test_momentum_form_caffe_builds_caffes_solver(target, expected):
+    optimizer = build_optimizer(optim_cfg(target, momentum_form="caffe"), small_net(), lr=0.01)
+    assert type(optimizer) is expected
+    assert optimizer.defaults.get("nesterov", False) == (target == "nesterov")
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adadelta", "rmsprop"])
+def test_momentum_form_caffe_keeps_torchs_class_where_it_already_is_caffes_update(name):
+    optimizer = build_optimizer(optim_cfg(name, momentum_form="caffe"), small_net(), lr=0.01)
+    assert type(optimizer) is get_class(optim_cfg(name)._target_)
+
+
+def test_caffe_form_with_a_2x_bias_is_caffes_update_of_that_bias():
+    """Caffe's local_rate = rate * lr_mult and local_decay = weight_decay * decay_mult, inside the velocity."""
+    model = small_net()
+    cfg = optim_cfg("sgd", momentum_form="caffe", bias_lr_mult=2.0, bias_decay=False, bias_layers=["conv"])
+    optimizer = build_optimizer(cfg, model, lr=0.01)
+    bias, weight = model[0].bias, model[0].weight
+    b0, w0 = bias.detach().clone(), weight.detach().clone()
+    velocity_b, velocity_w = torch.zeros_like(b0), torch.zeros_like(w0)
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 2, (8,))).backward()
+        velocity_b = 0.9 * velocity_b + 0.02 * bias.grad
+        velocity_w = 0.9 * velocity_w + 0.01 * (weight.grad + 0.005 * weight.detach())
+        b0, w0 = b0 - velocity_b, w0 - velocity_w
+        optimizer.step()
+    assert torch.allclose(bias, b0, atol=1e-7) and torch.allclose(weight, w0, atol=1e-7)
 
 
 def batch(size: int = 64, base_size: int = 64, rule: str = "none") -> dict:
@@ -155,7 +206,15 @@ BAD = [
     ("sgd", {"momentun": 0.9}, "optim.momentun"),
     ("adam", {"betas": [0.9, 1.0]}, "optim.betas"),
     ("rmsprop", {"alpha": 1.2}, "optim.alpha"),
-    ("sgd", {"decay_bn_and_bias": "yes"}, "optim.decay_bn_and_bias"),
+    ("sgd", {"decay_bn_and_bias": False}, "optim.decay_bn_and_bias"),
+    ("sgd", {"momentum_form": "keras"}, "optim.momentum_form"),
+    ("adamw", {"momentum_form": "caffe"}, "optim.momentum_form"),
+    ("sgd", {"momentum_form": "caffe", "dampening": 0.5}, "optim.dampening"),
+    ("rmsprop", {"momentum_form": "caffe", "momentum": 0.9}, "optim.momentum"),
+    ("sgd", {"bias_lr_mult": -2}, "optim.bias_lr_mult"),
+    ("sgd", {"bias_decay": "no"}, "optim.bias_decay"),
+    ("sgd", {"bn_decay": 0}, "optim.bn_decay"),
+    ("sgd", {"bias_layers": ["conv", "bn"]}, "optim.bias_layers"),
 ]
 
 

@@ -165,7 +165,14 @@ def test_a_key_added_at_its_old_behaviour_keeps_every_earlier_records_identity(c
     cfg = compose()
     before = record.identity(cfg)
     with open_dict(cfg):
-        del cfg.trainer["updates"]  # a record filed before trainer.updates existed
+        # A record filed before these keys existed, with the one they replaced.
+        del cfg.trainer["updates"]
+        for key in ("momentum_form", "bias_lr_mult", "bias_decay", "bias_layers", "bn_decay"):
+            del cfg.optim[key]
+        cfg.optim.decay_bn_and_bias = True
+        for key in ("bn_momentum", "bn_average", "pretrained"):
+            del cfg.model[key]
+        del cfg.data["eval_resize"]
     assert record.identity(cfg) == before
     assert record.identity(compose("trainer.updates=100")) != before
 

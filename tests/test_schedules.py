@@ -16,7 +16,7 @@ from ablate.schedules import build_scheduler, to_updates, validate_sched
 CONF = Path(__file__).resolve().parent.parent / "conf"
 POLICIES = sorted(path.stem for path in (CONF / "sched").glob("*.yaml"))
 BASE_LR = 0.01
-SGD = OmegaConf.load(CONF / "optim" / "sgd.yaml")
+SGD = load_option("optim", "sgd")  # with the keys conf/config.yaml gives every optimizer
 
 
 def sched_cfg(name: str, **overrides):
@@ -142,6 +142,58 @@ def test_sgdr_restarts_at_T_0_and_at_T_0_plus_T_0_times_T_mult():
     assert close(lrs[200], BASE_LR / 2)  # middle of the second cycle, 200 updates long
     assert lrs[299] < 0.001 * BASE_LR
     assert close(lrs[300], BASE_LR)
+
+
+@pytest.mark.parametrize("total", [124, 1248, 1000, 97])
+def test_sgdr_default_ends_its_last_cycle_on_the_last_update(total):
+    """The issue: with T_0 rounded, torch restarted at update 120 of 124 (1,245 of 1,248) and ended at the full LR."""
+    lrs = lr_trace(sched_cfg("sgdr"), total_steps=total)
+    restarts = [u for u in range(1, total) if lrs[u] > lrs[u - 1]]
+    assert len(restarts) == 3  # four cycles of 1, 2, 4 and 8 fifteenths
+    last_start = restarts[-1]
+    assert abs((total - last_start) / total - 8 / 15) < 2 / total
+    assert lrs[total - 1] == pytest.approx(
+        BASE_LR * (1 + math.cos(math.pi * (total - 1 - last_start) / (total - last_start))) / 2
+    )
+    assert lrs[total - 1] < 0.01 * BASE_LR and lrs[total] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_sgdr_stretches_the_cycle_nearest_the_end():
+    # T_0 = 0.3 of the run, T_mult 1: ends at 0.3, 0.6, 0.9 (1.2 is farther from 1.0), so the third cycle runs to 1.0.
+    lrs = lr_trace(sched_cfg("sgdr", T_0=0.3, T_mult=1), total_steps=1000)
+    assert [u for u in range(1, 1000) if lrs[u] > lrs[u - 1]] == [300, 600]
+    assert close(lrs[600 + 200], BASE_LR / 2)  # the middle of the 400-update last cycle
+
+
+def test_exp_default_gamma_is_the_articles_0_9999_per_iteration_over_100k_exactly():
+    lrs = lr_trace(sched_cfg("exp"), total_steps=1000)
+    assert math.isclose(lrs[1000], BASE_LR * 0.9999**100_000, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("cyclical", {"unit": "iters", "stepsize": 100, "base_lr": 0.001, "max_lr": 0.006}),
+        ("cyclical", {"unit": "iters", "stepsize": 100}),
+        ("onecycle", {"max_lr": 0.1}),
+        ("sgdr", {"eta_min": 0.001}),
+        ("step", {}),
+        ("fixed", {}),
+    ],
+)
+def test_every_policy_keeps_a_2x_bias_group_at_2x(name, overrides):
+    """recipe=articles trains conv biases at lr_mult 2: every policy must scale both groups alike."""
+    weight, bias = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD(
+        [{"params": [weight], "lr_mult": 1.0}, {"params": [bias], "lr": 2 * BASE_LR, "lr_mult": 2.0}],
+        lr=BASE_LR,
+        momentum=0.9,
+    )
+    scheduler = build_scheduler(sched_cfg(name, **overrides), optimizer, steps_per_epoch=10, total_steps=1000)
+    for _ in range(1000):
+        assert optimizer.param_groups[1]["lr"] == pytest.approx(2 * optimizer.param_groups[0]["lr"], rel=1e-12)
+        optimizer.step()
+        scheduler.step()
 
 
 def test_triangular_peaks_at_max_lr_and_returns_to_base_lr():
@@ -314,7 +366,7 @@ def test_cycling_momentum_needs_an_optimizer_with_momentum():
 @pytest.mark.parametrize("name", ["cyclical", "onecycle"])
 def test_the_early_check_uses_the_configured_optimizer(name):
     # A stand-in SGD has momentum to cycle; the run's AdaGrad has none, and the check must fail as the run would.
-    adagrad = OmegaConf.load(CONF / "optim" / "adagrad.yaml")
+    adagrad = load_option("optim", "adagrad")
     with pytest.raises(ConfigError, match=r"^sched\.cycle_momentum=true: Adagrad has no momentum"):
         validate_sched(sched_cfg(name, cycle_momentum=True), adagrad, BASE_LR, steps_per_epoch=10, total_steps=100)
     validate_sched(sched_cfg(name, cycle_momentum=False), adagrad, BASE_LR, steps_per_epoch=10, total_steps=100)

@@ -1,8 +1,8 @@
 """Datasets as the training loop sees them: three splits of uint8 images, batched and augmented on the device.
 
 `build(cfg.data, cache_dir=..., device=...)` reads the keys every conf/data/*.yaml shares (resolution, resize,
-pad, flip, mean, std, val_fraction, split_seed, in_memory, limit), passes every other key to the source named by
-`_target_` (plus `image_size`), holds val out of train when the source has none, and returns a `Data`.
+pad, flip, eval_resize, mean, std, val_fraction, split_seed, in_memory, limit), passes every other key to the source
+named by `_target_` (plus `image_size`), holds val out of train when the source has none, and returns a `Data`.
 
 A source lists its images (ablate.data.folders) or returns them already as uint8 tensors (synthetic, cifar).
 Listed files that fit are decoded here (ablate.data.decoding) once, through the disk cache in `cache_dir`, into
@@ -32,6 +32,7 @@ COMMON_DEFAULTS = {
     "resize": None,
     "pad": 0,
     "flip": True,
+    "eval_resize": "crop",
     "mean": None,
     "std": None,
     "val_fraction": 0.1,
@@ -96,13 +97,14 @@ class Data:
         resolution: int,
         pad: int,
         flip: bool,
+        eval_resize: str = "crop",
         mean: list[float],
         std: list[float] | None,
         device: torch.device,
     ):
         self.name, self.classes, self.num_classes = name, classes, len(classes)
         self.in_channels, self.stored_size, self.resolution = in_channels, stored_size, resolution
-        self.pad, self.flip, self.device = pad, flip, device
+        self.pad, self.flip, self.eval_resize, self.device = pad, flip, eval_resize, device
         self.sizes = {split: len(splits[split]) for split in SPLITS}
         self.streaming = any(isinstance(split, FileSplit) for split in splits.values())
         self._splits = splits
@@ -137,11 +139,14 @@ class Data:
             )
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every image of "val" or "test" once, in order, centre-cropped."""
+        """Every image of "val" or "test" once, in order, centre-cropped or resized whole (data.eval_resize)."""
         if split not in ("val", "test"):
             raise ValueError(f"eval_batches: split must be 'val' or 'test', not {split!r}")
         for images, labels in self._splits[split].batches(list(torch.arange(self.sizes[split]).split(batch_size))):
-            yield augment.eval_batch(images, resolution=self.resolution, mean=self._mean, std=self._std), labels
+            view = augment.eval_batch(
+                images, resolution=self.resolution, mean=self._mean, std=self._std, resize=self.eval_resize
+            )
+            yield view, labels
 
 
 def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, device: torch.device | str) -> Data:
@@ -215,6 +220,7 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
         resolution=resolution,
         pad=common["pad"],
         flip=common["flip"],
+        eval_resize=common["eval_resize"],
         mean=common["mean"],
         std=common["std"],
         device=device,
@@ -237,6 +243,11 @@ def _common_settings(common: dict) -> dict:
     for split, count in (common["limit"] or {}).items():
         if split not in SPLITS or not (count is None or (isinstance(count, int) and count >= 1)):
             raise ConfigError(f"data.limit.{split}={count}: images kept of a split (train, val, test): null or >= 1")
+    if common["eval_resize"] not in augment.EVAL_RESIZES:
+        raise ConfigError(
+            f"data.eval_resize={common['eval_resize']}: unknown; use crop (centre crop) or whole (resize the whole "
+            "image, Caffe's TEST phase)"
+        )
     if not isinstance(common["flip"], bool):
         raise ConfigError(f"data.flip={common['flip']}: must be true or false")
     return {**common, "in_memory": _in_memory_mode(common["in_memory"])}

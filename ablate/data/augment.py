@@ -1,5 +1,5 @@
 """Augmentation of whole uint8 batches on their own device: pad + random crop + flip for training, centre crop
-for evaluation, then normalisation.
+(or Caffe's whole-image resize) for evaluation, then normalisation.
 
 Pixel for pixel the same as torchvision's per-sample transforms (v2.functional pad with zeros, crop,
 horizontal_flip, center_crop, normalize); the random parameters come from a CPU generator, so one seed gives
@@ -9,6 +9,9 @@ the same batches on CPU and GPU.
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+
+EVAL_RESIZES = ("crop", "whole")
 
 
 def draw_train_params(
@@ -95,9 +98,22 @@ def random_train_batch(
     return train_batch(x, offsets, flips, resolution=resolution, pad=pad, mean=mean, std=std)
 
 
-def eval_batch(x: torch.Tensor, *, resolution: int, mean: torch.Tensor, std: torch.Tensor | None) -> torch.Tensor:
-    """An evaluation batch: centre crop and normalisation, uint8 [B, C, S, S] -> float32 [B, C, r, r]."""
-    return normalize(center_crop(x, resolution=resolution), mean, std)
+def resize_whole(x: torch.Tensor, *, resolution: int) -> torch.Tensor:
+    """The whole image resized to [B, C, r, r], uint8 in and out: Caffe's TEST-phase resize (OpenCV's bilinear
+    INTER_LINEAR, pixel centres aligned as torch's align_corners=False, no antialiasing, rounded to 8 bits)."""
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    resized = F.interpolate(x.float(), size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def eval_batch(
+    x: torch.Tensor, *, resolution: int, mean: torch.Tensor, std: torch.Tensor | None, resize: str = "crop"
+) -> torch.Tensor:
+    """An evaluation batch, uint8 [B, C, S, S] -> float32 [B, C, r, r]: the centre crop (`crop`) or the whole
+    stored image resized (`whole`, Caffe's TEST phase), then normalisation."""
+    view = resize_whole(x, resolution=resolution) if resize == "whole" else center_crop(x, resolution=resolution)
+    return normalize(view, mean, std)
 
 
 def channel_stats(values: Sequence[float] | None, device: torch.device | str) -> torch.Tensor | None:

@@ -3,11 +3,15 @@
 A model family is one builder function (allconv.py, mobilenet.py) and one YAML file per preset. The builder takes the
 preset's keys plus `num_classes` and `in_channels` (completed here, from the data) and returns an `nn.Module` that maps
 [B, in_channels, r, r] images to [B, num_classes] logits and carries the attributes of CONTRACT.
+`model.pretrained` (a local state-dict file, any family) is read here, after the builder's own init.
 """
+
+import pickle
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -21,11 +25,52 @@ CONTRACT = {
 }
 
 
-def build_model(cfg_model: DictConfig, *, num_classes: int, in_channels: int) -> nn.Module:
-    """The one place the model's partial is completed with what only the data knows; checks the CONTRACT."""
-    model = instantiate(cfg_model)(num_classes=num_classes, in_channels=in_channels)
+def build_model(
+    cfg_model: DictConfig, *, num_classes: int, in_channels: int, load_pretrained: bool = True
+) -> nn.Module:
+    """The one place the model's partial is completed with what only the data knows; checks the CONTRACT, then
+    loads `model.pretrained` unless `load_pretrained` is false (a probe build with stand-in classes)."""
+    settings = OmegaConf.create(OmegaConf.to_container(cfg_model, resolve=True))
+    pretrained = settings.pop("pretrained", None)
+    model = instantiate(settings)(num_classes=num_classes, in_channels=in_channels)
     check_contract(model, cfg_model.get("_target_"))
+    if pretrained is not None and load_pretrained:
+        load_state(model, pretrained)
     return model
+
+
+def load_state(model: nn.Module, path: str) -> None:
+    """Copy a state dict's tensors into `model` by name, as Caffe's CopyTrainedLayersFrom copies a .caffemodel.
+
+    A tensor whose name the model lacks is skipped (fine-tuning a shallower net from a deeper one); the model's
+    tensors the file lacks keep the builder's init (a classifier for other classes: drop it from the file, as a
+    Caffe user renames that layer); the same name with another shape is an error, as in Caffe."""
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"model.pretrained={path}: no such file; give a local state-dict file (torch.save)")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+        raise ConfigError(f"model.pretrained={path}: not a readable state dict ({type(error).__name__})") from None
+    state = state.get("model", state) if isinstance(state, dict) else state  # ablate's checkpoints hold it as "model"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(
+            f"model.pretrained={path}: not a state dict of tensors; save one with torch.save(model.state_dict())"
+        )
+    own = model.state_dict()
+    shared = [key for key in state if key in own]
+    if not shared:
+        raise ConfigError(
+            f"model.pretrained={path}: none of its {len(state)} tensors names a tensor of {model.name} "
+            f"(e.g. {next(iter(own))}); save the state dict of the same family's nn.Sequential"
+        )
+    for key in shared:
+        if state[key].shape != own[key].shape:
+            raise ConfigError(
+                f"model.pretrained={path}: {key} has shape {list(state[key].shape)}, {model.name} has "
+                f"{list(own[key].shape)}; use the same preset and width_mult, or drop that tensor from the file"
+            )
+    model.load_state_dict({key: state[key] for key in shared}, strict=False)
 
 
 def check_contract(model, target) -> None:
