@@ -144,17 +144,17 @@ def test_custom_layer_list():
     assert describe(model, resolution=8, in_channels=1)["depth"] == 3
 
 
-def test_articles_init_and_kaiming_option():
-    articles = build_model(preset("allconv6"), num_classes=20, in_channels=3)
+def test_articles_init_and_kaiming_the_default():
+    articles = build_model(preset("allconv6", init="articles"), num_classes=20, in_channels=3)
     first = articles[0].weight
     assert abs(first.std().item() - 0.01) < 0.002
-    kaiming = build_model(preset("allconv6", init="kaiming"), num_classes=20, in_channels=3)
-    assert kaiming[0].weight.std().item() > 0.05
+    kaiming = build_model(preset("allconv6"), num_classes=20, in_channels=3)
+    assert kaiming[0].weight.std().item() == pytest.approx((2 / (3 * 3 * 3)) ** 0.5, rel=0.1)  # He, fan-in 27
 
 
 def test_articles_fc_is_caffes_xavier_uniform_over_fan_in():
     torch.manual_seed(0)
-    fc = build_model(preset("allconv6"), num_classes=20, in_channels=3)[-1]
+    fc = build_model(preset("allconv6", init="articles"), num_classes=20, in_channels=3)[-1]
     bound = math.sqrt(3 / 256)  # Caffe's xavier, FAN_IN; torch's xavier_uniform_: sqrt(6 / 276), 1.36x more
     assert bound * 0.98 < fc.weight.abs().max().item() <= bound
     assert fc.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)

@@ -20,8 +20,9 @@ SGD = load_option("optim", "sgd")  # with the keys conf/config.yaml gives every 
 
 
 def sched_cfg(name: str, **overrides):
-    """conf/sched/<name>.yaml with keys replaced, as `sched=<name> sched.key=value` would."""
-    return OmegaConf.merge(load_option("sched", name), overrides)
+    """conf/sched/<name>.yaml with keys replaced, as `sched=<name> sched.key=value` would; the policy alone, without
+    the default warm-up epoch, unless a test asks for one."""
+    return OmegaConf.merge(load_option("sched", name), {"warmup_epochs": 0}, overrides)
 
 
 def make_optimizer(lr: float = BASE_LR, optimizer_class=torch.optim.SGD, **kwargs) -> torch.optim.Optimizer:
