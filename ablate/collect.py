@@ -21,7 +21,7 @@ from ablate.errors import ConfigError
 RUNS_CSV = "runs.csv"
 
 # Override keys that never become columns: where and how a run was computed, not what it computed.
-NOT_SWEPT_ROOTS = ("sweep", "paths", "logger", "launcher", "study", "resume", "hydra")
+NOT_SWEPT_ROOTS = ("sweep", "paths", "logger", "launcher", "study", "resume", "retry_diverged", "hydra")
 NOT_SWEPT_KEYS = tuple(
     [f"trainer.{k}" for k in record.NOT_IDENTITY_TRAINER_KEYS] + [f"data.{k}" for k in record.NOT_IDENTITY_DATA_KEYS]
 )
