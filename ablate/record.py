@@ -40,6 +40,7 @@ CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 # Hydra's own copy of the job's config, unresolved: what a lost or damaged config.yaml is rebuilt from.
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+HYDRA_RUNTIME = Path(".hydra") / "hydra.yaml"
 # Statuses a record ends in. `stopped` (successive halving paused it) and `interrupted` (a signal ended it; the
 # checkpoint is kept) continue on the next invocation; `running` is a record whose process is still at it, or died.
 STATUSES = ("completed", "stopped", "diverged", "failed", "interrupted", "running")
@@ -291,52 +292,61 @@ def metrics_damage(record_dir: str | Path, summary: dict) -> str | None:
     return None
 
 
-def config_damage(record_dir: str | Path, summary: dict) -> str | None:
-    """Why `<record_dir>/config.yaml` is not the config `summary` was trained with, or None when it is."""
-    import yaml  # here, not above: the run reads no YAML
+# Root keys every resolved config.yaml has; a file cut short loses its last keys (and its final newline).
+CONFIG_ROOT_KEYS = ("model", "data", "optim", "trainer", "seed")
 
+
+def config_damage(record_dir: str | Path, summary: dict) -> str | None:
+    """Why `<record_dir>/config.yaml` cannot be the config `summary` was trained with, or None when it can.
+
+    Not by recomputing the identity: records filed by older code carry the identity that code computed."""
     path = Path(record_dir) / CONFIG
     if not path.is_file():
         return f"{path} is missing"
     try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        return f"{path} is not valid YAML ({type(error).__name__}; a truncated file)"
-    if not isinstance(config, dict):
-        return f"{path} holds no config"
-    found = config_identity(config, summary)
-    if found != summary.get("identity"):
-        return f"{path} has identity {found}, not the record's {summary.get('identity')} (a truncated or edited file)"
+        text = path.read_text()
+    except OSError as error:
+        return f"{path} is unreadable ({error.strerror})"
+    return _config_problem(path, text, summary)
+
+
+def _config_problem(path: Path, text: str, summary: dict) -> str | None:
+    import yaml  # here, not above: a run reads no YAML
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        return f"{path} is not valid YAML ({type(error).__name__}: a truncated file)"
+    missing = [key for key in CONFIG_ROOT_KEYS if not isinstance(config, dict) or key not in config]
+    if missing or not text.endswith("\n"):
+        return f"{path} is cut short (no {', '.join(missing) or 'final newline'})"
+    if "seed" in summary and config["seed"] != summary["seed"]:
+        return f"{path} has seed {config['seed']}, its summary {summary['seed']} (another run's config)"
     return None
 
 
-def config_identity(config: dict, summary: dict) -> str | None:
-    """The identity of a resolved config as its run computed it (the precision as the summary recorded it, so that
-    a bf16 GPU record reads back the same on a CPU machine); None when it has no identity to compute."""
-    try:
-        cfg = OmegaConf.create(config)
-        if "trainer" in cfg and summary.get("precision"):
-            cfg.trainer.amp = summary["precision"] == "bf16"
-        return identity(cfg)
-    except Exception:  # noqa: BLE001 — a damaged file is reported by the caller, whatever broke
-        return None
-
-
 def regenerate_config(record_dir: str | Path, summary: dict) -> str | None:
-    """Rebuild config.yaml from Hydra's copy (.hydra/config.yaml) when it resolves to the record's identity; return
-    None when rebuilt, else why not. The resolvers of the config tree must be registered (ablate.resolvers)."""
+    """Rebuild config.yaml from Hydra's copy of the job's config (.hydra/config.yaml), resolved; return None when
+    rebuilt, else why not. The resolvers of the config tree must be registered (ablate.resolvers)."""
     record_dir = Path(record_dir)
     source = record_dir / HYDRA_CONFIG
     if not source.is_file():
         return f"{source} is missing too"
     try:
-        resolved = OmegaConf.to_container(OmegaConf.load(source), resolve=True)
-    except Exception as error:  # noqa: BLE001 — any failure means: cannot rebuild
+        cfg = OmegaConf.load(source)
+        if (record_dir / HYDRA_RUNTIME).is_file():
+            # The job's own hydra node, for the resolvers that read it (the study's name is its sweep file's).
+            cfg.hydra = OmegaConf.load(record_dir / HYDRA_RUNTIME).hydra
+        resolved = {key: OmegaConf.select(cfg, key) for key in cfg if key != "hydra"}
+        text = OmegaConf.to_yaml(
+            {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in resolved.items()}
+        )
+    except Exception as error:  # noqa: BLE001 — whatever breaks, the copy cannot be used
         return f"{source} does not resolve ({type(error).__name__}: {str(error).splitlines()[0]})"
-    found = config_identity(resolved, summary)
-    if found != summary.get("identity"):
-        return f"{source} resolves to identity {found}, not the record's {summary.get('identity')}"
-    atomic_write_text(record_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    problem = _config_problem(source, text, summary)
+    if problem is not None:
+        return problem
+    atomic_write_text(record_dir / CONFIG, text)
     return None
 
 
