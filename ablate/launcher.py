@@ -8,8 +8,8 @@ finish are launched again (a run resumes from its checkpoint, so the retry loses
 worker died twice is recorded `failed`. A job whose Hydra set-up fails (a full disk while Hydra writes .hydra/) is
 recorded `failed` too, and the sweep goes on, as the README promises.
 
-Hydra instantiates launchers only from the `hydra_plugins` package, so conf/launcher/parallel.yaml names the
-class through hydra_plugins/ablate_launcher, which imports it from here.
+Hydra instantiates only launcher classes defined in the `hydra_plugins` package, so the class is
+hydra_plugins/ablate_launcher's JoblibLauncher (named in conf/launcher/parallel.yaml), whose launch is this one.
 """
 
 import logging
@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra_plugins.hydra_joblib_launcher import _core
-from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as HydraJoblibLauncher
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from joblib import Parallel, delayed
 from joblib.externals.loky.process_executor import BrokenProcessPool
 
@@ -30,13 +30,6 @@ log = logging.getLogger(__name__)
 
 # A job is launched at most this often: once, and once more after its worker died.
 ATTEMPTS = 2
-
-
-class JoblibLauncher(HydraJoblibLauncher):
-    """Hydra's joblib launcher (the same options, hydra.launcher.n_jobs...) that survives a dead worker."""
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        return launch(self, job_overrides, initial_job_idx)
 
 
 def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
