@@ -42,10 +42,11 @@ def run(cfg: DictConfig, record_dir: Path) -> dict:
         return {**summary, "status": "interrupted", "outcome": "not started"}
     try:
         with record.lock(record_dir):
-            done = run_locked(cfg, record_dir, summary)
-            if not (record_dir / record.SUMMARY).exists():  # it failed before it wrote anything: leave no folder
-                remove_if_empty(record_dir)
-            return done
+            try:
+                return run_locked(cfg, record_dir, summary)
+            finally:
+                if not (record_dir / record.SUMMARY).exists():  # an attempt that left no record leaves no folder
+                    remove_if_empty(record_dir)
     except record.Locked as held:
         print(f"ablate: {summary['name']} is running elsewhere ({held}); skipped here")
         return {**summary, "outcome": "running elsewhere"}
@@ -154,9 +155,9 @@ def interrupt(summary: dict, error: BaseException, cfg: DictConfig, record_dir: 
 
 
 def remove_if_empty(record_dir: Path) -> None:
-    """Remove a record folder that holds nothing of a run: only what Hydra puts in every job's folder (.hydra/,
-    its log), and the lock file."""
-    leftovers = [record_dir / ".hydra", record_dir / record.LOCK, *record_dir.glob("*.log")]
+    """Remove a record folder without a summary that holds nothing else of a run either: only what Hydra puts in
+    every job's folder (.hydra/, its log), the lock file, and the config.yaml an attempt wrote before it failed."""
+    leftovers = [record_dir / ".hydra", record_dir / record.LOCK, record_dir / record.CONFIG, *record_dir.glob("*.log")]
     if any(path not in leftovers for path in record_dir.iterdir()):
         return
     for path in leftovers:
