@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ablate import sweep, train
+from ablate import sweep
 from ablate.errors import ConfigError
 from ablate.record import DiskFull
 from ablate.resolvers import register_resolvers
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> str:
     if in_sweep:
         sweep.note_outcome(record_dir, outcome)
     elif outcome == "interrupted":
-        sys.exit(130 if train.interrupted_by == "SIGINT" else 143)  # the shell's codes for SIGINT and SIGTERM
+        sys.exit(130 if sweep.interrupted_by == "SIGINT" else 143)  # the shell's codes for SIGINT and SIGTERM
     return outcome
 
 

@@ -46,12 +46,10 @@ def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], ini
     for idx, overrides in enumerate(job_overrides):
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
 
-    from ablate import train  # torch; the launcher module itself is imported by every Hydra start (plugin scan)
-
     results: list[JobReturn | None] = [None] * len(job_overrides)
     attempts = [0] * len(job_overrides)
     singleton_state = Singleton.get_state()
-    while train.interrupted_by is None:
+    while sweep.interrupted_by is None:
         pending = [i for i, result in enumerate(results) if result is None]
         if not pending:
             break
@@ -91,7 +89,7 @@ def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], ini
             )
         except KeyboardInterrupt:
             # Ctrl-C reached the workers too: each ends its run as `interrupted`, checkpoint kept.
-            train.interrupted_by = "SIGINT"
+            sweep.interrupted_by = "SIGINT"
     return [
         result if result is not None else _returned(job_overrides[i], "not started") for i, result in enumerate(results)
     ]

@@ -278,9 +278,11 @@ def read_metrics(record_dir: str | Path) -> list[dict]:
 
 def metrics_damage(record_dir: str | Path, summary: dict) -> str | None:
     """Why a finished training record's metrics.jsonl cannot be trusted (cut, garbled, or fewer rows than the
-    summary's epochs), or None when it can."""
+    summary's epochs), or None when it can or there is none."""
     record_dir = Path(record_dir)
     if summary.get("mode", "train") != "train" or summary.get("status") not in ("completed", "stopped"):
+        return None
+    if not (record_dir / METRICS).exists():  # no curves (the report counts them), but the summary holds the result
         return None
     try:
         rows = read_metrics(record_dir)
@@ -293,7 +295,7 @@ def metrics_damage(record_dir: str | Path, summary: dict) -> str | None:
 
 
 # Root keys every resolved config.yaml has; a file cut short loses its last keys (and its final newline).
-CONFIG_ROOT_KEYS = ("model", "data", "optim", "trainer", "seed")
+CONFIG_ROOT_KEYS = ("model", "optim", "trainer", "seed")
 
 
 def config_damage(record_dir: str | Path, summary: dict) -> str | None:
@@ -307,22 +309,31 @@ def config_damage(record_dir: str | Path, summary: dict) -> str | None:
         text = path.read_text()
     except OSError as error:
         return f"{path} is unreadable ({error.strerror})"
-    return _config_problem(path, text, summary)
+    return _config_problem(path, text, summary, Path(record_dir))
 
 
-def _config_problem(path: Path, text: str, summary: dict) -> str | None:
+def _config_problem(path: Path, text: str, summary: dict, record_dir: Path) -> str | None:
     import yaml  # here, not above: a run reads no YAML
 
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
         return f"{path} is not valid YAML ({type(error).__name__}: a truncated file)"
-    missing = [key for key in CONFIG_ROOT_KEYS if not isinstance(config, dict) or key not in config]
+    # And every root key of Hydra's copy of the job's config, where the record has it.
+    required = dict.fromkeys([*CONFIG_ROOT_KEYS, *_root_keys(record_dir / HYDRA_CONFIG)])
+    missing = [key for key in required if not isinstance(config, dict) or key not in config]
     if missing or not text.endswith("\n"):
         return f"{path} is cut short (no {', '.join(missing) or 'final newline'})"
     if "seed" in summary and config["seed"] != summary["seed"]:
         return f"{path} has seed {config['seed']}, its summary {summary['seed']} (another run's config)"
     return None
+
+
+def _root_keys(hydra_config: Path) -> list[str]:
+    try:
+        return [line.split(":", 1)[0] for line in hydra_config.read_text().splitlines() if re.match(r"^\w+:", line)]
+    except OSError:
+        return []
 
 
 def regenerate_config(record_dir: str | Path, summary: dict) -> str | None:
@@ -343,7 +354,7 @@ def regenerate_config(record_dir: str | Path, summary: dict) -> str | None:
         )
     except Exception as error:  # noqa: BLE001 — whatever breaks, the copy cannot be used
         return f"{source} does not resolve ({type(error).__name__}: {str(error).splitlines()[0]})"
-    problem = _config_problem(source, text, summary)
+    problem = _config_problem(source, text, summary, record_dir)
     if problem is not None:
         return problem
     atomic_write_text(record_dir / CONFIG, text)

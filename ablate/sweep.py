@@ -23,6 +23,10 @@ SWEEP_ID = "ABLATE_SWEEP_ID"  # set by SweepSummary in the sweep's process; its 
 # lock and trains it, so this sweep left it alone; neither is a failure.
 OUTCOMES = ("completed", "skipped", "diverged", "failed", "interrupted", "running elsewhere")
 
+# Set once a signal ended a run in this process (ablate.train), or the sweep (ablate.launcher): the jobs the sweep
+# would start next are not started, and the sweep exits 130 (SIGINT) or 143 (SIGTERM) once it has written its table.
+interrupted_by: str | None = None
+
 # The environment of launcher=parallel's workers. glibc reads MALLOC_* once, when a process starts, so they are set in
 # the sweep's own process before the launcher spawns its workers, which inherit them.
 WORKER_ENVIRONMENT = {
@@ -103,10 +107,8 @@ class SweepSummary(Callback):
             )
         else:
             print(f"sweep {config.study.name}: table in {table}")
-        from ablate import train  # torch: imported by every job already
-
-        if train.interrupted_by is not None:
-            sys.exit(130 if train.interrupted_by == "SIGINT" else 143)
+        if interrupted_by is not None:
+            sys.exit(130 if interrupted_by == "SIGINT" else 143)
 
 
 class WorkerEnvironment(Callback):

@@ -17,14 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import record
+from ablate import record, sweep
 from ablate.errors import ConfigError
 from ablate.loop import Setup, build, evaluate, read_checkpoint, restore_checkpoint, save_checkpoint, train_steps
 from ablate.lr_range import check_lr_range, run_lr_range
 from ablate.models import describe
-
-# Set once a signal ended a run in this process: the jobs a sweep would start next in it are not started.
-interrupted_by: str | None = None
 
 
 class Interrupted(BaseException):
@@ -36,7 +33,7 @@ def run(cfg: DictConfig, record_dir: Path) -> dict:
     interrupted) with its `outcome` for the sweep, holding the record's lock throughout: a second process asking for
     the same record meanwhile is told `running elsewhere` and trains nothing."""
     summary = start_summary(cfg, record_dir)
-    if interrupted_by is not None:
+    if sweep.interrupted_by is not None:
         # A signal ended an earlier job of this sweep: the user asked the sweep to stop.
         remove_if_empty(record_dir)
         return {**summary, "status": "interrupted", "outcome": "not started"}
@@ -73,17 +70,17 @@ def run_locked(cfg: DictConfig, record_dir: Path, summary: dict) -> dict:
         with interruptible():
             setup = build(cfg)
             # The range test's own settings are checked before the record and the tracker start, like the rest.
-            sweep = (
+            range_test = (
                 check_lr_range(cfg.get("lr_range"), total_steps=setup.total_steps) if cfg.mode == "lr_range" else None
             )
             summary.update(describe_setup(cfg, setup))
             record.atomic_write_text(record_dir / record.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
             record.atomic_write_json(record_dir / record.SUMMARY, summary)
             logger = instantiate(cfg.logger)(run=tracker_run(cfg, summary, record_dir))
-            if sweep is None:
+            if range_test is None:
                 train(cfg, setup, summary, record_dir, logger)
             else:
-                summary.update(run_lr_range(cfg, sweep, setup, record_dir, logger))
+                summary.update(run_lr_range(cfg, range_test, setup, record_dir, logger))
     except ConfigError as error:
         summary.update(status="failed", error=str(error))
         raise
@@ -136,12 +133,11 @@ def interruptible():
 
 def interrupt(summary: dict, error: BaseException, cfg: DictConfig, record_dir: Path) -> None:
     """Record a run a signal ended as `interrupted` at its last finished epoch (checkpoint kept), in one line."""
-    global interrupted_by
     if isinstance(error, SystemExit):
         why = f"exit({error.code}) (submitit requeues on SLURM's pre-timeout signal)"
     else:
         why = "SIGINT" if isinstance(error, KeyboardInterrupt) else str(error)
-        interrupted_by = why
+        sweep.interrupted_by = why
     epoch = summary.get("epochs_completed", 0)
     checkpoint = record_dir / record.CHECKPOINT
     kept = f"checkpoint kept in {checkpoint}" if checkpoint.exists() else "no checkpoint yet"

@@ -199,6 +199,9 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
             path,
             run["group"],
         )
+        # The service still holds the failed online attempt under the record's run id: a fresh one takes it offline.
+        with contextlib.suppress(Exception):
+            wandb.teardown()
         wandb_run = wandb.init(mode="offline", **init_kwargs)
     try:
         wandb_run.define_metric("epoch")
