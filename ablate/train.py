@@ -34,8 +34,10 @@ def run(cfg: DictConfig, record_dir: Path) -> dict:
     the same record meanwhile is told `running elsewhere` and trains nothing."""
     summary = start_summary(cfg, record_dir)
     if sweep.interrupted_by is not None:
-        # A signal ended an earlier job of this sweep: the user asked the sweep to stop.
-        remove_if_empty(record_dir)
+        # A signal ended an earlier job of this sweep: the user asked the sweep to stop. The folder Hydra made for
+        # this job goes, unless another process holds it.
+        with contextlib.suppress(record.Locked), record.lock(record_dir):
+            remove_if_empty(record_dir)
         return {**summary, "status": "interrupted", "outcome": "not started"}
     try:
         with record.lock(record_dir):
