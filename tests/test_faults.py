@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,25 +60,33 @@ def environment() -> dict:
 
 
 def start(root: Path, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        command(root, *args),
-        cwd=ROOT,
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
+    # Output to files, not pipes: a process whose pipe nobody drains (the second of two sweeps) would block on it.
+    out = tempfile.TemporaryFile("w+")  # noqa: SIM115 — open for the process's whole life, read by output()
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115
+    process = subprocess.Popen(
+        command(root, *args), cwd=ROOT, env=environment(), stdout=out, stderr=err, text=True, **kwargs
     )
+    process.output = (out, err)
+    return process
 
 
-def finish(process: subprocess.Popen, timeout_s: int = 300) -> tuple[int, str, str]:
+def output(process: subprocess.Popen) -> tuple[str, str]:
+    texts = []
+    for file in process.output:
+        file.seek(0)
+        texts.append(file.read())
+    return texts[0], texts[1]
+
+
+def finish(process: subprocess.Popen, timeout_s: int = 600) -> tuple[int, str, str]:
     try:
-        out, err = process.communicate(timeout=timeout_s)
+        process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
-        out, err = process.communicate()
+        process.wait()
+        out, err = output(process)
         raise AssertionError(f"timed out:\n{out[-3000:]}\n{err[-3000:]}") from None
-    return process.returncode, out, err
+    return process.returncode, *output(process)
 
 
 def counts(out: str) -> dict[str, int]:
@@ -90,13 +99,13 @@ def summaries(runs: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(runs.glob(f"*/{record.SUMMARY}"))}
 
 
-def wait_for(predicate, process: subprocess.Popen, timeout_s: float = 240) -> None:
+def wait_for(predicate, process: subprocess.Popen, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         assert process.poll() is None, (
-            "the process ended before the fault could be injected: " + "".join(process.communicate())[-3000:]
+            "the process ended before the fault could be injected: " + "".join(output(process))[-3000:]
         )
         time.sleep(0.05)
     raise AssertionError("the moment to inject the fault never came")
