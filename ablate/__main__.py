@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from ablate import sweep
 from ablate.errors import ConfigError
+from ablate.record import DiskFull
 from ablate.resolvers import register_resolvers
 from ablate.train import run
 
@@ -29,6 +30,11 @@ def main(cfg: DictConfig) -> str:
         if not in_sweep:
             sys.exit(2)
         outcome = "failed"
+    except DiskFull as error:  # one line naming the file; the record says failed where the disk still let it
+        print(f"ablate: error: {error}", file=sys.stderr)
+        if not in_sweep:
+            sys.exit(1)
+        outcome = "failed"
     except Exception as error:
         # In a sweep one broken job must not stop the others: its record already says failed, with the traceback.
         if not in_sweep:
@@ -37,6 +43,8 @@ def main(cfg: DictConfig) -> str:
         outcome = "failed"
     if in_sweep:
         sweep.note_outcome(record_dir, outcome)
+    elif outcome == "interrupted":
+        sys.exit(130 if sweep.interrupted_by == "SIGINT" else 143)  # the shell's codes for SIGINT and SIGTERM
     return outcome
 
 

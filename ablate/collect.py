@@ -19,9 +19,10 @@ from ablate import record
 from ablate.errors import ConfigError
 
 RUNS_CSV = "runs.csv"
+SKIPPED_CSV = "skipped.csv"  # the record folders the last local collect left out, with why
 
 # Override keys that never become columns: where and how a run was computed, not what it computed.
-NOT_SWEPT_ROOTS = ("sweep", "paths", "logger", "launcher", "study", "resume", "hydra", "budget")
+NOT_SWEPT_ROOTS = ("sweep", "paths", "logger", "launcher", "study", "resume", "retry_diverged", "hydra", "budget")
 NOT_SWEPT_KEYS = tuple(
     [f"trainer.{k}" for k in record.NOT_IDENTITY_TRAINER_KEYS] + [f"data.{k}" for k in record.NOT_IDENTITY_DATA_KEYS]
 )
@@ -62,21 +63,55 @@ RECORD_COLUMNS = (
 )
 
 
-def local_records(study_dir: Path) -> list[dict]:
-    """Every run record under runs/<study>/: a folder holding summary.json, with its resolved config.yaml."""
+def local_records(study_dir: Path, skipped: list[dict] | None = None) -> list[dict]:
+    """Every run record under runs/<study>/: a folder holding summary.json, with its resolved config.yaml.
+
+    A folder that cannot be read as a record is left out, named with the reason on stderr and added to `skipped`
+    ({record_dir, reason}); a lost or damaged config.yaml is rebuilt from Hydra's copy where that copy resolves."""
+    from ablate.resolvers import register_resolvers  # Hydra's copy of a config names ablate's resolvers
+
+    register_resolvers()
+    skipped = [] if skipped is None else skipped
     records = []
-    for summary_path in sorted(Path(study_dir).glob(f"*/{record.SUMMARY}")):
-        record_dir = summary_path.parent
-        summary = record.read_json(summary_path)
-        if summary is None:  # records are written atomically, so this is a file someone else put there
-            print(f"ablate.collect: skipping {summary_path}: not valid JSON", file=sys.stderr)
-            continue
-        config_path = record_dir / record.CONFIG
-        # A run that failed on a bad config value has a summary but no resolved config.
-        config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-        # Absolute, so the table's record_dir works from any working directory (the analysis reads metrics.jsonl).
-        records.append({"summary": summary, "config": config or {}, "record_dir": str(record_dir.resolve())})
+    for record_dir in sorted(p for p in Path(study_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found, reason = read_record(record_dir)
+        if found is None:
+            print(f"ablate.collect: skipping {record_dir}: {reason}", file=sys.stderr)
+            skipped.append({"record_dir": str(record_dir.resolve()), "reason": reason})
+        else:
+            records.append(found)
     return records
+
+
+def read_record(record_dir: Path) -> tuple[dict | None, str | None]:
+    """A record as {summary, config, record_dir}, or None and why it cannot be used."""
+    summary_path = record_dir / record.SUMMARY
+    if not summary_path.exists():
+        return None, f"no {record.SUMMARY} (a run killed before it wrote one, or not a record)"
+    summary = record.read_json(summary_path)
+    if not isinstance(summary, dict):
+        return None, f"{summary_path} is not valid JSON (a truncated or overwritten file)"
+    broken = record.metrics_damage(record_dir, summary)
+    if broken is not None:
+        return None, f"{broken}; rerun its sweep to train it again"
+    damaged = record.config_damage(record_dir, summary)
+    if damaged is not None and summary.get("status") != "failed":
+        not_rebuilt = record.regenerate_config(record_dir, summary)
+        if not_rebuilt is not None:
+            return None, f"{damaged}, and it cannot be rebuilt: {not_rebuilt}"
+        print(f"ablate.collect: {damaged}; rebuilt it from {record.HYDRA_CONFIG}", file=sys.stderr)
+    config_path = record_dir / record.CONFIG
+    # A run that failed on a bad config value has a summary but no resolved config.
+    try:
+        config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    except yaml.YAMLError:
+        config = {}
+    # Absolute, so the table's record_dir works from any working directory (the analysis reads metrics.jsonl).
+    return {
+        "summary": summary,
+        "config": config if isinstance(config, dict) else {},
+        "record_dir": str(record_dir.resolve()),
+    }, None
 
 
 def table(records: list[dict]) -> pd.DataFrame:
@@ -183,14 +218,33 @@ def write_table(frame: pd.DataFrame, results_dir: Path) -> Path:
 
 
 def write_study_table(study_dir: Path, results_dir: Path) -> Path:
-    """The local records of runs/<study>/ into results/<study>/runs.csv; called at the end of every sweep."""
+    """The local records of runs/<study>/ into results/<study>/runs.csv, and the folders it left out (with why)
+    into results/<study>/skipped.csv, which the analysis counts in its report; called at the end of every sweep."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         study = study_dir.name
         raise ConfigError(
             f"study={study}: {study_dir} does not exist; run the study first: python -m ablate +sweep={study}"
         )
-    return write_table(table(local_records(study_dir)), results_dir)
+    skipped = []
+    path = write_table(table(local_records(study_dir, skipped)), results_dir)
+    write_skipped(skipped, results_dir)
+    return path
+
+
+def write_skipped(skipped: list[dict], results_dir: Path) -> Path:
+    path = Path(results_dir) / SKIPPED_CSV
+    record.atomic_write_text(path, pd.DataFrame(skipped, columns=["record_dir", "reason"]).to_csv(index=False))
+    return path
+
+
+def read_skipped(results_dir: Path) -> list[dict]:
+    """What the last collect left out: [{record_dir, reason}] ([] before any collect or from W&B)."""
+    path = Path(results_dir) / SKIPPED_CSV
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return []
 
 
 def wandb_records(study: str, entity: str | None, project: str | None) -> list[dict]:
@@ -230,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     frame = pd.read_csv(path)
     counts = ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items()) or "no records"
-    print(f"wrote {path}: {len(frame)} runs ({counts})")
+    skipped = len(read_skipped(results_dir)) if args.source == "local" else 0
+    left_out = f"; {skipped} records skipped (named above, listed in {results_dir / SKIPPED_CSV})" if skipped else ""
+    print(f"wrote {path}: {len(frame)} runs ({counts}){left_out}")
     return 0
 
 

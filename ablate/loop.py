@@ -170,9 +170,25 @@ def save_checkpoint(path: Path, setup: Setup, generator: torch.Generator, state:
     record.atomic_write(path, lambda file: torch.save(payload, file))
 
 
-def load_checkpoint(path: Path, setup: Setup, generator: torch.Generator) -> dict:
-    """Restore what save_checkpoint saved into `setup` and `generator`; returns the saved `state`."""
-    payload = torch.load(path, map_location=setup.device, weights_only=False)
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "cuda_rng", "state")
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict:
+    """What save_checkpoint saved, or record.Damaged naming the file when it cannot be read back whole (a file cut
+    short by a full disk or a copy, or overwritten)."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001 — torch raises RuntimeError, EOFError, UnpicklingError... for a bad file
+        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        raise record.Damaged(f"{path} is unreadable ({type(error).__name__}: {reason})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise record.Damaged(f"{path} is not a checkpoint of ablate (no {', '.join(missing)})")
+    return payload
+
+
+def restore_checkpoint(payload: dict, setup: Setup, generator: torch.Generator) -> dict:
+    """Put what read_checkpoint read into `setup` and `generator`; returns the saved `state`."""
     setup.model.load_state_dict(payload["model"])
     setup.optimizer.load_state_dict(payload["optimizer"])
     setup.scheduler.load_state_dict(payload["scheduler"])
@@ -181,6 +197,11 @@ def load_checkpoint(path: Path, setup: Setup, generator: torch.Generator) -> dic
     if payload["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
     return payload["state"]
+
+
+def load_checkpoint(path: Path, setup: Setup, generator: torch.Generator) -> dict:
+    """Restore what save_checkpoint saved into `setup` and `generator`; returns the saved `state`."""
+    return restore_checkpoint(read_checkpoint(path, setup.device), setup, generator)
 
 
 def check_resolves(cfg: DictConfig) -> None:

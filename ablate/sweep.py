@@ -3,7 +3,10 @@ of the sweep counts them and collects the study's table; parallel workers get th
 
 import json
 import os
+import shutil
+import sys
 import time
+import uuid
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -12,8 +15,18 @@ from omegaconf import DictConfig
 from ablate.record import atomic_write_json
 
 OUTCOME = "outcome.json"
-# stopped: paused by successive halving at a rung (a later rung or the end continues it, or it stays stopped).
-OUTCOMES = ("completed", "stopped", "skipped", "diverged", "failed")
+# A sweep counts the notes of its own jobs only, in <sweep dir>/.outcomes/<sweep id>/: a second sweep on the same
+# runs folder at the same time writes its notes beside them, never over them.
+OUTCOMES_DIR = ".outcomes"
+SWEEP_ID = "ABLATE_SWEEP_ID"  # set by SweepSummary in the sweep's process; its workers and SLURM jobs inherit it
+# `interrupted`: a signal ended the run (checkpoint kept); `running elsewhere`: another process holds the record's
+# lock and trains it, so this sweep left it alone; neither is a failure.
+# `stopped`: paused by successive halving at a rung (a later rung or the end continues it, or it stays stopped).
+OUTCOMES = ("completed", "stopped", "skipped", "diverged", "failed", "interrupted", "running elsewhere")
+
+# Set once a signal ended a run in this process (ablate.train), or the sweep (ablate.launcher): the jobs the sweep
+# would start next are not started, and the sweep exits 130 (SIGINT) or 143 (SIGTERM) once it has written its table.
+interrupted_by: str | None = None
 
 # The environment of launcher=parallel's workers. glibc reads MALLOC_* once, when a process starts, so they are set in
 # the sweep's own process before the launcher spawns its workers, which inherit them.
@@ -30,12 +43,21 @@ WORKER_ENVIRONMENT = {
 
 
 def note_outcome(record_dir: Path, outcome: str) -> None:
+    """Note a job's outcome for the sweep that ran it; a note it cannot write (a full disk) is one line, not a crash
+    of the sweep."""
     # A file per job, not a return value: joblib and SLURM jobs run in other processes (or machines) than the sweep.
     # The environment the process started with is noted too, to show what the allocator saw (see WORKER_ENVIRONMENT).
-    atomic_write_json(
-        record_dir / OUTCOME,
-        {"outcome": outcome, "at": time.time(), "pid": os.getpid(), "environment": start_environment()},
-    )
+    note = {"outcome": outcome, "at": time.time(), "pid": os.getpid(), "environment": start_environment()}
+    record_dir = Path(record_dir)
+    paths = [record_dir.parent / OUTCOMES_DIR / os.environ.get(SWEEP_ID, "unknown") / f"{record_dir.name}.json"]
+    # Not into a record another process trains (nor a folder that is gone: a job that left none).
+    if outcome not in ("running elsewhere", "not started") and record_dir.is_dir():
+        paths.append(record_dir / OUTCOME)
+    for path in paths:
+        try:
+            atomic_write_json(path, note)
+        except OSError as error:
+            print(f"ablate: could not note the outcome {outcome} of {record_dir.name}: {error}", file=sys.stderr)
 
 
 def start_environment() -> dict:
@@ -49,35 +71,36 @@ def start_environment() -> dict:
     return {key: started.get(key) for key in WORKER_ENVIRONMENT}
 
 
-def count_outcomes(sweep_dir: Path, since: float) -> dict[str, int]:
+def count_outcomes(sweep_dir: Path, sweep_id: str) -> dict[str, int]:
     counts = dict.fromkeys(OUTCOMES, 0)
-    for path in Path(sweep_dir).glob(f"*/{OUTCOME}"):
+    for path in (Path(sweep_dir) / OUTCOMES_DIR / sweep_id).glob("*.json"):
         try:
             noted = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if noted.get("at", 0) >= since and noted.get("outcome") in counts:
+        if noted.get("outcome") in counts:
             counts[noted["outcome"]] += 1
     return counts
 
 
 class SweepSummary(Callback):
-    """Prints `sweep <study>: N completed, N skipped, N diverged, N failed` when a multirun ends, and collects
-    the study's records into results/<study>/runs.csv."""
+    """Prints `sweep <study>: N completed, N skipped, N diverged, N failed, ...` when a multirun ends, and collects
+    the study's records into results/<study>/runs.csv. A sweep a signal stopped then exits 130 (SIGINT) or 143."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.started = time.time()
+        os.environ[SWEEP_ID] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        counts = count_outcomes(Path(config.hydra.sweep.dir), getattr(self, "started", 0.0))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_id = os.environ.get(SWEEP_ID, "unknown")
+        counts = count_outcomes(sweep_dir, sweep_id)
+        shutil.rmtree(sweep_dir / OUTCOMES_DIR / sweep_id, ignore_errors=True)
         line = ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
         print(f"sweep {config.study.name}: {line}  (records in {config.hydra.sweep.dir})")
         from ablate import collect  # pandas is only needed here, once per sweep
 
         try:
-            table = collect.write_study_table(
-                Path(config.hydra.sweep.dir), Path(config.paths.results) / config.study.name
-            )
+            table = collect.write_study_table(sweep_dir, Path(config.paths.results) / config.study.name)
         except Exception as error:  # noqa: BLE001 — the records are safe; `python -m ablate.collect` can redo this
             print(
                 f"sweep {config.study.name}: could not collect the table ({type(error).__name__}: {error}); "
@@ -85,6 +108,8 @@ class SweepSummary(Callback):
             )
         else:
             print(f"sweep {config.study.name}: table in {table}")
+        if interrupted_by is not None:
+            sys.exit(130 if interrupted_by == "SIGINT" else 143)
 
 
 class WorkerEnvironment(Callback):

@@ -1,6 +1,11 @@
 """One run, top to bottom: build (ablate.loop), write the record, train epoch by epoch (or run the LR range test)."""
 
+import contextlib
 import math
+import shutil
+import signal
+import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -13,48 +18,154 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ablate import record
+from ablate import record, sweep
 from ablate.errors import ConfigError
-from ablate.loop import Setup, build, evaluate, load_checkpoint, save_checkpoint, train_steps
+from ablate.loop import Setup, build, evaluate, read_checkpoint, restore_checkpoint, save_checkpoint, train_steps
 from ablate.lr_range import check_lr_range, run_lr_range
 from ablate.models import describe
 
 
+class Interrupted(BaseException):
+    """SIGTERM arrived (SIGINT arrives as KeyboardInterrupt); a BaseException, so no `except Exception` eats it."""
+
+
 def run(cfg: DictConfig, record_dir: Path) -> dict:
-    """Train one configuration into `record_dir` and return its summary (status completed/diverged/failed)."""
+    """Train one configuration into `record_dir` and return its summary (status completed/stopped/diverged/failed/
+    interrupted) with its `outcome` for the sweep, holding the record's lock throughout: a second process asking for
+    the same record meanwhile is told `running elsewhere` and trains nothing."""
     summary = start_summary(cfg, record_dir)
+    if sweep.interrupted_by is not None:
+        # A signal ended an earlier job of this sweep: the user asked the sweep to stop. The folder Hydra made for
+        # this job goes, unless another process holds it.
+        with contextlib.suppress(record.Locked), record.lock(record_dir):
+            remove_if_empty(record_dir)
+        return {**summary, "status": "interrupted", "outcome": "not started"}
+    try:
+        with record.lock(record_dir):
+            try:
+                return run_locked(cfg, record_dir, summary)
+            finally:
+                if not (record_dir / record.SUMMARY).exists():  # an attempt that left no record leaves no folder
+                    remove_if_empty(record_dir)
+    except record.Locked as held:
+        print(f"ablate: {summary['name']} is running elsewhere ({held}); skipped here")
+        return {**summary, "outcome": "running elsewhere"}
+
+
+def run_locked(cfg: DictConfig, record_dir: Path, summary: dict) -> dict:
+    # The lock is ours, so every temp file in the folder is a killed writer's.
+    record.remove_stale_temps(record_dir, everything=True)
     done = record.read_json(record_dir / record.SUMMARY)
-    if cfg.resume and done and done.get("identity") == summary["identity"] and reached(done, cfg):
-        print(
-            f"ablate: {summary['name']} already {done['status']} in {record_dir}; skipped (resume=false trains again)"
-        )
-        return {**done, "outcome": "skipped"}
+    if cfg.resume and done and done.get("identity") == summary["identity"] and finished(done, cfg):
+        broken = record.metrics_damage(record_dir, done)
+        if broken is None:
+            if record.config_damage(record_dir, done) is not None:
+                record.atomic_write_text(record_dir / record.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+                print(f"ablate: {summary['name']}: rewrote its damaged or missing {record_dir / record.CONFIG}")
+            again = "retry_diverged=true" if done["status"] == "diverged" else "resume=false"
+            print(f"ablate: {summary['name']} already {done['status']} in {record_dir}; skipped ({again} trains again)")
+            return {**done, "outcome": "skipped"}
+        # Runs are deterministic: training again gives back the record as it was.
+        print(f"ablate: {summary['name']}: {broken}; training it again to repair the record")
 
     logger = None
     try:
-        setup = build(cfg)
-        # The range test's own settings are checked before the record and the tracker start, like the rest.
-        sweep = check_lr_range(cfg.get("lr_range"), total_steps=setup.total_steps) if cfg.mode == "lr_range" else None
-        summary.update(describe_setup(cfg, setup))
-        record.atomic_write_text(record_dir / record.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-        record.atomic_write_json(record_dir / record.SUMMARY, summary)
-        logger = instantiate(cfg.logger)(run=tracker_run(cfg, summary, record_dir))
-        if sweep is None:
-            train(cfg, setup, summary, record_dir, logger)
-        else:
-            summary.update(run_lr_range(cfg, sweep, setup, record_dir, logger))
+        with interruptible():
+            setup = build(cfg)
+            # The range test's own settings are checked before the record and the tracker start, like the rest.
+            range_test = (
+                check_lr_range(cfg.get("lr_range"), total_steps=setup.total_steps) if cfg.mode == "lr_range" else None
+            )
+            summary.update(describe_setup(cfg, setup))
+            record.atomic_write_text(record_dir / record.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+            record.atomic_write_json(record_dir / record.SUMMARY, summary)
+            logger = instantiate(cfg.logger)(run=tracker_run(cfg, summary, record_dir))
+            if range_test is None:
+                train(cfg, setup, summary, record_dir, logger)
+            else:
+                summary.update(run_lr_range(cfg, range_test, setup, record_dir, logger))
     except ConfigError as error:
         summary.update(status="failed", error=str(error))
         raise
+    except (Interrupted, KeyboardInterrupt, SystemExit) as error:
+        interrupt(summary, error, cfg, record_dir)
+        if isinstance(error, SystemExit):
+            raise  # submitit's requeue on SLURM's pre-timeout signal: the job must exit, to run again
     except Exception as error:  # the record says why; the caller decides whether the sweep goes on
         summary.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         raise
     finally:
         summary["finished_at"] = now()
-        record.atomic_write_json(record_dir / record.SUMMARY, summary)
+        if summary["status"] != "running" or (record_dir / record.SUMMARY).exists():
+            try:
+                record.atomic_write_json(record_dir / record.SUMMARY, summary)
+            except OSError as error:  # a full disk: the line says so; the record keeps its last summary
+                print(f"ablate: {summary['name']}: could not write its summary: {error}", file=sys.stderr)
         if logger is not None:
             logger.finish(summary)
     return {**summary, "outcome": summary["status"]}
+
+
+def finished(done: dict, cfg: DictConfig) -> bool:
+    """Whether a record holds a run not to train again: reached (below), or diverged unless retry_diverged=true
+    (runs are deterministic, so it would diverge again)."""
+    if done.get("status") == "diverged":
+        return not cfg.get("retry_diverged", False)
+    return reached(done, cfg)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGTERM raises Interrupted in the block, as Ctrl-C raises KeyboardInterrupt, so a run ends recorded.
+
+    Only where SIGTERM has its default action and in the main thread: submitit, for one, handles SIGTERM itself
+    (it ignores it and requeues on SLURM's pre-timeout USR2 signal by calling sys.exit)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def interrupt(summary: dict, error: BaseException, cfg: DictConfig, record_dir: Path) -> None:
+    """Record a run a signal ended as `interrupted` at its last finished epoch (checkpoint kept), in one line."""
+    if isinstance(error, SystemExit):
+        why = f"exit({error.code}) (submitit requeues on SLURM's pre-timeout signal)"
+    else:
+        why = "SIGINT" if isinstance(error, KeyboardInterrupt) else str(error)
+        sweep.interrupted_by = why
+    epoch = summary.get("epochs_completed", 0)
+    checkpoint = record_dir / record.CHECKPOINT
+    kept = f"checkpoint kept in {checkpoint}" if checkpoint.exists() else "no checkpoint yet"
+    summary.update(status="interrupted", error=f"{why} after epoch {epoch} of {cfg.trainer.epochs}")
+    print(
+        f"ablate: {summary['name']} interrupted by {why} after epoch {epoch} of {cfg.trainer.epochs}; {kept}; "
+        "rerun to resume",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def remove_if_empty(record_dir: Path) -> None:
+    """Remove a record folder without a summary that holds nothing else of a run either: only what Hydra puts in
+    every job's folder (.hydra/, its log), the lock file, and the config.yaml an attempt wrote before it failed."""
+    leftovers = [record_dir / ".hydra", record_dir / record.LOCK, record_dir / record.CONFIG, *record_dir.glob("*.log")]
+    if any(path not in leftovers for path in record_dir.iterdir()):
+        return
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        record_dir.rmdir()
 
 
 def reached(done: dict, cfg: DictConfig) -> bool:
@@ -145,14 +256,31 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": []}
     checkpoint = record_dir / record.CHECKPOINT
     if cfg.resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint, setup, generator)
-        print(f"ablate: resuming {summary['name']} after epoch {state['epoch']} from {checkpoint}")
-        for row in state["history"]:
-            logger.log(row, step=row["epoch"])
+        try:
+            payload = read_checkpoint(checkpoint, setup.device)
+        except record.Damaged as error:
+            # Set aside, not deleted (it may be worth a look), and never read again: the run starts over.
+            aside = checkpoint.with_name(f"{checkpoint.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+            checkpoint.rename(aside)
+            print(f"ablate: warning: {error}; set aside as {aside}; training {summary['name']} from epoch 0")
+        else:
+            state = restore_checkpoint(payload, setup, generator)
+            # The tracker resumes the same W&B run (its id is the record's), which already holds these epochs.
+            print(f"ablate: resuming {summary['name']} after epoch {state['epoch']} from {checkpoint}")
 
     # Successive halving pauses a run here: evaluated, checkpointed, `stopped` until a later invocation continues it.
+    stop = cfg.trainer.get("stop_after_epochs") or setup.epochs
+    try:
+        train_epochs(cfg, setup, summary, record_dir, logger, generator, state, stop)
+    finally:  # also for a run a signal or an error ends: its summary counts the epochs it finished
+        finish_summary(summary, state, setup.batch_size)
+    if summary["status"] != "stopped":
+        checkpoint.unlink(missing_ok=True)
+
+
+def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, generator, state: dict, stop: int):
+    checkpoint = record_dir / record.CHECKPOINT
     epochs = setup.epochs
-    stop = cfg.trainer.get("stop_after_epochs") or epochs
     while state["epoch"] < epochs:
         started = time.perf_counter()
         # trainer.updates may end the run inside its last epoch (Caffe's max_iter).
@@ -190,9 +318,6 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
             break
     else:
         summary["status"] = "completed"
-    finish_summary(summary, state, setup.batch_size)
-    if summary["status"] != "stopped":
-        checkpoint.unlink(missing_ok=True)
 
 
 def finish_summary(summary: dict, state: dict, batch_size: int) -> None:

@@ -153,7 +153,8 @@ def build_report(
             entity=entity if runset_project else "",
             project=project if runset_project else "",
             name=study,
-            filters=expr.And(expr.Metric("Group") == study),
+            # Completed runs only: a crashed, diverged or interrupted run would pull a setting's mean down.
+            filters=expr.And(expr.Metric("Group") == study, expr.Summary("status") == "completed"),
             groupby=GROUP_KEYS,
         )
         blocks += [wr.H2(heading), wr.P(text), wr.PanelGrid(runsets=[runset], panels=panels)]

@@ -100,8 +100,16 @@ def test_each_study_gets_its_templates_panels_and_axes(study, capsys):
     assert all((p["groupAgg"], p["groupArea"]) == ("mean", "stderr") for p in panels(report, "Run History Line Plot"))
     for grid in panel_grids(report):
         [runset] = grid["runSets"]
+        # The study's runs that completed: crashed, diverged and interrupted runs never feed a mean.
         assert runset["filters"]["filters"] == [
-            {"key": {"section": "run", "name": "group"}, "op": "=", "value": study, "disabled": False}
+            {"key": {"section": "run", "name": "group"}, "op": "=", "value": study, "disabled": False},
+            {
+                "key": {"section": "summary", "name": "status"},
+                "op": "=",
+                "value": "completed",
+                "disabled": False,
+                "connector": "AND",
+            },
         ]
         assert runset["grouping"] == [
             {"section": "config", "name": "derived.value.scientific"},

@@ -1,9 +1,11 @@
 """One study from its run table to results/<study>/: select on val, saturation, claims, figures, then report.md."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from ablate import collect
 from ablate.analysis import budget, figures, report
 from ablate.analysis.claims import judge, parse_claims
 from ablate.analysis.saturation import curve_keys, saturation
@@ -12,7 +14,7 @@ from ablate.analysis.stats import METHODS
 from ablate.analysis.study import Study, check_one_setup, load_runs, load_study, runs_path, where_slug
 from ablate.errors import ConfigError
 from ablate.record import METRICS as METRICS_FILE
-from ablate.record import atomic_write_text
+from ablate.record import Damaged, atomic_write_text, read_metrics
 
 DEFAULT_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -39,6 +41,8 @@ def analyze(
     if ci not in METHODS:
         raise ConfigError(f"ci={ci}: unknown interval; use one of {', '.join(METHODS)}")
     runs = load_runs(study, results_dir, where)
+    runs, skipped = drop_damaged(runs)
+    skipped = [*collect.read_skipped(results_dir / study), *skipped]
     spec = load_study(study, conf_dir, list(runs.columns), scientific, nuisance, runs)
     check_one_setup(runs, spec)
     claims = parse_claims(spec.claims, str(conf_dir / "claims" / f"{study}.yaml"))
@@ -58,7 +62,7 @@ def analyze(
         verdicts=verdicts,
         curves=curves,
         figures=drawn,
-        inputs=inputs(selection, results_dir, conf_dir),
+        inputs=inputs(selection, results_dir, conf_dir, skipped),
         range_tests=range_tests(selection),
         where=dict(where or {}),
         readings=budget.readings(selection.arms),
@@ -69,7 +73,25 @@ def analyze(
     return path
 
 
-def inputs(selection: Selection, results_dir: Path, conf_dir: Path) -> report.Inputs:
+def drop_damaged(runs):
+    """The rows whose record can be read, and [{record_dir, reason}] for the completed ones whose metrics.jsonl
+    cannot (a file cut after collect ran), each named on stderr."""
+    keep, skipped = [], []
+    for record_dir, status in zip(runs["record_dir"], runs["status"]):
+        reason = None
+        if status == "completed" and isinstance(record_dir, str) and Path(record_dir).is_dir():
+            try:
+                read_metrics(record_dir)
+            except Damaged as error:
+                reason = f"{error}; rerun its sweep to train it again"
+        keep.append(reason is None)
+        if reason is not None:
+            print(f"ablate.analyze: skipping {record_dir}: {reason}", file=sys.stderr)
+            skipped.append({"record_dir": record_dir, "reason": reason})
+    return runs[keep], skipped
+
+
+def inputs(selection: Selection, results_dir: Path, conf_dir: Path, skipped: list[dict]) -> report.Inputs:
     """The files the numbers came from, as the report names them."""
     spec, runs = selection.study, selection.runs
     sweep_file = conf_dir / "sweep" / f"{spec.name}.yaml"
@@ -82,6 +104,7 @@ def inputs(selection: Selection, results_dir: Path, conf_dir: Path) -> report.In
         claims_file=None if claims_file is None else shown(claims_file),
         records_with_curves=sum((Path(str(d)) / METRICS_FILE).is_file() for d in records),
         completed_records=len(records),
+        skipped=tuple((shown(Path(str(s["record_dir"]))), str(s["reason"])) for s in skipped),
     )
 
 

@@ -26,6 +26,7 @@ class Inputs:
     claims_file: Path | None
     records_with_curves: int  # completed records holding a metrics.jsonl
     completed_records: int
+    skipped: tuple[tuple[Path, str], ...] = ()  # (record folder, why) for each record collect or analyze left out
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,10 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
     files.append(
         f"per-evaluation curves from `metrics.jsonl` in {inputs.records_with_curves} of "
         f"{inputs.completed_records} completed records"
+    )
+    files.append(
+        f"{len(inputs.skipped)} records skipped"
+        + "".join(f"; `{folder}`: {reason}" for folder, reason in inputs.skipped)
     )
     rows = [
         (

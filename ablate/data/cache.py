@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import torch
 
 from ablate import record
+
+log = logging.getLogger(__name__)
 
 # Bump when decoding changes (library, resize filter, layout): every old entry then misses.
 FORMAT_VERSION = 1
@@ -55,7 +58,12 @@ def load_or_build(
                 return entry["tensors"]
         except Exception:  # noqa: BLE001  a truncated or foreign file is rebuilt below
             pass
+    # Temp files of builds killed while writing are dataset-sized: remove them before adding another.
+    record.remove_stale_temps(path.parent)
     tensors = build()
     # Atomic: a killed run or a parallel run never leaves a half-written entry.
-    record.atomic_write(path, lambda file: torch.save({"key": stored_key, "tensors": tensors}, file))
+    try:
+        record.atomic_write(path, lambda file: torch.save({"key": stored_key, "tensors": tensors}, file))
+    except OSError as error:  # a full disk (or a read-only cache): the run goes on, decoding again next time
+        log.warning(f"could not write the data cache {path} ({error}); training without it")
     return tensors

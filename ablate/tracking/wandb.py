@@ -11,6 +11,7 @@ import json
 import logging
 import netrc
 import os
+import re
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -172,6 +173,10 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
         project=project,
         entity=entity,
         dir=str(path),
+        # One W&B run per record: a killed run that resumes from its checkpoint, and a rerun of a run that failed,
+        # log into the run of the first attempt, so W&B never holds a second, "crashed" copy of a record.
+        id=run_id(run),
+        resume="allow",
         name=run["name"],
         group=run["group"],
         job_type=run["job_type"],
@@ -194,6 +199,9 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
             path,
             run["group"],
         )
+        # The service still holds the failed online attempt under the record's run id: a fresh one takes it offline.
+        with contextlib.suppress(Exception):
+            wandb.teardown()
         wandb_run = wandb.init(mode="offline", **init_kwargs)
     try:
         wandb_run.define_metric("epoch")
@@ -202,6 +210,11 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
         wandb_run.finish(exit_code=1)
         raise
     return wandb_run
+
+
+def run_id(run: dict) -> str:
+    """The W&B run id of a record: its study and identity (one record per identity within a study)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{run['group']}-{run['identity']}")
 
 
 def _check_writable(path: Path) -> None:

@@ -1,0 +1,143 @@
+"""launcher=parallel: Hydra's joblib launcher, except that a worker process that dies (OOM killer, kill -9) costs
+one job, not the sweep.
+
+Hydra's own joblib launcher hands all jobs to one joblib.Parallel call; when a loky worker dies, that call raises
+TerminatedWorkerError, loky kills the other workers with their jobs, and the sweep ends with exit 1, no table and
+records left `running`. Here each job's result is kept as it arrives; after a dead worker the jobs that did not
+finish are launched again (a run resumes from its checkpoint, so the retry loses at most an epoch), and a job whose
+worker died twice is recorded `failed`. A job whose Hydra set-up fails (a full disk while Hydra writes .hydra/) is
+recorded `failed` too, and the sweep goes on, as the README promises.
+
+Hydra instantiates only launcher classes defined in the `hydra_plugins` package, so the class is
+hydra_plugins/ablate_launcher's JoblibLauncher (named in conf/launcher/parallel.yaml), whose launch is this one.
+"""
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra_plugins.hydra_joblib_launcher import _core
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import BrokenProcessPool
+
+from ablate import record, sweep
+
+log = logging.getLogger(__name__)
+
+# A job is launched at most this often: once, and once more after its worker died.
+ATTEMPTS = 2
+
+
+def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """One JobReturn per job, in order, each COMPLETED with the job's outcome ("completed", "failed", ...) as its
+    value: a failed job is ablate's to record, and a FAILED JobReturn would stop Hydra's sweepers."""
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    joblib_cfg = {**launcher.joblib, "backend": "loky"}  # as Hydra's: its threading backend cannot run Hydra jobs
+    _core.process_joblib_cfg(joblib_cfg)
+    log.info(
+        f"Joblib.Parallel({','.join(f'{k}={v}' for k, v in joblib_cfg.items())}) is launching {len(job_overrides)} jobs"
+    )
+    for idx, overrides in enumerate(job_overrides):
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+
+    results: list[JobReturn | None] = [None] * len(job_overrides)
+    attempts = [0] * len(job_overrides)
+    singleton_state = Singleton.get_state()
+    while sweep.interrupted_by is None:
+        pending = [i for i, result in enumerate(results) if result is None]
+        if not pending:
+            break
+        started = time.time()
+        jobs = (
+            delayed(_execute)(
+                i,
+                initial_job_idx + i,
+                job_overrides[i],
+                launcher.hydra_context,
+                launcher.config,
+                launcher.task_function,
+                singleton_state,
+            )
+            for i in pending
+        )
+        try:
+            for i, result in Parallel(**joblib_cfg, return_as="generator_unordered")(jobs):
+                results[i] = result
+        except BrokenProcessPool as error:  # TerminatedWorkerError is one: a worker died, and loky killed the rest
+            why = " ".join(str(error).split())[:200]
+            for i in (i for i in pending if results[i] is None):
+                record_dir = record_dir_of(launcher, job_overrides[i])
+                if record_dir is not None and _started_since(record_dir, started):
+                    attempts[i] += 1
+                if attempts[i] >= ATTEMPTS:
+                    results[i] = _failed(
+                        job_overrides[i],
+                        record_dir,
+                        f"its worker process died {ATTEMPTS} times ({type(error).__name__}: {why})",
+                    )
+            again = sum(result is None for result in results)
+            print(
+                f"ablate: a worker process died ({type(error).__name__}); launching the {again} unfinished jobs "
+                "again (a run resumes from its checkpoint)",
+                flush=True,
+            )
+        except KeyboardInterrupt:
+            # Ctrl-C reached the workers too: each ends its run as `interrupted`, checkpoint kept.
+            sweep.interrupted_by = "SIGINT"
+    return [
+        result if result is not None else _returned(job_overrides[i], "not started") for i, result in enumerate(results)
+    ]
+
+
+def _execute(i: int, idx: int, overrides, hydra_context, config, task_function, singleton_state):
+    """Hydra's job function in a worker, with the job's index; a job that breaks in Hydra's own set-up is `failed`."""
+    try:
+        return i, _core.execute_job(idx, overrides, hydra_context, config, task_function, singleton_state)
+    except Exception as error:  # noqa: BLE001 — one job's set-up (a full disk under .hydra/) must not stop the sweep
+        print(f"ablate: job #{idx} failed before it started: {type(error).__name__}: {error}", flush=True)
+        return i, _failed(overrides, None, f"{type(error).__name__}: {error}", config.hydra.sweep.dir)
+
+
+def record_dir_of(launcher: JoblibLauncher, overrides: Sequence[str]) -> Path | None:
+    """Where the job files its record (hydra.sweep.dir/hydra.sweep.subdir, i.e. runs/<study>/<identity>)."""
+    try:
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    except Exception:  # noqa: BLE001 — a job whose config does not compose has no record to look at
+        return None
+
+
+def _started_since(record_dir: Path, since: float) -> bool:
+    """Whether the job took its record's lock since `since`, i.e. was running when its worker died."""
+    try:
+        return (record_dir / record.LOCK).stat().st_mtime >= since - 1
+    except OSError:
+        return False
+
+
+def _failed(overrides: Sequence[str], record_dir: Path | None, error: str, sweep_dir=None) -> JobReturn:
+    """Record a job that could not run to its end as `failed`, and note it for the sweep's count."""
+    if record_dir is not None and record_dir.is_dir():
+        summary = record.read_json(record_dir / record.SUMMARY) or {"identity": record_dir.name}
+        summary.update(status="failed", error=error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        try:
+            record.atomic_write_json(record_dir / record.SUMMARY, summary)
+        except OSError as write_error:
+            print(f"ablate: could not record {record_dir} as failed: {write_error}")
+        sweep.note_outcome(record_dir, "failed")
+        print(f"ablate: job {record_dir.name} failed: {error}", flush=True)
+    else:
+        print(f"ablate: job {' '.join(filter_overrides(overrides))} failed: {error}", flush=True)
+        if sweep_dir is not None:  # no record folder: the sweep still counts the job
+            sweep.note_outcome(Path(sweep_dir) / f".job-{abs(hash(tuple(overrides)))}", "failed")
+    return _returned(overrides, "failed")
+
+
+def _returned(overrides: Sequence[str], outcome: str) -> JobReturn:
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=outcome)
