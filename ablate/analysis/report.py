@@ -199,7 +199,11 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         (
             "budget",
             _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
-            + (f"; median {fmt(runs['steps'].median())} updates a run" if "steps" in runs else ""),
+            + (
+                f"; median {fmt(runs.loc[runs['status'] == 'completed', 'steps'].median())} updates a completed run"
+                if "steps" in runs
+                else ""
+            ),
         ),
         ("scientific axis (compared)", ", ".join(f"`{k}`" for k in spec.scientific)),
         ("nuisance axes (tuned on val)", nuisance or "none"),
