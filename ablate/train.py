@@ -1,6 +1,8 @@
 """One run, top to bottom: build (ablate.loop), write the record, train epoch by epoch (or run the LR range test)."""
 
+import logging
 import math
+import sys
 import time
 import traceback
 from dataclasses import asdict
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,14 +21,17 @@ from ablate.loop import Setup, build, evaluate, load_checkpoint, save_checkpoint
 from ablate.lr_range import check_lr_range, run_lr_range
 from ablate.models import describe
 
+# Hydra's job logging sends these lines to the terminal and to the job's log file (<record>/__main__.log).
+log = logging.getLogger(__name__)
+
 
 def run(cfg: DictConfig, record_dir: Path) -> dict:
     """Train one configuration into `record_dir` and return its summary (status completed/diverged/failed)."""
     summary = start_summary(cfg, record_dir)
     done = record.read_json(record_dir / record.SUMMARY)
     if cfg.resume and done and done.get("identity") == summary["identity"] and reached(done, cfg):
-        print(
-            f"ablate: {summary['name']} already {done['status']} in {record_dir}; skipped (resume=false trains again)"
+        log.info(
+            "%s already %s in %s; skipped (resume=false trains again)", summary["name"], done["status"], record_dir
         )
         return {**done, "outcome": "skipped"}
 
@@ -145,15 +151,17 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
     checkpoint = record_dir / record.CHECKPOINT
     if cfg.resume and checkpoint.exists():
         state = load_checkpoint(checkpoint, setup, generator)
-        print(f"ablate: resuming {summary['name']} after epoch {state['epoch']} from {checkpoint}")
+        log.info("resuming %s after epoch %d from %s", summary["name"], state["epoch"], checkpoint)
         for row in state["history"]:
             logger.log(row, step=row["epoch"])
 
     # Successive halving pauses a run here: evaluated, checkpointed, `stopped` until a later invocation continues it.
     stop = cfg.trainer.get("stop_after_epochs") or cfg.trainer.epochs
+    first_epoch, loop_started = state["epoch"], time.perf_counter()
     while state["epoch"] < cfg.trainer.epochs:
         started = time.perf_counter()
-        metrics = train_steps(setup, setup.data.train_batches(setup.batch_size, generator))
+        batches = progress_bar(setup.data.train_batches(setup.batch_size, generator), setup, state["epoch"] + 1, cfg)
+        metrics = train_steps(setup, batches)
         state["epoch"] += 1
         state["step"] += setup.steps_per_epoch
         state["seconds"] += time.perf_counter() - started
@@ -171,10 +179,12 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
                 row.update({f"{split}/{k}": v for k, v in evaluate(setup, split).items()})
         state["history"].append(row)
         logger.log(row, step=epoch)
+        elapsed_per_epoch = (time.perf_counter() - loop_started) / (epoch - first_epoch)
+        log.info(epoch_line(row, cfg.trainer.epochs, elapsed_per_epoch * (min(stop, cfg.trainer.epochs) - epoch)))
         if diverged:
             record.write_metrics(record_dir, state["history"])
             summary.update(status="diverged", error=f"train/loss became {metrics['train/loss']} in epoch {epoch}")
-            print(f"ablate: {summary['name']} diverged in epoch {epoch} (train/loss {metrics['train/loss']})")
+            log.warning("%s diverged in epoch %d (train/loss %s)", summary["name"], epoch, metrics["train/loss"])
             break
         # The checkpoint holds the history, so the metrics file can always be rebuilt from it.
         if (cfg.trainer.checkpoint or epoch == stop) and epoch < cfg.trainer.epochs:
@@ -182,13 +192,41 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
         record.write_metrics(record_dir, state["history"])
         if epoch >= stop and epoch < cfg.trainer.epochs:
             summary["status"] = "stopped"
-            print(f"ablate: {summary['name']} stopped after epoch {epoch} of {cfg.trainer.epochs} (checkpoint kept)")
+            log.info("%s stopped after epoch %d of %d (checkpoint kept)", summary["name"], epoch, cfg.trainer.epochs)
             break
     else:
         summary["status"] = "completed"
     finish_summary(summary, state, setup.batch_size)
     if summary["status"] != "stopped":
         checkpoint.unlink(missing_ok=True)
+
+
+def progress_bar(batches, setup: Setup, epoch: int, cfg: DictConfig):
+    """The epoch's batches behind a tqdm bar on an interactive terminal; unchanged in a sweep, a pipe or a log file,
+    where the per-epoch line is the progress."""
+    if not sys.stderr.isatty() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return batches
+    from tqdm import tqdm  # imported here: only an interactive run draws a bar
+
+    description = f"epoch {epoch}/{cfg.trainer.epochs}"
+    return tqdm(batches, total=setup.steps_per_epoch, desc=description, leave=False, unit="step")
+
+
+def epoch_line(row: dict, epochs: int, seconds_left: float) -> str:
+    """One line per epoch: `epoch 3/16  train loss 2.301 acc 12.5%  val acc 15.0%  lr 0.01  2100 img/s  ETA 0:42`."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train/loss']:.4g} acc {100 * row['train/acc']:.1f}%"]
+    if "val/acc" in row:
+        top5 = f" top-5 {100 * row['val/top5']:.1f}%" if "val/top5" in row else ""
+        parts.append(f"val acc {100 * row['val/acc']:.1f}%{top5}")
+    parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:.0f} img/s", f"ETA {clock(seconds_left)}"]
+    return "  ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def finish_summary(summary: dict, state: dict, batch_size: int) -> None:
@@ -199,6 +237,8 @@ def finish_summary(summary: dict, state: dict, batch_size: int) -> None:
     if evaluated:
         best = max(evaluated, key=lambda row: row["val/acc"])
         summary["best"] = {"val/acc": best["val/acc"], "test/acc": best["test/acc"], "epoch": best["epoch"]}
+        if "test/top5" in best:
+            summary["best"]["test/top5"] = best["test/top5"]
     else:
         summary["best"] = {}
     summary.update(
