@@ -24,7 +24,7 @@ def environment(**extra) -> dict:
     return env
 
 
-def ablate(tmp_path, *args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
+def ablate(tmp_path, *args: str, env=None, timeout=900) -> subprocess.CompletedProcess:
     paths = (f"paths.runs={tmp_path / 'runs'}", f"paths.cache={tmp_path / 'cache'}")
     return subprocess.run(
         [sys.executable, "-m", "ablate", *paths, *args],  # a test's own paths.runs comes later and wins
@@ -144,3 +144,10 @@ def test_the_closest_key_is_an_abbreviation_or_a_close_spelling():
     assert closest("trainer.epoch", keys) == "trainer.epochs"
     assert closest("data.resolutoin", keys) == "data.resolution"
     assert closest("optim.nothing_like_it", keys) is None
+
+
+def test_slurm_jobs_are_named_after_the_study_and_sized_for_small_runs(compose):
+    launcher = compose("+sweep=depth", "launcher=slurm", "data=imagefolder", return_hydra_config=True).hydra.launcher
+    assert launcher.name == "depth-imagefolder"
+    assert launcher.gpus_per_node == 0 and launcher.cpus_per_task <= 2 and launcher.mem_gb <= 4
+    assert list(launcher.setup) == []
