@@ -1,4 +1,4 @@
-# ablate — `make help` lists the targets. Variables: ARGS (extra Hydra overrides for `make run`).
+# ablate — `make help` lists the targets. Variables: ARGS (extra Hydra overrides for `make run`); for studies below.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
@@ -16,10 +16,11 @@ help: ## list the targets
 
 install: ## install uv if missing, then the locked environment (.venv) with torch, hydra, wandb, ...
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@# Byte-compiled at install: every test and sweep job is a fresh process that would otherwise recompile torch.
+	@# Not byte-compiled at install (UV_COMPILE_BYTECODE): Python writes each module's .pyc on its first import
+	@# anyway, so compiling every file of torch up front cost minutes to save about a second once (README).
 	@# The interpreter only when creating .venv: `uv sync -p` with a pyenv shim removes and rebuilds it every time.
 	@[ -d .venv ] || $(UV) venv -p "$(PYTHON_FOR_UV)" .venv
-	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
+	$(UV) sync --frozen
 
 run: install ## one run: allconv6 on the embedded dataset (ARGS="model=allconv8_1 trainer.epochs=5")
 	$(RUN) python -m ablate $(ARGS)
@@ -40,9 +41,9 @@ format: install ## ruff: fix what it can and format
 
 .PHONY: analyze bench wandb-sync wandb-report schedules
 
-analyze: ## a study's report and figures from results/<study>/runs.csv: make analyze STUDY=depth
+analyze: ## a study's report and figures from its runs.csv: make analyze STUDY=depth [DATA=... BUDGET=... RESULTS=...]
 	@test -n "$(STUDY)" || { echo "make analyze: STUDY is required, e.g. STUDY=depth"; exit 2; }
-	$(RUN) python -m ablate.analyze $(STUDY) --results $(STUDY_RESULTS)
+	$(RUN) python -m ablate.analyze $(STUDY) $(ANALYZE_ARGS)
 
 bench: install ## speed vs a hand-written loop, fixed cost per run, parallel study (ARGS="--quick" or "--device cuda")
 	$(RUN) python scripts/bench.py --json results/bench.json $(ARGS)
@@ -52,28 +53,35 @@ schedules: install ## results/figures/lr_policies.png: every LR policy with the 
 
 wandb-sync: ## upload every offline W&B run of a study: make wandb-sync STUDY=depth
 	@test -n "$(STUDY)" || { echo "make wandb-sync: STUDY is required, e.g. STUDY=depth"; exit 2; }
-	$(RUN) python -m ablate.tracking.wandb_sync $(STUDY) --root $(or $(RUNS),runs)
+	$(RUN) python -m ablate.tracking.wandb_sync $(STUDY) --root $(STUDY_RUNS)
 
 wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate]
 	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
 	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)
 
 # Studies: `make <study>` for every conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
-# which ends by collecting results/<study>/runs.csv, then the analysis of that table. Variables: DATA, DATA_ROOT,
-# BUDGET (smoke|cpu|gpu; cpu when unset), LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4),
-# EPOCHS, ARGS (any other overrides).
+# which ends by collecting <results>/<data>/<budget>/<study>/runs.csv, then the analysis of that table. Variables:
+# DATA, DATA_ROOT, LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, BUDGET (a budget
+# option), RUNS (paths.runs), RESULTS (paths.results), ARGS (any other overrides). Each reaches the sweep and the
+# analysis, so runs of another dataset or budget are never mixed into the table analysed.
 # parallel: one process per CPU core (one torch thread each) or per GPU; basic: one job after another.
 LAUNCHER ?= parallel
 STUDIES := $(sort $(basename $(notdir $(wildcard conf/sweep/*.yaml))))
-STUDY_ARGS = $(if $(BUDGET),budget=$(BUDGET)) $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
-	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(ARGS)
-# Where the sweep wrote the table: paths.results=... in ARGS, else the config's default.
-STUDY_RESULTS = $(or $(patsubst paths.results=%,%,$(lastword $(filter paths.results=%,$(ARGS)))),results)
+STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
+	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(if $(BUDGET),budget=$(BUDGET)) \
+	$(if $(RUNS),paths.runs=$(RUNS)) $(if $(RESULTS),paths.results=$(RESULTS)) $(ARGS)
+# A key's value as the run will see it: ARGS (given last, so it wins), else the variable, else the config's default.
+from_args = $(patsubst $(1)=%,%,$(lastword $(filter $(1)=%,$(ARGS))))
+STUDY_RUNS = $(or $(call from_args,paths.runs),$(RUNS),runs)
+STUDY_RESULTS = $(or $(call from_args,paths.results),$(RESULTS),results)
+STUDY_DATA = $(or $(call from_args,data),$(DATA),synthetic)
+STUDY_BUDGET = $(or $(call from_args,budget),$(BUDGET))
+ANALYZE_ARGS = --results $(STUDY_RESULTS) --data $(STUDY_DATA)$(if $(STUDY_BUDGET), --budget $(STUDY_BUDGET))
 
 .PHONY: $(STUDIES) $(subst _,-,$(STUDIES))
 $(STUDIES): %: conf/sweep/%.yaml install
 	$(RUN) python -m ablate +sweep=$* $(STUDY_ARGS)
-	$(RUN) python -m ablate.analyze $* --results $(STUDY_RESULTS)
+	$(RUN) python -m ablate.analyze $* $(ANALYZE_ARGS)
 
 # make depth-bn = make depth_bn
 $(foreach study,$(STUDIES),$(if $(findstring _,$(study)),$(eval $(subst _,-,$(study)): $(study))))

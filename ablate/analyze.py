@@ -1,7 +1,9 @@
-"""Analyse one study: `python -m ablate.analyze depth` -> results/depth/report.md and results/depth/figures/."""
+"""Analyse one study: `python -m ablate.analyze depth` -> results/<data>/<budget>/depth/report.md and figures/, for
+every dataset and budget the study has a table for (--data and --budget pick one)."""
 
 import argparse
 import sys
+from pathlib import Path
 
 from ablate.analysis import analyze
 from ablate.analysis.selection import METRICS
@@ -16,7 +18,13 @@ def main(argv: list[str] | None = None) -> int:
         "saturation, the articles' claims, figures. Reads results/<study>/runs.csv (python -m ablate.collect).",
     )
     parser.add_argument("study", help="study name, e.g. depth, width, lr_policy (conf/sweep/<study>.yaml)")
-    parser.add_argument("--results", default="results", help="results folder holding <study>/runs.csv")
+    parser.add_argument(
+        "--results",
+        default="results",
+        help="results folder (paths.results) holding <data>/<budget>/<study>/runs.csv, or <study>/runs.csv",
+    )
+    parser.add_argument("--data", default=None, help="only the table of this dataset (data.name, e.g. imagefolder)")
+    parser.add_argument("--budget", default=None, help="only the table of this budget (budget.name)")
     parser.add_argument("--conf", default=None, help="config folder with sweep/ and claims/ (default: the repo's conf)")
     parser.add_argument("--ci", choices=METHODS, default="t", help="interval over seeds: Student t or bootstrap")
     parser.add_argument(
@@ -41,22 +49,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         where = _where(args.where)
-        report = analyze(
-            args.study,
-            results_dir=args.results,
-            conf_dir=args.conf,
-            metric=args.metric,
-            ci=args.ci,
-            scientific=_keys(args.scientific),
-            nuisance=_keys(args.nuisance),
-            where=where,
-            out_dir=args.out,
-        )
+        folders = tables(args.study, Path(args.results), args.data, args.budget)
+        if args.out is not None and len(folders) > 1:
+            raise ConfigError(f"--out={args.out}: {len(folders)} tables match; pick one with --data and --budget")
+        for folder in folders:
+            report = analyze(
+                args.study,
+                results_dir=folder,
+                conf_dir=args.conf,
+                metric=args.metric,
+                ci=args.ci,
+                scientific=_keys(args.scientific),
+                nuisance=_keys(args.nuisance),
+                where=where,
+                out_dir=args.out,
+            )
+            print(f"wrote {report}")
     except ConfigError as error:
         print(f"ablate.analyze: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {report}")
     return 0
+
+
+def tables(study: str, results: Path, data: str | None, budget: str | None) -> list[Path]:
+    """The results folders (each holding <study>/runs.csv) to analyse: <results>/<data>/<budget>/, or <results>
+    itself where it holds the study's table directly (a table kept by hand, the committed reference results)."""
+    if data is None and budget is None and (results / study / "runs.csv").is_file():
+        return [results]
+    found = sorted(path.parent.parent for path in results.glob(f"{data or '*'}/{budget or '*'}/{study}/runs.csv"))
+    if not found:
+        looked = results / (data or "<data>") / (budget or "<budget>") / study / "runs.csv"
+        raise ConfigError(
+            f"study={study}: no table {looked}; run the study (python -m ablate +sweep={study}) "
+            f"or collect its records (python -m ablate.collect {study})"
+        )
+    return found
 
 
 def _where(pairs: list[str]) -> dict:

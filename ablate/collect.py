@@ -7,6 +7,7 @@ folder names. The local folder and W&B (`--source wandb`) give the same record d
 import argparse
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydra.errors import HydraException
 
 from ablate import record
 from ablate.errors import ConfigError
+from ablate.index import write_index
 
 RUNS_CSV = "runs.csv"
 SKIPPED_CSV = "skipped.csv"  # the record folders the last local collect left out, with why
@@ -211,15 +213,28 @@ def value_of(summary: dict, config: dict, key: str):
 
 
 def write_table(frame: pd.DataFrame, results_dir: Path) -> Path:
-    """results/<study>/runs.csv, written atomically so a reader never sees half a table."""
+    """<results>/<data>/<budget>/<study>/runs.csv, written atomically so a reader never sees half a table.
+
+    record_dir is written relative to the table's folder (the analysis resolves it from there): the table holds no
+    machine's absolute paths, and still finds the records from any working folder while runs/ and results/ keep
+    their places."""
     path = Path(results_dir) / RUNS_CSV
+    frame = frame.copy()
+    frame["record_dir"] = [relative_to_table(d, path.parent) for d in frame["record_dir"]]
     record.atomic_write_text(path, frame.to_csv(index=False))
     return path
 
 
+def relative_to_table(record_dir, table_dir: Path):
+    if not isinstance(record_dir, str) or not Path(record_dir).is_absolute():
+        return record_dir
+    return Path(os.path.relpath(record_dir, Path(table_dir).resolve())).as_posix()
+
+
 def write_study_table(study_dir: Path, results_dir: Path) -> Path:
-    """The local records of runs/<study>/ into results/<study>/runs.csv, and the folders it left out (with why)
-    into results/<study>/skipped.csv, which the analysis counts in its report; called at the end of every sweep."""
+    """The local records of one study folder (runs/<study>/<data>/<budget>/) into its runs.csv, and the folders it
+    left out (with why) into skipped.csv beside it, which the analysis counts in its report; called at the end of
+    every sweep."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         study = study_dir.name
@@ -229,6 +244,7 @@ def write_study_table(study_dir: Path, results_dir: Path) -> Path:
     skipped = []
     path = write_table(table(local_records(study_dir, skipped)), results_dir)
     write_skipped(skipped, results_dir)
+    write_index(study_dir)
     return path
 
 
@@ -245,6 +261,13 @@ def read_skipped(results_dir: Path) -> list[dict]:
         return pd.read_csv(path).to_dict("records")
     except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
         return []
+
+
+def record_folders(study_root: Path) -> list[Path]:
+    """The folders under runs/<study>/ that hold records: one per dataset and budget (<data>/<budget>/), or the
+    study folder itself in the layout before them."""
+    study_root = Path(study_root)
+    return sorted({summary.parent.parent for summary in study_root.glob(f"**/{record.SUMMARY}")})
 
 
 def wandb_records(study: str, entity: str | None, project: str | None) -> list[dict]:
@@ -270,23 +293,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entity", default=None, help="W&B entity (with --source wandb; default: yours)")
     parser.add_argument("--project", default=None, help="W&B project (with --source wandb)")
     args = parser.parse_args(argv)
-    results_dir = Path(args.results) / args.study
     try:
         if args.source == "wandb":
             if not args.project:
                 raise ConfigError("--project: required with --source wandb; e.g. --project ablate")
             records = wandb_records(args.study, args.entity, args.project)
-            path = write_table(table(records), results_dir)
+            paths = [write_table(table(records), Path(args.results) / args.study)]
         else:
-            path = write_study_table(Path(args.runs) / args.study, results_dir)
+            study_root = Path(args.runs) / args.study
+            folders = record_folders(study_root) or [study_root]  # none: write_study_table says what to run
+            # Each dataset and budget gets its own table: <results>/<data>/<budget>/<study>/runs.csv.
+            paths = [
+                write_study_table(folder, Path(args.results) / folder.relative_to(study_root) / args.study)
+                for folder in folders
+            ]
     except ConfigError as error:
         print(f"ablate.collect: error: {error}", file=sys.stderr)
         return 2
-    frame = pd.read_csv(path)
-    counts = ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items()) or "no records"
-    skipped = len(read_skipped(results_dir)) if args.source == "local" else 0
-    left_out = f"; {skipped} records skipped (named above, listed in {results_dir / SKIPPED_CSV})" if skipped else ""
-    print(f"wrote {path}: {len(frame)} runs ({counts}){left_out}")
+    for path in paths:
+        frame = pd.read_csv(path)
+        counts = ", ".join(f"{n} {status}" for status, n in frame["status"].value_counts().items()) or "no records"
+        skipped = len(read_skipped(path.parent)) if args.source == "local" else 0
+        left_out = (
+            f"; {skipped} records skipped (named above, listed in {path.parent / SKIPPED_CSV})" if skipped else ""
+        )
+        print(f"wrote {path}: {len(frame)} runs ({counts}){left_out}")
     return 0
 
 

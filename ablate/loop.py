@@ -24,6 +24,9 @@ from ablate.optim import EffectiveLR, build_optimizer, effective_lr, validate_op
 from ablate.schedules import build_scheduler, validate_sched
 from ablate.sweep import WORKER_ENVIRONMENT
 
+# Top-5 accuracy is reported from this many classes on: with 10 or fewer it says little (5 of 10 is half the classes).
+TOP5_MIN_CLASSES = 10
+
 
 @dataclass
 class Setup:
@@ -133,10 +136,12 @@ def train_steps(setup: Setup, batches: Iterable[tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def evaluate(setup: Setup, split: str) -> dict:
-    """Mean loss and accuracy on a whole split ("val" or "test"), without augmentation."""
+    """Mean loss and accuracy on a whole split ("val" or "test"), without augmentation; top-5 accuracy too when there
+    are more than TOP5_MIN_CLASSES classes."""
     setup.model.eval()
     loss_sum = torch.zeros((), device=setup.device)
     correct = torch.zeros((), device=setup.device, dtype=torch.long)
+    correct_top5 = torch.zeros((), device=setup.device, dtype=torch.long)
     seen = 0
     for x, y in setup.data.eval_batches(split, max(setup.batch_size, 256)):
         if setup.channels_last:
@@ -145,8 +150,13 @@ def evaluate(setup: Setup, split: str) -> dict:
             logits = setup.forward(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
+        if logits.shape[1] > TOP5_MIN_CLASSES:
+            correct_top5 += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
         seen += len(y)
-    return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
+    metrics = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
+    if setup.data.num_classes > TOP5_MIN_CLASSES:
+        metrics["top5"] = correct_top5.item() / seen
+    return metrics
 
 
 def autocast(setup: Setup):

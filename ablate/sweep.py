@@ -2,6 +2,7 @@
 of the sweep counts them and collects the study's table; parallel workers get their allocator and thread settings."""
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -10,9 +11,11 @@ import uuid
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ablate.record import atomic_write_json
+from ablate.record import atomic_write_json, read_json
+
+log = logging.getLogger("ablate")
 
 OUTCOME = "outcome.json"
 # A sweep counts the notes of its own jobs only, in <sweep dir>/.outcomes/<sweep id>/: a second sweep on the same
@@ -27,6 +30,9 @@ OUTCOMES = ("completed", "stopped", "skipped", "diverged", "failed", "interrupte
 # Set once a signal ended a run in this process (ablate.train), or the sweep (ablate.launcher): the jobs the sweep
 # would start next are not started, and the sweep exits 130 (SIGINT) or 143 (SIGTERM) once it has written its table.
 interrupted_by: str | None = None
+# Written in the study's runs folder when a sweep starts, read by its jobs to print "12/63 done": when it started and
+# how many jobs it launches (None where the sweeper decides as it goes: successive halving, adaptive seeds).
+PROGRESS = ".sweep.json"
 
 # The environment of launcher=parallel's workers. glibc reads MALLOC_* once, when a process starts, so they are set in
 # the sweep's own process before the launcher spawns its workers, which inherit them.
@@ -71,6 +77,26 @@ def start_environment() -> dict:
     return {key: started.get(key) for key in WORKER_ENVIRONMENT}
 
 
+def log_progress(record_dir: Path) -> None:
+    """After each job: `sweep depth: 12/63 done (1 failed), about 5:20 left`, from the outcome notes of the sweep that
+    is running (its jobs may run in other processes, so the notes are the one place to count them)."""
+    from ablate.train import clock
+
+    study_dir = next((p for p in Path(record_dir).parents if (p / PROGRESS).is_file()), None)
+    if study_dir is None:
+        return
+    progress = read_json(study_dir / PROGRESS) or {}
+    started, total = progress.get("started", 0.0), progress.get("total")
+    counts = count_outcomes(Path(record_dir).parent, os.environ.get(SWEEP_ID, "unknown"))
+    done = sum(counts.values())
+    failed = counts["failed"] + counts["diverged"]
+    text = f"sweep {progress.get('study', study_dir.name)}: {done}/{total or '?'} done"
+    text += f" ({failed} failed or diverged)" if failed else ""
+    if total and done:
+        text += f", about {clock((time.time() - started) / done * (total - done))} left"
+    log.info(text)
+
+
 def count_outcomes(sweep_dir: Path, sweep_id: str) -> dict[str, int]:
     counts = dict.fromkeys(OUTCOMES, 0)
     for path in (Path(sweep_dir) / OUTCOMES_DIR / sweep_id).glob("*.json"):
@@ -83,12 +109,39 @@ def count_outcomes(sweep_dir: Path, sweep_id: str) -> dict[str, int]:
     return counts
 
 
+def job_count(config: DictConfig) -> int | None:
+    """The jobs Hydra's basic sweeper will launch: the product of its parameters and the command line's sweeps."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    target = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    adaptive = OmegaConf.select(config, "study.halving") or OmegaConf.select(config, "study.more_seeds.max")
+    # ablate's sweeper launches the basic grid when it neither halves nor adds seeds.
+    if "basic_sweeper" not in target and ("ablate_sweeper" not in target or adaptive):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    params = OmegaConf.to_container(config.hydra.sweeper.params or {}, resolve=True)
+    texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    try:
+        overrides = OverridesParser.create().parse_overrides(texts)
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+    except Exception:  # noqa: BLE001 — only the progress line's total: without it the line shows "12/? done"
+        return None
+
+
 class SweepSummary(Callback):
-    """Prints `sweep <study>: N completed, N skipped, N diverged, N failed, ...` when a multirun ends, and collects
-    the study's records into results/<study>/runs.csv. A sweep a signal stopped then exits 130 (SIGINT) or 143."""
+    """Progress while a multirun runs; at its end `sweep <study>: N completed, N stopped, N skipped, N diverged,
+    N failed, ...`, the study's records collected into <results>/<data>/<budget>/<study>/runs.csv, and one line per
+    scientific value (its best nuisance setting on val, test accuracy with its interval over seeds). A sweep a signal
+    stopped then exits 130 (SIGINT) or 143 (SIGTERM)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         os.environ[SWEEP_ID] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        study_dir = Path(config.paths.runs) / config.study.name
+        progress = {"study": config.study.name, "started": time.time(), "total": job_count(config)}
+        atomic_write_json(study_dir / PROGRESS, progress)
+        runs = progress["total"] or "its"
+        log.info(f"sweep {config.study.name}: {runs} runs, records in {config.hydra.sweep.dir}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -99,8 +152,9 @@ class SweepSummary(Callback):
         print(f"sweep {config.study.name}: {line}  (records in {config.hydra.sweep.dir})")
         from ablate import collect  # pandas is only needed here, once per sweep
 
+        results_dir = Path(config.paths.results) / config.paths.group
         try:
-            table = collect.write_study_table(sweep_dir, Path(config.paths.results) / config.study.name)
+            table = collect.write_study_table(sweep_dir, results_dir / config.study.name)
         except Exception as error:  # noqa: BLE001 — the records are safe; `python -m ablate.collect` can redo this
             print(
                 f"sweep {config.study.name}: could not collect the table ({type(error).__name__}: {error}); "
@@ -108,8 +162,39 @@ class SweepSummary(Callback):
             )
         else:
             print(f"sweep {config.study.name}: table in {table}")
+            for text in summary_lines(config.study.name, results_dir):
+                print(text)
         if interrupted_by is not None:
             sys.exit(130 if interrupted_by == "SIGINT" else 143)
+
+
+def summary_lines(study: str, results_dir: Path) -> list[str]:
+    """The sweep's compact result: per scientific value, the best nuisance setting on val and the test accuracy."""
+    from ablate.analysis.selection import select
+    from ablate.analysis.study import check_one_setup, fmt, load_runs, load_study
+    from ablate.config import CONF_DIR
+    from ablate.errors import ConfigError
+
+    try:
+        runs = load_runs(study, results_dir)
+        spec = load_study(study, CONF_DIR, list(runs.columns), runs=runs)
+        check_one_setup(runs, spec)
+        arms = select(runs, spec).arms
+    except ConfigError as error:
+        return [f"sweep {study}: no summary ({error})"]
+    tuned = f"best {', '.join(spec.nuisance)} on val, " if spec.nuisance else ""
+    lines = [f"sweep {study}: test accuracy per {' x '.join(spec.scientific)} ({tuned}mean [95% CI] over seeds)"]
+    width = max(len(arm.label) for arm in arms) if arms else 0
+    for arm in arms:
+        setting = " ".join(f"{key}={fmt(value)}" for key, value in arm.setting.items()) or "-"
+        test = arm.test
+        if test.mean != test.mean:  # NaN: no completed seed
+            result = "no completed run"
+        else:
+            interval = f" [{max(0, 100 * test.low):.1f}, {min(100, 100 * test.high):.1f}]" if test.bounded else ""
+            result = f"{100 * test.mean:.1f}%{interval}  {arm.seeds} seed{'s' * (arm.seeds != 1)}"
+        lines.append(f"  {arm.label:<{width}}  {setting:<16}  {result}")
+    return lines
 
 
 class WorkerEnvironment(Callback):

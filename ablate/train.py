@@ -1,6 +1,7 @@
 """One run, top to bottom: build (ablate.loop), write the record, train epoch by epoch (or run the LR range test)."""
 
 import contextlib
+import logging
 import math
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,6 +25,9 @@ from ablate.errors import ConfigError
 from ablate.loop import Setup, build, evaluate, read_checkpoint, restore_checkpoint, save_checkpoint, train_steps
 from ablate.lr_range import check_lr_range, run_lr_range
 from ablate.models import describe
+
+# Hydra's job logging sends these lines to the terminal and to the job's log file (<record>/__main__.log).
+log = logging.getLogger(__name__)
 
 
 class Interrupted(BaseException):
@@ -266,7 +271,7 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
         else:
             state = restore_checkpoint(payload, setup, generator)
             # The tracker resumes the same W&B run (its id is the record's), which already holds these epochs.
-            print(f"ablate: resuming {summary['name']} after epoch {state['epoch']} from {checkpoint}")
+            log.info("resuming %s after epoch %d from %s", summary["name"], state["epoch"], checkpoint)
 
     # Successive halving pauses a run here: evaluated, checkpointed, `stopped` until a later invocation continues it.
     stop = cfg.trainer.get("stop_after_epochs") or setup.epochs
@@ -281,11 +286,13 @@ def train(cfg: DictConfig, setup: Setup, summary: dict, record_dir: Path, logger
 def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, generator, state: dict, stop: int):
     checkpoint = record_dir / record.CHECKPOINT
     epochs = setup.epochs
+    first_epoch, loop_started = state["epoch"], time.perf_counter()
     while state["epoch"] < epochs:
         started = time.perf_counter()
         # trainer.updates may end the run inside its last epoch (Caffe's max_iter).
         steps = min(setup.steps_per_epoch, setup.total_steps - state["step"])
-        metrics = train_steps(setup, islice(setup.data.train_batches(setup.batch_size, generator), steps))
+        batches = islice(setup.data.train_batches(setup.batch_size, generator), steps)
+        metrics = train_steps(setup, progress_bar(batches, steps, state["epoch"] + 1, epochs))
         state["epoch"] += 1
         state["step"] += steps
         state["seconds"] += time.perf_counter() - started
@@ -303,10 +310,12 @@ def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, gen
                 row.update({f"{split}/{k}": v for k, v in evaluate(setup, split).items()})
         state["history"].append(row)
         logger.log(row, step=epoch)
+        elapsed_per_epoch = (time.perf_counter() - loop_started) / (epoch - first_epoch)
+        log.info(epoch_line(row, epochs, elapsed_per_epoch * (min(stop, epochs) - epoch)))
         if diverged:
             record.write_metrics(record_dir, state["history"])
             summary.update(status="diverged", error=f"train/loss became {metrics['train/loss']} in epoch {epoch}")
-            print(f"ablate: {summary['name']} diverged in epoch {epoch} (train/loss {metrics['train/loss']})")
+            log.warning("%s diverged in epoch %d (train/loss %s)", summary["name"], epoch, metrics["train/loss"])
             break
         # The checkpoint holds the history, so the metrics file can always be rebuilt from it.
         if (cfg.trainer.checkpoint or epoch == stop) and epoch < epochs:
@@ -314,10 +323,37 @@ def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, gen
         record.write_metrics(record_dir, state["history"])
         if epoch >= stop and epoch < epochs:
             summary["status"] = "stopped"
-            print(f"ablate: {summary['name']} stopped after epoch {epoch} of {epochs} (checkpoint kept)")
+            log.info("%s stopped after epoch %d of %d (checkpoint kept)", summary["name"], epoch, epochs)
             break
     else:
         summary["status"] = "completed"
+
+
+def progress_bar(batches, steps: int, epoch: int, epochs: int):
+    """The epoch's batches behind a tqdm bar on an interactive terminal; unchanged in a sweep, a pipe or a log file,
+    where the per-epoch line is the progress."""
+    if not sys.stderr.isatty() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return batches
+    from tqdm import tqdm  # imported here: only an interactive run draws a bar
+
+    return tqdm(batches, total=steps, desc=f"epoch {epoch}/{epochs}", leave=False, unit="step")
+
+
+def epoch_line(row: dict, epochs: int, seconds_left: float) -> str:
+    """One line per epoch: `epoch 3/16  train loss 2.301 acc 12.5%  val acc 15.0%  lr 0.01  2100 img/s  ETA 0:42`."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"train loss {row['train/loss']:.4g} acc {100 * row['train/acc']:.1f}%"]
+    if "val/acc" in row:
+        top5 = f" top-5 {100 * row['val/top5']:.1f}%" if "val/top5" in row else ""
+        parts.append(f"val acc {100 * row['val/acc']:.1f}%{top5}")
+    parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:.0f} img/s", f"ETA {clock(seconds_left)}"]
+    return "  ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def finish_summary(summary: dict, state: dict, batch_size: int) -> None:
@@ -328,6 +364,8 @@ def finish_summary(summary: dict, state: dict, batch_size: int) -> None:
     if evaluated:
         best = max(evaluated, key=lambda row: row["val/acc"])
         summary["best"] = {"val/acc": best["val/acc"], "test/acc": best["test/acc"], "epoch": best["epoch"]}
+        if "test/top5" in best:
+            summary["best"]["test/top5"] = best["test/top5"]
     else:
         summary["best"] = {}
     summary.update(

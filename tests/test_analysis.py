@@ -1,6 +1,7 @@
 """Analysis on run tables whose answers are known: selection on val, intervals, saturation, claims, flags, report."""
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -551,7 +552,7 @@ def test_missing_table_or_no_completed_runs_is_one_friendly_line(tmp_path, capsy
     assert main(["depth", "--results", str(tmp_path / "results")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
-    assert "runs.csv does not exist; run `python -m ablate.collect depth` first" in error
+    assert "no table" in error and "depth/runs.csv; run the study (python -m ablate +sweep=depth)" in error
 
     rows = [run_row(tmp_path, status="failed", model="a"), run_row(tmp_path, status="diverged", model="b")]
     results, _ = write_study(tmp_path, "broken", rows)
@@ -594,3 +595,123 @@ def test_without_a_sweep_file_the_axes_come_from_the_records_config(tmp_path):
     (Path(rows[0]["record_dir"]) / "config.yaml").unlink()
     text = analyze("adhoc", results_dir=results, conf_dir=conf).read_text()
     assert "| scientific axis (compared) | `model` |" in text
+
+
+# ---- what the report and figures show (issue 15, section 7) -------------------------------------------------
+
+
+def near_chance_rows(root: Path) -> list[dict]:
+    """20 classes, seeds at 1%, 5% and 10.5% test accuracy: a t interval over them reaches below 0."""
+    rows = []
+    for seed, acc in zip(SEEDS, (0.01, 0.05, 0.105)):
+        row = run_row(root, val=acc, test=acc, model="allconv5", seed=seed, **{"optim.lr": 0.01})
+        row.update(seed=seed, depth=5, **{"data.classes": 20})
+        rows.append(row)
+    return rows
+
+
+def test_intervals_are_clipped_to_0_100_and_each_seed_links_its_record(tmp_path):
+    assert mean_ci([0.01, 0.05, 0.105]).low < 0  # what the table would show unclipped
+    results, conf = write_study(tmp_path, "depth", near_chance_rows(tmp_path / "runs"), DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith("| **allconv5**")]
+    assert "5.50 [0.00, " in row and "[-" not in row
+    # Per-seed values, each a link to its record folder, relative to the report's folder.
+    links = dict(re.findall(r"\[s(\d) [\d.]+\]\(([^)]+)\)", row))
+    assert sorted(links) == ["0", "1", "2"]
+    assert all((results / "depth" / link / "metrics.jsonl").is_file() for link in links.values())
+    # The tie-break the selection applies is the one the report states.
+    assert "a tie on val goes to the setting listed first in the sweep file's grid" in text
+
+
+def test_seeds_requested_come_from_the_runs_not_the_sweep_files_default(tmp_path):
+    rows = [r for r in depth_rows(tmp_path / "runs", {"allconv5": (5, 0.6), "allconv6": (6, 0.7)}) if r["seed"] == 0]
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert "| seeds | 0 (1 requested) |" in text and "of 3 seeds completed" not in text
+
+
+def drawn_figures(monkeypatch) -> dict:
+    """Capture each figure the analysis saves, by file name, instead of only writing the PNG."""
+    from ablate.analysis import figures
+
+    captured = {}
+    save = figures.save
+
+    def capture(fig, path):
+        captured[Path(path).name] = fig
+        fig.canvas.draw()  # text positions exist only once drawn
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "save", capture)
+    monkeypatch.setattr(figures.plt, "close", lambda fig=None: None)
+    return captured
+
+
+def test_every_accuracy_figure_has_a_chance_line_a_dataset_title_and_axes_within_0_100(tmp_path, monkeypatch):
+    captured = drawn_figures(monkeypatch)
+    rows = near_chance_rows(tmp_path / "runs")
+    for row in depth_rows(tmp_path / "runs", {"allconv8_1": (8, 0.3), "allconv8_2": (8, 0.3), "allconv8_3": (8, 0.3)}):
+        rows.append({**row, "data.classes": 20})
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    analyze("depth", results_dir=results, conf_dir=conf)
+    assert {"accuracy.png", "accuracy_vs_depth.png", "learning_curves.png"} <= set(captured)
+    for name, fig in captured.items():
+        title = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
+        assert "on synthetic" in title, name
+        labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+        assert "chance (5%)" in labels, name
+    vs_depth = captured["accuracy_vs_depth.png"].axes[0]
+    assert vs_depth.get_ylim()[0] >= 0  # no axis to -10% from an unclipped interval
+    # The three presets at depth 8 (equal accuracy) have labels that do not overlap.
+    renderer = captured["accuracy_vs_depth.png"].canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in vs_depth.texts if t.get_text().startswith("allconv8")]
+    assert len(boxes) == 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_a_curve_with_one_evaluation_is_drawn_as_a_point(tmp_path, monkeypatch):
+    captured = drawn_figures(monkeypatch)
+    rows = near_chance_rows(tmp_path / "runs")
+    for row in rows:  # one evaluation per run
+        metrics = Path(row["record_dir"]) / "metrics.jsonl"
+        metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    analyze("depth", results_dir=results, conf_dir=conf)
+    (val_panel, _) = captured["learning_curves.png"].axes
+    (line,) = [line for line in val_panel.get_lines() if line.get_label() == "allconv5"]
+    assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
+
+
+def test_analysing_the_committed_tables_without_their_records_keeps_the_curves_figure(tmp_path):
+    # A fresh clone has the committed tables and figures but not the raw runs the learning curves come from.
+    reference = tmp_path / "reference"
+    shutil.copytree(ROOT / "results" / "reference" / "depth", reference / "depth")
+    curves = reference / "depth" / "figures" / "learning_curves.png"
+    before = curves.read_bytes()
+    assert main(["depth", "--results", str(reference)]) == 0
+    assert curves.read_bytes() == before
+
+
+def test_committed_tables_carry_no_absolute_paths():
+    tables = sorted((ROOT / "results" / "reference").glob("**/runs.csv"))
+    assert tables
+    for path in tables:
+        record_dirs = pd.read_csv(path)["record_dir"].dropna()
+        assert not any(Path(d).is_absolute() for d in record_dirs), path
+
+
+def test_analyze_finds_each_dataset_and_budgets_table_and_keeps_them_apart(tmp_path, capsys):
+    # runs.csv per <data>/<budget>, as sweeps and ablate.collect write them: one report each, never mixed.
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    _, conf = write_study(tmp_path / "elsewhere", "depth", [], DEPTH_SWEEP, "claims: []\n")
+    for data in ("synthetic", "imagefolder"):
+        rows = [{**r, "data": data} for r in depth_rows(tmp_path / "runs" / data, accs)]
+        (tmp_path / "results" / data / "default" / "depth").mkdir(parents=True)
+        pd.DataFrame(rows).to_csv(tmp_path / "results" / data / "default" / "depth" / "runs.csv", index=False)
+    assert main(["depth", "--results", str(tmp_path / "results"), "--conf", str(conf)]) == 0
+    written = capsys.readouterr().out
+    for data in ("synthetic", "imagefolder"):
+        assert f"{data}/default/depth/report.md" in written
+    assert main(["depth", "--results", str(tmp_path / "results"), "--conf", str(conf), "--data", "imagefolder"]) == 0
+    assert "synthetic" not in capsys.readouterr().out

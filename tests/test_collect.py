@@ -181,7 +181,11 @@ def test_local_records_read_summary_and_config_from_each_record_folder(tmp_path)
     assert path == tmp_path / "results" / "depth" / "runs.csv"
     runs = pd.read_csv(path)
     assert list(runs["identity"]) == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] and list(runs["seed"]) == [0, 1]
-    assert list(runs["record_dir"]) == [str(study_dir / "aaaaaaaaaaaa"), str(study_dir / "bbbbbbbbbbbb")]
+    # Relative to the table's folder: no machine's absolute path in a committed table, and found from any folder.
+    assert list(runs["record_dir"]) == ["../../runs/depth/aaaaaaaaaaaa", "../../runs/depth/bbbbbbbbbbbb"]
+    assert (path.parent / runs["record_dir"][0]).resolve() == (study_dir / "aaaaaaaaaaaa").resolve()
+    index = pd.read_csv(study_dir / "index.csv")  # the human index: a readable name for each hash folder
+    assert list(index["folder"]) == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] and list(index.columns)[:2] == ["name", "status"]
     assert not list((tmp_path / "results" / "depth").glob(".*"))  # no temp file left behind
 
 

@@ -885,3 +885,57 @@ def test_imagefolder_on_ghim_makes_its_own_split(ghim):
     data = build(folder_config(ghim, resize=24, resolution=24, test_fraction=0.2, val_fraction=0.1))
     assert data.classes == ["cars", "flowers", "sunsets"]
     assert sum(data.sizes.values()) == sum(1 for _ in ghim.glob("*/*.jpg"))
+
+
+# ---- resize follows resolution, short-side resize, list labels, ~ in data.root (issue 15) -------------------
+
+
+def test_imagefolder_resize_follows_resolution_unless_given(compose):
+    assert compose("data=imagefolder", "data.resolution=64").data.resize == 64
+    assert compose("data=imagefolder", "data.resolution=64", "data.resize=80").data.resize == 80
+
+
+def test_short_side_resize_keeps_the_aspect_ratio_and_the_centre(tmp_path):
+    for name in ("cat", "dog"):
+        for i in range(4):
+            write_image(tmp_path / name / f"{i}.png", size=(24, 12), seed=10 * len(name) + i)
+    data = build(
+        folder_config(tmp_path, resize=6, resolution=6, resize_short_side=True, test_fraction=0.25, val_fraction=0.34)
+    )
+    images, _ = all_eval_images(data, "test")
+    # torchvision's Resize(6) + CenterCrop(6): the 24x12 image becomes 12x6, and its middle 6x6 is kept.
+    expected = []
+    for path in sorted(tmp_path.glob("*/*.png")):
+        scaled = Image.open(path).convert("RGB").resize((12, 6), Image.Resampling.BILINEAR).crop((3, 0, 9, 6))
+        expected.append(torch.from_numpy(np.array(scaled)).permute(2, 0, 1).float())
+    stretched = [pixels(path, 6).float() for path in sorted(tmp_path.glob("*/*.png"))]
+    for image in images:
+        assert any(torch.equal(image, candidate) for candidate in expected)
+        assert not any(torch.equal(image, candidate) for candidate in stretched)
+    needs_files = r"^data.resize_short_side=true: needs image files and a data.resize"
+    one_line_error(needs_files, build, tiny_config(resize_short_side=True))
+
+
+def test_a_held_out_label_outside_the_training_lists_classes_is_one_line(tmp_path):
+    # Without label names the training list defines the classes; a larger label elsewhere would silently widen the
+    # classifier and make chance 1/(that label + 1).
+    write_lists(tmp_path, ["images/cat/0.png 0", "images/dog/0.png 1"], ["images/eel/0.png 5"])
+    one_line_error(
+        rf"^data.val_list={tmp_path}/val.txt: line 1 has label 5 but the training list train.txt has 2 classes "
+        r"\(0..1\); fix the label, or name every class with data.label_names$",
+        build,
+        list_config(tmp_path),
+    )
+    write_lists(tmp_path, ["images/cat/0.png 0", "images/eel/0.png 2"])
+    one_line_error(r"^data.train_list=train.txt: no training image has label 1 of 0..2", build, list_config(tmp_path))
+
+
+def test_a_windows_path_in_a_list_gets_a_hint(tmp_path):
+    write_lists(tmp_path, ["images\\cat\\0.png 0", "images/dog/0.png 1"])
+    one_line_error(r"it is a Windows path: write it relative to data.root with /", build, list_config(tmp_path))
+
+
+def test_data_root_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    write_folder(tmp_path / "images")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert build(folder_config("~/images", resize=12)).sizes["test"] > 0

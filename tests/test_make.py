@@ -23,7 +23,7 @@ def test_every_sweep_file_is_a_make_target_and_dashed_names_are_aliases():
     for study in STUDIES:
         sweep, analyze = dry_run(study)
         assert f"python -m ablate +sweep={study} " in sweep
-        assert analyze.endswith(f"python -m ablate.analyze {study} --results results")
+        assert analyze.endswith(f"python -m ablate.analyze {study} --results results --data synthetic")
     assert dry_run("depth-bn") == dry_run("depth_bn")
 
 
@@ -32,7 +32,7 @@ def test_a_study_target_analyses_the_table_its_sweep_wrote_and_collects_no_secon
     commands = dry_run("mobilenet_width", f"ARGS=paths.runs={runs} paths.results={results}", "SEEDS=0,1")
     sweep, analyze = commands  # the sweep collects results/<study>/runs.csv itself, with its own paths
     assert f"paths.runs={runs} paths.results={results}" in sweep and "seed=0,1" in sweep
-    assert analyze.endswith(f"python -m ablate.analyze mobilenet_width --results {results}")
+    assert analyze.endswith(f"python -m ablate.analyze mobilenet_width --results {results} --data synthetic")
     assert not any("ablate.collect" in command for command in commands)
 
 
@@ -41,3 +41,17 @@ def test_budget_reaches_the_sweep_and_a_study_without_it_runs_at_the_cpu_tier():
     assert "budget=smoke" in sweep
     sweep, _ = dry_run("depth")
     assert "budget=" not in sweep  # conf/sweep/base/study.yaml picks budget=cpu
+
+
+def test_every_study_variable_reaches_the_sweep_and_the_analysis(tmp_path):
+    # The analysis must read the table the sweep wrote: same results folder, dataset and budget.
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    variables = ("DATA=imagefolder", "DATA_ROOT=/data/ghim", f"RUNS={runs}", f"RESULTS={results}", "BUDGET=gpu")
+    sweep, analyze = dry_run("depth", *variables, "SEEDS=0,1", "EPOCHS=2", "LAUNCHER=basic")
+    for override in ("data=imagefolder", "data.root=/data/ghim", f"paths.runs={runs}", f"paths.results={results}"):
+        assert override in sweep
+    assert "budget=gpu" in sweep and "seed=0,1" in sweep and "trainer.epochs=2" in sweep and "launcher=basic" in sweep
+    assert analyze.endswith(f"python -m ablate.analyze depth --results {results} --data imagefolder --budget gpu")
+    # ARGS comes last on the sweep's command line, so its value is the one the analysis must follow.
+    _, analyze = dry_run("depth", "DATA=imagefolder", "ARGS=data=cifar10 paths.results=/elsewhere")
+    assert analyze.endswith("--results /elsewhere --data cifar10")

@@ -259,7 +259,7 @@ def ablate(*args: str, cwd, env_extra=None) -> subprocess.CompletedProcess:
 def test_command_line_run_files_its_record_under_its_identity(tmp_path):
     result = ablate(*TINY, f"paths.runs={tmp_path / 'runs'}", f"paths.cache={tmp_path / 'cache'}", cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    (record_dir,) = (tmp_path / "runs" / "single").iterdir()
+    (record_dir,) = [p for p in (tmp_path / "runs" / "single" / "synthetic" / "default").iterdir() if p.is_dir()]
     summary = json.loads((record_dir / record.SUMMARY).read_text())
     assert summary["status"] == "completed" and record_dir.name == summary["identity"]
 

@@ -37,6 +37,8 @@ TINY = (
     "sched.warmup_epochs=0",  # the default warm-up epoch would be the whole of a one-epoch run
     "logger=none",
 )
+# The budget every test sweep runs at (TINY): its name is a level of the runs and results folders.
+BUDGET = "smoke"
 COUNTS = re.compile(r"sweep (\w+): (\d+) completed, (\d+) stopped, (\d+) skipped, (\d+) diverged, (\d+) failed")
 
 
@@ -73,10 +75,15 @@ def counts(result: subprocess.CompletedProcess) -> dict:
     return found
 
 
+def study_dir(tmp_path: Path, study: str) -> Path:
+    """The folder of a study's runs on the embedded data at the default budget: runs/<study>/synthetic/<budget>/."""
+    return tmp_path / "runs" / study / "synthetic" / BUDGET
+
+
 def records(tmp_path: Path, study: str) -> list[dict]:
     """Every summary.json of the study folder; each must be valid JSON and filed under its own identity."""
     summaries = []
-    for path in sorted((tmp_path / "runs" / study).glob(f"*/{record.SUMMARY}")):
+    for path in sorted(study_dir(tmp_path, study).glob(f"*/{record.SUMMARY}")):
         summary = json.loads(path.read_text())
         assert path.parent.name == summary["identity"]
         summaries.append(summary)
@@ -84,7 +91,7 @@ def records(tmp_path: Path, study: str) -> list[dict]:
 
 
 def table(tmp_path: Path, study: str) -> pd.DataFrame:
-    return pd.read_csv(tmp_path / "results" / study / "runs.csv")
+    return pd.read_csv(tmp_path / "results" / "synthetic" / BUDGET / study / "runs.csv")
 
 
 def test_the_studies_are_the_sweep_files():
@@ -237,7 +244,7 @@ def test_parallel_launcher_runs_jobs_in_workers_with_the_allocator_environment(t
     summaries = records(tmp_path, "width")
     assert {s["status"] for s in summaries} == {"completed"} and len(summaries) == 2
     assert {s["threads"] for s in summaries} == {1}
-    noted = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "width").glob(f"*/{OUTCOME}")]
+    noted = [json.loads(p.read_text()) for p in study_dir(tmp_path, "width").glob(f"*/{OUTCOME}")]
     # What the worker processes started with, so what glibc read: the values the launcher set before spawning them.
     assert [n["environment"] for n in noted] == [WORKER_ENVIRONMENT] * 2
     assert os.getpid() not in {n["pid"] for n in noted}
@@ -250,7 +257,7 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path):
     )
     assert counts(result) == {"completed": 2, "skipped": 0, "diverged": 0, "failed": 0}
     assert {s["status"] for s in records(tmp_path, "depth")} == {"completed"}
-    assert (tmp_path / "runs" / "depth" / ".submitit").is_dir()
+    assert (study_dir(tmp_path, "depth") / ".submitit").is_dir()
     assert len(table(tmp_path, "depth")) == 2
 
 
@@ -309,7 +316,7 @@ def test_sweep_killed_mid_run_and_started_again_completes_without_losing_or_dupl
         "data.train_size=640",
         f"trainer.epochs={epochs}",
     )
-    sweep_dir = tmp_path / "runs" / "depth"
+    sweep_dir = study_dir(tmp_path, "depth")
     process = subprocess.Popen(
         command(tmp_path, *study),
         cwd=ROOT,
@@ -375,7 +382,7 @@ def test_table_has_one_row_per_record_and_the_documented_columns(tmp_path):
     assert (runs["params"] > 0).all() and (runs["trainer.epochs"] == 1).all()
 
     # Rows come from the records, not from folder names: a renamed folder still gives its own identity.
-    sweep_dir = tmp_path / "runs" / "lr_policy"
+    sweep_dir = study_dir(tmp_path, "lr_policy")
     first = sorted(p for p in sweep_dir.iterdir() if (p / record.SUMMARY).exists())[0]
     first.rename(sweep_dir / "renamed")
     collected = subprocess.run(
@@ -440,5 +447,5 @@ def test_a_new_study_needs_only_its_sweep_file_and_its_claims(tmp_path):
         timeout=300,
     )
     assert analysis.returncode == 0, analysis.stderr[-3000:]
-    report = (tmp_path / "results" / "bn_pair" / "report.md").read_text()
+    report = (tmp_path / "results" / "synthetic" / BUDGET / "bn_pair" / "report.md").read_text()
     assert "bn_pair" in report and "allconv6" in report

@@ -24,6 +24,38 @@ AXIS_NAMES = {
 }
 # Axes spanning a factor of this or more are drawn on a log2 scale (params, MACs, batch sizes, widths).
 LOG_SPAN = 4.0
+# Figures drawn from the records' metrics.jsonl rather than from runs.csv: on a machine without the records (a fresh
+# clone of the committed results) they cannot be redrawn, and are kept rather than deleted as stale.
+FROM_RECORDS = frozenset({"learning_curves.png", "val_acc_vs_iteration.png", "lr_range.png"})
+# Points of vertical space between the labels of values drawn at one x (allconv8_1, 8_2, 8_3 are all depth 8).
+LABEL_SPACING_POINTS = 10
+
+
+def dataset_name(runs: pd.DataFrame) -> str:
+    """The dataset a table's runs trained on, for titles: `synthetic`, `imagefolder (cifar10-subset)`."""
+    names = []
+    for _, row in runs.drop_duplicates(subset=[c for c in ("data", "data.root") if c in runs.columns]).iterrows():
+        name = fmt(row.get("data"))
+        root = row.get("data.root")
+        if isinstance(root, str) and root:
+            name += f" ({Path(root).name})"
+        names.append(name)
+    return ", ".join(sorted(set(names))) or "unknown data"
+
+
+def chance(arms: list[Arm]) -> float | None:
+    """1 / classes of the study's data, as a fraction (None when the table has no class count)."""
+    classes = [arm.x("data.classes") for arm in arms]
+    classes = [c for c in classes if np.isfinite(c) and c > 0]
+    return 1.0 / classes[0] if classes else None
+
+
+def _chance_line(ax, arms: list[Arm], vertical: bool = False) -> None:
+    level = chance(arms)
+    if level is None:
+        return
+    line = ax.axvline if vertical else ax.axhline
+    line(100 * level, color="0.45", ls="--", lw=1, label=f"chance ({100 * level:.3g}%)")
 
 
 def save(fig, path: Path) -> Path:
@@ -48,14 +80,30 @@ def accuracy_per_value(arms: list[Arm], path: Path, title: str) -> Path | None:
         low, high = _bar(arm.test)
         ax.errorbar(100 * arm.test.mean, y, xerr=[[100 * low], [100 * high]], fmt="o", color="C0", capsize=3)
         ax.plot(100 * arm.val.mean, y, "o", mfc="none", color="C1")
+        ax.plot(100 * np.asarray(arm.test_accs), np.full(len(arm.test_accs), y - 0.18), "|", color="C0", alpha=0.7)
     ax.set_yticks(ys, labels)
     ax.plot([], [], "o", color="C0", label="test (mean, 95% CI over seeds)")
+    ax.plot([], [], "|", color="C0", label="test, each seed")
     ax.plot([], [], "o", mfc="none", color="C1", label="val (mean): chooses the setting")
+    _chance_line(ax, arms, vertical=True)
+    ax.set_xlim(left=0)
     ax.set_xlabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.legend(fontsize=8, loc="outside lower center", ncol=2, frameon=False)
     return save(fig, path)
+
+
+def _label_offsets(xs: list[float]) -> list[float]:
+    """Vertical label offsets in points: values drawn at one x get labels stacked apart, not on top of each other."""
+    offsets, seen, count = [], {}, {}
+    for x in xs:
+        seen[x] = seen.get(x, 0) + 1
+    for x in xs:
+        i = count.get(x, 0)
+        count[x] = i + 1
+        offsets.append(LABEL_SPACING_POINTS * (i - (seen[x] - 1) / 2))
+    return offsets
 
 
 def accuracy_vs(series: dict[str, list[Arm]], key: str, path: Path, title: str) -> Path | None:
@@ -69,16 +117,21 @@ def accuracy_vs(series: dict[str, list[Arm]], key: str, path: Path, title: str) 
     for s, (name, arms) in enumerate(series.items()):
         color = f"C{s}"
         positions = _spread([a.x(key) for a in arms], log)
-        for arm, x in zip(arms, positions):
+        # Labels of values at one x are stacked by accuracy, so that allconv8_1/8_2/8_3 stay readable.
+        order = sorted(range(len(arms)), key=lambda i: (arms[i].x(key), arms[i].test.mean))
+        offsets = dict(zip(order, _label_offsets([arms[i].x(key) for i in order])))
+        for i, (arm, x) in enumerate(zip(arms, positions)):
             low, high = _bar(arm.test)
             ax.errorbar(x, 100 * arm.test.mean, yerr=[[100 * low], [100 * high]], fmt="o", color=color, capsize=3)
+            ax.plot(np.full(len(arm.test_accs), x), 100 * np.asarray(arm.test_accs), "_", color=color, alpha=0.6)
             ax.annotate(
                 arm.label,
                 (x, 100 * arm.test.mean),
                 textcoords="offset points",
-                xytext=(5, 6 if s % 2 == 0 else -12),
+                xytext=(8, offsets[i] + (4 if s % 2 == 0 else -10)),
                 fontsize=7,
                 color=color,
+                va="center",
             )
         best = _best_per_x(arms, key)
         ax.plot(
@@ -90,7 +143,10 @@ def accuracy_vs(series: dict[str, list[Arm]], key: str, path: Path, title: str) 
             label=f"{name} (line: best per {AXIS_NAMES.get(key, key).split(' ')[0]} on val)",
         )
     _x_axis(ax, key, xs_all, log)
+    _chance_line(ax, [a for arms in series.values() for a in arms])
+    ax.plot([], [], "_", color="0.3", label="each seed")
     ax.set_ylabel("test accuracy (%), mean and 95% CI over seeds")
+    ax.set_ylim(bottom=0)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -116,6 +172,8 @@ def lines_vs(arms: list[Arm], x_key: str, line_key: str, path: Path, title: str)
         bars = np.array([_bar(a.test) for a in members]).T * 100
         ax.errorbar(xs_drawn, means, yerr=bars, fmt="o-", capsize=3, color=f"C{i}", label=f"{line_key}={name}")
     _x_axis(ax, x_key, [a.x(x_key) for a in arms], log)
+    _chance_line(ax, arms)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("test accuracy (%), mean and 95% CI over seeds")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -140,11 +198,16 @@ def learning_curves(arms: list[Arm], path: Path, title: str, x: str = "epoch") -
             if grid is None:
                 continue
             mean, low, high = t_band(matrix * scale)
-            ax.plot(grid, mean, color=color, label=arm.label, lw=1.4)
+            if metric == "val/acc":
+                low, high = np.clip(low, 0, 100), np.clip(high, 0, 100)
+            # One evaluation is one point: a line alone would draw nothing.
+            marker = "o" if len(grid) == 1 else None
+            ax.plot(grid, mean, color=color, label=arm.label, lw=1.4, marker=marker)
             ax.fill_between(grid, low, high, color=color, alpha=0.18, lw=0)
     if not drawn:
         plt.close(fig)
         return None
+    _chance_line(axes[0], arms)
     for ax, (metric, name, _) in zip(axes, panels):
         ax.set_xlabel("iteration (optimizer updates)" if x == "step" else "epoch")
         ax.set_ylabel(name)
@@ -189,6 +252,7 @@ def lr_range(arms: list[Arm], path: Path, title: str) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
+    _chance_line(axes[1], arms)
     for ax, name in zip(axes, ("loss", "accuracy (%)")):
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
@@ -236,10 +300,11 @@ def _measured(arm: Arm) -> bool:
 
 
 def _bar(interval: Interval) -> tuple[float, float]:
-    """Error bar lengths below and above the mean; none when there is no interval (one seed)."""
+    """Error bar lengths below and above the mean, the interval clipped to [0, 1] (an accuracy cannot leave it);
+    none when there is no interval (one seed)."""
     if not interval.bounded:
         return 0.0, 0.0
-    return interval.mean - interval.low, interval.high - interval.mean
+    return interval.mean - max(0.0, interval.low), min(1.0, interval.high) - interval.mean
 
 
 def _with_setting(arm: Arm) -> str:

@@ -1,5 +1,6 @@
 """One study from its run table to results/<study>/: select on val, saturation, claims, figures, then report.md."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def analyze(
     runs, skipped = drop_damaged(runs)
     skipped = [*collect.read_skipped(results_dir / study), *skipped]
     spec = load_study(study, conf_dir, list(runs.columns), scientific, nuisance, runs)
+    # Seeds requested by the command actually run, not the sweep file's default: each one left a record, even a
+    # failed one (seed=0 alone is one seed requested, not "1 of 3 completed").
+    spec = dataclasses.replace(spec, seeds_requested=int(runs["seed"].nunique()) or spec.seeds_requested)
     check_one_setup(runs, spec)
     claims = parse_claims(spec.claims, str(conf_dir / "claims" / f"{study}.yaml"))
     selection = select(runs, spec, metric, ci, spec.confidence)
@@ -55,7 +59,10 @@ def analyze(
     out_dir = Path(out_dir)
     companion = companion_arms(spec, results_dir, conf_dir, metric, ci, where)
     drawn = draw(selection, keys, out_dir / "figures", companion)
+    records_here = any((Path(str(d)) / METRICS_FILE).is_file() for d in runs["record_dir"])
     for stale in set((out_dir / "figures").glob("*.png")) - {path for _, path in drawn}:
+        if not records_here and stale.name in figures.FROM_RECORDS:
+            continue  # drawn from records that are not on this machine (a fresh clone): not stale, only not redrawn
         stale.unlink()  # a figure this table no longer supports would sit beside the report as if current
     analysis = report.Analysis(
         selection=selection,
@@ -136,7 +143,8 @@ def companion_arms(spec: Study, results_dir: Path, conf_dir: Path, metric: str, 
 def draw(selection: Selection, keys: tuple[str, ...], folder: Path, companion) -> list[tuple[str, Path]]:
     """Every figure this study's data supports, as (caption, path); `keys` are its saturation curves' x axes."""
     spec = selection.study
-    arms, name = selection.arms, spec.name
+    # Every title names the dataset: the same study on the embedded data and on CIFAR-10 are different curves.
+    arms, name = selection.arms, f"{spec.name} on {figures.dataset_name(selection.runs)}"
     setting = f"best {', '.join(spec.nuisance)} on val" if spec.nuisance else "one setting"
     drawn = [
         (

@@ -1,5 +1,6 @@
 """A study's report.md as text: a pure function of what the pipeline computed (ablate.analysis.pipeline)."""
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def render(analysis: Analysis) -> str:
     lines += [f"Written by `{command}` from the run records; rerun it after new runs.", ""]
     lines += _answer(analysis)
     lines += _what_was_run(selection, analysis.inputs, where)
-    lines += _results_table(selection)
+    lines += _results_table(selection, Path(analysis.inputs.runs_table).parent)
     lines += ["## Figures", ""]
     for caption, path in analysis.figures:
         lines += [f"**{caption}**", "", f"![{caption}](figures/{Path(path).name})", ""]
@@ -221,7 +222,8 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         (
             "selection",
             f"per value, the setting with the best mean `{val_column}` over seeds among settings where "
-            f"no seed diverged; `{test_column}` of that setting is reported",
+            f"no seed diverged; `{test_column}` of that setting is reported; a tie on val goes to the setting "
+            "listed first in the sweep file's grid (values not listed there: the smallest first)",
         ),
         ("interval", f"{CONFIDENCE:.0%} {CI_NAMES[selection.method]}"),
         ("inputs", "; ".join(files)),
@@ -231,7 +233,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
     return lines + [""]
 
 
-def _results_table(selection: Selection) -> list[str]:
+def _results_table(selection: Selection, table_dir: Path) -> list[str]:
     spec = selection.study
     if not any(np.isfinite(arm.val.mean) for arm in selection.arms):
         return ["## Results", "", "The records hold no val accuracy to compare (range tests record curves only).", ""]
@@ -243,6 +245,7 @@ def _results_table(selection: Selection) -> list[str]:
         "val acc %",
         f"test acc % [{CONFIDENCE:.0%} CI]",
         "seeds",
+        "test acc % per seed (links: records)",
         "diverged / failed (all settings)",
         "flags",
     ]
@@ -265,6 +268,7 @@ def _results_table(selection: Selection) -> list[str]:
             _pct(arm.val.mean),
             _interval(arm.test),
             str(arm.seeds),
+            _per_seed(arm, METRICS[selection.metric][1], table_dir),
             f"{diverged} / {failed}",
             "; ".join(arm.flags),
         ]
@@ -439,11 +443,27 @@ def _pct(value) -> str:
 
 
 def _interval(interval: Interval) -> str:
+    """`55.20 [50.10, 60.30]`; the interval clipped to [0, 100]: a t interval over a few seeds near chance would
+    otherwise reach below 0 (`5.50 [-0.85, 11.85]`)."""
     if not np.isfinite(interval.mean):
         return "-"
     if not interval.bounded:
         return f"{_pct(interval.mean)} (no interval)"
-    return f"{_pct(interval.mean)} [{_pct(interval.low)}, {_pct(interval.high)}]"
+    return f"{_pct(interval.mean)} [{_pct(max(0.0, interval.low))}, {_pct(min(1.0, interval.high))}]"
+
+
+def _per_seed(arm, test_column: str, table_dir: Path) -> str:
+    """Each completed seed's test accuracy, linked to its record folder (relative to the table's folder, where the
+    report is written by default): `[5.20](../../runs/depth/.../3f2a9c)`."""
+    cells = []
+    for _, run in arm.completed.sort_values("seed").iterrows():
+        text = f"s{fmt(run['seed'])} {_pct(run.get(test_column))}"
+        record_dir = run.get("record_dir")
+        if isinstance(record_dir, str) and record_dir:
+            link = Path(os.path.relpath(Path(record_dir).resolve(), table_dir.resolve())).as_posix()
+            text = f"[{text}]({link})"
+        cells.append(text)
+    return ", ".join(cells) or "-"
 
 
 def _points(interval: Interval) -> str:

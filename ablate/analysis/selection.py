@@ -181,7 +181,7 @@ def _choose(rows: pd.DataFrame):
         return rows.index[0], flags
     ties = int(np.isclose(eligible["val_mean"], eligible["val_mean"].max(), rtol=0, atol=1e-9).sum())
     if ties > 1:
-        flags.append(f"{ties} settings tie on val; the first in grid order is used")
+        flags.append(f"{ties} settings tie on val; the first in the sweep file's grid (else the smallest) is used")
     return eligible["val_mean"].idxmax(), flags
 
 

@@ -81,6 +81,8 @@ def load_runs(study: str, results_dir: Path, where: dict | None = None) -> pd.Da
     missing = [c for c in ("status", "seed", "record_dir") if c not in runs.columns]
     if missing:
         raise ConfigError(f"study={study}: {path} has no column {', '.join(missing)}; {collect}")
+    # The collector writes record folders relative to the table's folder (ablate.collect.write_table).
+    runs["record_dir"] = [d if not isinstance(d, str) else str(path.parent / d) for d in runs["record_dir"]]
     for key, value in (where or {}).items():
         if key not in runs.columns:
             raise ConfigError(

@@ -10,6 +10,7 @@ tensors kept on the device; larger folders stream through DataLoader workers, be
 `cache_dir` is used here only: sources never see it.
 """
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ COMMON_DEFAULTS = {
     "name": None,
     "resolution": None,
     "resize": None,
+    "resize_short_side": False,
     "pad": 0,
     "flip": True,
     "eval_resize": "crop",
@@ -161,7 +163,19 @@ def build(cfg_data: DictConfig | dict, *, cache_dir: str | os.PathLike | None, d
     image_size = resize if resize is not None else _native_size(source, resolution)
     if image_size is not None:
         _check_resolution(resolution, image_size, resize)
+    if isinstance(settings.get("root"), str):
+        settings["root"] = os.path.expanduser(settings["root"])  # data.root=~/data, however it was written
     loaded = source(**settings, image_size=image_size)
+    if common["resize_short_side"]:
+        if not isinstance(loaded["train"], ImageFiles) or resize is None:
+            raise ConfigError(
+                f"data.resize_short_side=true: needs image files and a data.resize (data={name}, "
+                f"data.resize={resize}); pass data.resize_short_side=false"
+            )
+        loaded = {
+            split: dataclasses.replace(value, short_side=True) if isinstance(value, ImageFiles) else value
+            for split, value in loaded.items()
+        }
     classes = list(loaded["classes"])
     stored_size = _stored_size(loaded["train"])
     _check_resolution(resolution, stored_size, resize)
@@ -248,6 +262,8 @@ def _common_settings(common: dict) -> dict:
             f"data.eval_resize={common['eval_resize']}: unknown; use crop (centre crop) or whole (resize the whole "
             "image, Caffe's TEST phase)"
         )
+    if not isinstance(common["resize_short_side"], bool):
+        raise ConfigError(f"data.resize_short_side={common['resize_short_side']}: must be true or false")
     if not isinstance(common["flip"], bool):
         raise ConfigError(f"data.flip={common['flip']}: must be true or false")
     return {**common, "in_memory": _in_memory_mode(common["in_memory"])}
@@ -259,16 +275,17 @@ def _decode_cached(
     """The splits' images decoded once, through a cache keyed by what decides the pixels."""
     ordered = list(file_splits.values())
     paths = [path for files in ordered for path in files.paths]
-    image_size, exact_size = ordered[0].image_size, ordered[0].exact_size
+    image_size, exact_size, short_side = ordered[0].image_size, ordered[0].exact_size, ordered[0].short_side
     key = {
-        "decoder": "PIL RGB bilinear",
+        # Stretched images keep the key they always had, so existing caches stay valid.
+        "decoder": "PIL RGB bilinear" + (" short side + centre crop" if short_side else ""),
         "image_size": image_size,
         "exact_size": exact_size,
         "image_count": len(paths),
         "files": cache.file_fingerprint(paths),
     }
     all_files = ImageFiles(
-        paths, torch.cat([files.labels for files in ordered]), image_size, exact_size, ordered[0].root
+        paths, torch.cat([files.labels for files in ordered]), image_size, exact_size, ordered[0].root, short_side
     )
     images = cache.load_or_build(
         cache_dir, f"{name}-{image_size}px", key, lambda: {"images": decoding.decode(all_files, workers)}

@@ -28,18 +28,27 @@ class ImageFiles:
     image_size: int  # side of the stored square image
     exact_size: bool  # data.resize=null: every image must already be image_size x image_size
     root: str  # data.root, for error messages
+    # data.resize_short_side: scale the short side to image_size and keep the centre square (torchvision's
+    # Resize + CenterCrop) instead of stretching the whole image to a square.
+    short_side: bool = False
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, indices: torch.Tensor) -> "ImageFiles":
         return ImageFiles(
-            [self.paths[i] for i in indices.tolist()], self.labels[indices], self.image_size, self.exact_size, self.root
+            [self.paths[i] for i in indices.tolist()],
+            self.labels[indices],
+            self.image_size,
+            self.exact_size,
+            self.root,
+            self.short_side,
         )
 
 
-def read_image(path: str, image_size: int, exact_size: bool, root: str) -> np.ndarray:
-    """One image as uint8 [S, S, 3] RGB, resized (bilinear) to a square of side `image_size`."""
+def read_image(path: str, image_size: int, exact_size: bool, root: str, short_side: bool = False) -> np.ndarray:
+    """One image as uint8 [S, S, 3] RGB, resized (bilinear) to a square of side `image_size`: stretched, or with
+    `short_side` its short side scaled to S and the centre square kept."""
     try:
         with Image.open(path) as image:
             _check_size(path, image.size, image_size, exact_size)
@@ -48,6 +57,13 @@ def read_image(path: str, image_size: int, exact_size: bool, root: str) -> np.nd
         raise
     except Exception as error:  # noqa: BLE001  whatever PIL raises, the file cannot be used
         raise ConfigError(_unreadable(root, path, error)) from None
+    if short_side and rgb.size[0] != rgb.size[1]:
+        width, height = rgb.size
+        scale = image_size / min(width, height)
+        width, height = max(image_size, round(width * scale)), max(image_size, round(height * scale))
+        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+        left, top = (width - image_size) // 2, (height - image_size) // 2
+        rgb = rgb.crop((left, top, left + image_size, top + image_size))
     if rgb.size != (image_size, image_size):
         rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -86,7 +102,10 @@ class BatchReader(torch.utils.data.Dataset):
         size = self.files.image_size
         try:
             chunk = np.stack(
-                [read_image(self.files.paths[i], size, self.files.exact_size, self.files.root) for i in indices]
+                [
+                    read_image(self.files.paths[i], size, self.files.exact_size, self.files.root, self.files.short_side)
+                    for i in indices
+                ]
             )
         except ConfigError as error:
             return torch.empty((0, 3, size, size), dtype=torch.uint8), str(error)
@@ -94,12 +113,12 @@ class BatchReader(torch.utils.data.Dataset):
 
 
 def _read_chunk(args: tuple) -> np.ndarray:
-    paths, image_size, exact_size, root = args
-    return np.stack([read_image(path, image_size, exact_size, root) for path in paths])
+    paths, image_size, exact_size, root, short_side = args
+    return np.stack([read_image(path, image_size, exact_size, root, short_side) for path in paths])
 
 
 def _check_chunk(args: tuple) -> None:
-    paths, image_size, exact_size, root = args
+    paths, image_size, exact_size, root, _ = args
     for path in paths:
         try:
             with Image.open(path) as image:
@@ -123,10 +142,10 @@ def _unreadable(root: str, path: str, error: BaseException) -> str:
 
 
 def _map_chunks(function, files: ImageFiles, workers: int):
-    """function((paths, image_size, exact_size, root)) over chunks of the files, in order."""
+    """function((paths, image_size, exact_size, root, short_side)) over chunks of the files, in order."""
     chunk_size = 64
     chunks = [
-        (files.paths[start : start + chunk_size], files.image_size, files.exact_size, files.root)
+        (files.paths[start : start + chunk_size], files.image_size, files.exact_size, files.root, files.short_side)
         for start in range(0, len(files), chunk_size)
     ]
     if workers <= 1 or len(files) < MIN_IMAGES_FOR_POOL:

@@ -97,14 +97,23 @@ def caffe_list(
     classes = None if label_names is None else _read_label_names(label_names, root_dir)
     class_count = None if classes is None else len(classes)
     train = _read_list("data.train_list", train_list, root_dir, class_count)
-    if test_list is None:
-        val, test = None, _read_list("data.val_list", val_list, root_dir, class_count)
-    else:
-        val = None if val_list is None else _read_list("data.val_list", val_list, root_dir, class_count)
-        test = _read_list("data.test_list", test_list, root_dir, class_count)
     if classes is None:
-        max_label = max(max(split[1]) for split in (train, val, test) if split is not None)
-        classes = [str(label) for label in range(max_label + 1)]
+        # Without names, the training list defines the classes: 0..its largest label, each with training images.
+        # A held-out label past them would otherwise widen the classifier silently and make chance 1/(that + 1).
+        classes = [str(label) for label in range(max(train[1]) + 1)]
+        class_count = len(classes)
+        missing = sorted(set(range(class_count)) - set(train[1]))
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise ConfigError(
+                f"data.train_list={train_list}: no training image has label {shown} of 0..{class_count - 1}; "
+                "labels must be 0..K-1 with images of every class (or name the classes with data.label_names)"
+            )
+    if test_list is None:
+        val, test = None, _read_list("data.val_list", val_list, root_dir, class_count, train_list)
+    else:
+        val = None if val_list is None else _read_list("data.val_list", val_list, root_dir, class_count, train_list)
+        test = _read_list("data.test_list", test_list, root_dir, class_count, train_list)
     size, exact = stored_size(image_size, train[0][0], root)
 
     def files(split: tuple | None) -> ImageFiles | None:
@@ -181,8 +190,11 @@ def _resolve(root: Path, path: str) -> Path:
     return root / os.path.expanduser(path)
 
 
-def _read_list(key: str, list_arg: str, root: Path, class_count: int | None) -> tuple[list[str], list[int]]:
-    """(image paths, labels) of one Caffe list file."""
+def _read_list(
+    key: str, list_arg: str, root: Path, class_count: int | None, classes_from: str | None = None
+) -> tuple[list[str], list[int]]:
+    """(image paths, labels) of one Caffe list file; labels must be below `class_count`, which data.label_names
+    gives, or the training list `classes_from`."""
     list_path = _resolve(root, list_arg)
     if not list_path.is_file():
         raise ConfigError(
@@ -202,15 +214,19 @@ def _read_list(key: str, list_arg: str, root: Path, class_count: int | None) -> 
                 )
             label = int(fields[1])
             if class_count is not None and label >= class_count:
+                source = "data.label_names lists" if classes_from is None else f"the training list {classes_from} has"
                 raise ConfigError(
-                    f"{key}={list_path}: line {line_number} has label {label} but data.label_names "
-                    f"lists {class_count} classes; fix the label or the names file"
+                    f"{key}={list_path}: line {line_number} has label {label} but {source} {class_count} classes "
+                    f"(0..{class_count - 1}); fix the label, or name every class with data.label_names"
                 )
             image_path = _resolve(root, fields[0])
             if not image_path.is_file():
+                # A list written on Windows (C:\data\cat.jpg, cat\1.jpg) names no file here.
+                windows = "\\" in fields[0] or (len(fields[0]) > 1 and fields[0][1] == ":")
+                hint = "; it is a Windows path: write it relative to data.root with / (cat/1.jpg)" if windows else ""
                 raise ConfigError(
                     f"{key}={list_path}: line {line_number} names a missing image {image_path}; "
-                    f"fix the list or data.root"
+                    f"fix the list or data.root{hint}"
                 )
             paths.append(str(image_path))
             labels.append(label)

@@ -1,9 +1,28 @@
 """Model builders, named by `_target_` in conf/model/*.yaml, and what a built model reports about itself.
 
-A model family is one builder function (allconv.py, mobilenet.py) and one YAML file per preset. The builder takes the
-preset's keys plus `num_classes` and `in_channels` (completed here, from the data) and returns an `nn.Module` that maps
-[B, in_channels, r, r] images to [B, num_classes] logits and carries the attributes of CONTRACT.
-`model.pretrained` (a local state-dict file, any family) is read here, after the builder's own init.
+A model family is one builder function (allconv.py, mobilenet.py) and one YAML file per preset; zoo.py wraps the
+libraries' models (model=torchvision, model=timm, with model.arch=<name>). `model.pretrained` (a local state-dict
+file, any family) is read here, after the builder's own init.
+
+The model contract. A builder is called as `builder(**the YAML's keys except _target_/_partial_, num_classes=K,
+in_channels=C)` (K and C come from the data, here) and returns an `nn.Module` that maps float [B, C, r, r] images to
+[B, K] logits and carries the attributes of CONTRACT. Parameters and MACs ablate measures itself (describe). The
+smallest plug-in, importable from PYTHONPATH, with `conf/model/tinynet.yaml` on Hydra's search path
+(hydra.searchpath=[file:///path/to/conf]):
+
+    def tinynet(*, name: str, channels: int, num_classes: int, in_channels: int = 3) -> nn.Module:
+        model = nn.Sequential(nn.Conv2d(in_channels, channels, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(channels, num_classes))
+        model.name, model.depth, model.total_stride = name, 2, 2
+        return model
+
+    # conf/model/tinynet.yaml
+    _target_: mypackage.tinynet
+    _partial_: true
+    name: tinynet
+    channels: 8
+
+A library model needs no attributes by hand: ablate.models.zoo.with_contract(model, name) measures them.
 """
 
 import pickle
@@ -20,7 +39,11 @@ from ablate.errors import ConfigError
 # What ablate reads from a built model besides its forward, and what each one means. The builder sets them.
 CONTRACT = {
     "name": (str, "the preset's name, e.g. 'allconv6' (pass the YAML's name key through)"),
-    "depth": (int, "layers as the articles count them, e.g. convs + FC; the depth studies' axis"),
+    "depth": (
+        int,
+        "layers as the articles count them, e.g. convs + FC (zoo models: every conv and linear layer, "
+        "shortcut convs included); the depth studies' axis",
+    ),
     "total_stride": (int, "input pixels per output pixel of the last feature map; data.resolution must reach it"),
 }
 

@@ -168,7 +168,8 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
     _check_writable(path)
     if mode == "online" and _online_failure is not None:
         mode = "offline"
-    settings = wandb.Settings(init_timeout=init_timeout_s, finish_timeout=finish_timeout_s, quiet=True)
+    # silent: W&B's own banner is three lines a run (thirty lines a sweep); the one line below says what matters.
+    settings = wandb.Settings(init_timeout=init_timeout_s, finish_timeout=finish_timeout_s, silent=True)
     init_kwargs = dict(
         project=project,
         entity=entity,
@@ -203,6 +204,10 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
         with contextlib.suppress(Exception):
             wandb.teardown()
         wandb_run = wandb.init(mode="offline", **init_kwargs)
+    if wandb_run.offline:
+        log.info("W&B: offline, in %s (upload: make wandb-sync STUDY=%s)", path / "wandb", run["group"])
+    else:
+        log.info("W&B: %s", wandb_run.url)
     try:
         wandb_run.define_metric("epoch")
         wandb_run.define_metric("*", step_metric="epoch")

@@ -17,7 +17,8 @@ def offline_run_dirs(study: str, runs_root: str | Path = "runs", wandb_root: str
     W&B's files are in the record folder, or in <wandb_root>/<study>/<identity> when the
     runs set `logger.dir=<wandb_root>` (see ablate.tracking.wandb.wandb_dir).
     """
-    records = sorted(config.parent for config in Path(runs_root, study).glob("*/config.yaml"))
+    # Every dataset and budget of the study: runs/<study>/<data>/<budget>/<identity>/ (or runs/<study>/<identity>/).
+    records = sorted(summary.parent for summary in Path(runs_root, study).glob("**/summary.json"))
     folders = records if wandb_root is None else [Path(wandb_root, study, record.name) for record in records]
     return [run_dir for folder in folders for run_dir in sorted(folder.glob("wandb/offline-run-*"))]
 
