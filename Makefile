@@ -12,7 +12,7 @@ RUN := $(UV) run --frozen
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-18s %s\n", $$1, $$2}'
 	@printf "  make %-18s %s\n" "<study>" "a study, e.g. make depth DATA=imagefolder DATA_ROOT=... (sweep, table, report)"
-	@printf "  %-23s %s\n" "" "studies (conf/sweep/): $(STUDIES)"
+	@printf "  %-23s %s\n" "" "studies (ablate/conf/sweep/): $(STUDIES)"
 
 install: ## install uv if missing, then the locked environment (.venv) with torch, hydra, wandb, ...
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -59,14 +59,14 @@ wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTIT
 	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
 	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)
 
-# Studies: `make <study>` for every conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
+# Studies: `make <study>` for every ablate/conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
 # which ends by collecting <results>/<data>/<budget>/<study>/runs.csv, then the analysis of that table. Variables:
 # DATA, DATA_ROOT, LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, BUDGET (a budget
 # option), RUNS (paths.runs), RESULTS (paths.results), ARGS (any other overrides). Each reaches the sweep and the
 # analysis, so runs of another dataset or budget are never mixed into the table analysed.
 # parallel: one process per CPU core (one torch thread each) or per GPU; basic: one job after another.
 LAUNCHER ?= parallel
-STUDIES := $(sort $(basename $(notdir $(wildcard conf/sweep/*.yaml))))
+STUDIES := $(sort $(basename $(notdir $(wildcard ablate/conf/sweep/*.yaml))))
 STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) launcher=$(LAUNCHER) \
 	$(if $(SEEDS),seed=$(SEEDS)) $(if $(EPOCHS),trainer.epochs=$(EPOCHS)) $(if $(BUDGET),budget=$(BUDGET)) \
 	$(if $(RUNS),paths.runs=$(RUNS)) $(if $(RESULTS),paths.results=$(RESULTS)) $(ARGS)
@@ -79,7 +79,7 @@ STUDY_BUDGET = $(or $(call from_args,budget),$(BUDGET))
 ANALYZE_ARGS = --results $(STUDY_RESULTS) --data $(STUDY_DATA)$(if $(STUDY_BUDGET), --budget $(STUDY_BUDGET))
 
 .PHONY: $(STUDIES) $(subst _,-,$(STUDIES))
-$(STUDIES): %: conf/sweep/%.yaml install
+$(STUDIES): %: ablate/conf/sweep/%.yaml install
 	$(RUN) python -m ablate +sweep=$* $(STUDY_ARGS)
 	$(RUN) python -m ablate.analyze $* $(ANALYZE_ARGS)
 

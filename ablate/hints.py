@@ -4,15 +4,13 @@ reads; these answers name the key that exists instead."""
 
 import difflib
 import re
-from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from ablate.config import CONF_DIR
 from ablate.errors import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def explain_hydra_error(error: Exception, argv: list[str]) -> str | None:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = ROOT / "ablate" / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CIFAR_TARBALL = SHARED_DATA / "cifar10-jpg.tar.gz"
 BENCH_DATA = ROOT / ".cache" / "data" / "bench"

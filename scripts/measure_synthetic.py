@@ -15,7 +15,7 @@ from torchvision.utils import save_image
 
 from ablate.data.synthetic import load
 
-CONFIG = Path(__file__).parents[1] / "conf/data/synthetic.yaml"
+CONFIG = Path(__file__).parents[1] / "ablate/conf/data/synthetic.yaml"
 # Read by the data builder, not by the source.
 COMMON_KEYS = (
     "name",

@@ -62,7 +62,7 @@ def panels() -> list:
     """PANELS, then one panel for each conf/sched option they leave out, in its own file's sched.unit."""
     drawn = {option for _, lines in PANELS for _, option, _, _ in lines}
     extra = []
-    for path in sorted((ROOT / "conf" / "sched").glob("*.yaml")):
+    for path in sorted((ROOT / "ablate" / "conf" / "sched").glob("*.yaml")):
         if path.stem not in drawn:
             unit = OmegaConf.load(path).unit  # its lengths are written in it; iters would misread fractions
             extra.append((f"{path.stem}: as in conf/sched", [("", path.stem, {"unit": unit}, BASE_LR)]))
@@ -71,7 +71,7 @@ def panels() -> list:
 
 def lr_curve(option: str, overrides: dict, base_lr: float) -> list[float]:
     """The LR of every update, from the real scheduler stepped once per update."""
-    cfg = OmegaConf.merge(load_option("sched", option, ROOT / "conf"), {"unit": "iters", **overrides})
+    cfg = OmegaConf.merge(load_option("sched", option, ROOT / "ablate" / "conf"), {"unit": "iters", **overrides})
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr, momentum=0.9)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=STEPS_PER_EPOCH, total_steps=ITERS)
     lrs = []

@@ -20,7 +20,7 @@ import wandb_workspaces.reports.v2 as wr
 from omegaconf import OmegaConf
 from wandb_workspaces import expr
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "ablate" / "conf"
 
 GROUP_KEYS = ["config.derived.scientific", "config.derived.nuisance"]
 SPREAD = dict(groupby_aggfunc="mean", groupby_rangefunc="stderr")

@@ -385,7 +385,7 @@ def test_the_repository_claims_name_values_their_sweeps_run():
 
     from ablate.analysis.study import load_study, same
 
-    files = sorted((ROOT / "conf" / "claims").glob("*.yaml"))
+    files = sorted((ROOT / "ablate" / "conf" / "claims").glob("*.yaml"))
     assert {f.stem for f in files} >= {
         "depth",
         "depth_bn",
@@ -398,9 +398,9 @@ def test_the_repository_claims_name_values_their_sweeps_run():
     }
     for path in files:
         claims = parse_claims(OmegaConf.to_container(OmegaConf.load(path)).get("claims"), str(path))
-        sweep = OmegaConf.load(ROOT / "conf" / "sweep" / path.name)
+        sweep = OmegaConf.load(ROOT / "ablate" / "conf" / "sweep" / path.name)
         axes = [*sweep.study.scientific, *sweep.study.nuisance]
-        study = load_study(path.stem, ROOT / "conf", axes)
+        study = load_study(path.stem, ROOT / "ablate" / "conf", axes)
 
         def check(term, where, study=study, axes=axes, path=path):
             if isinstance(term, str) and term in study.groups:

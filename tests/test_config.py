@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from ablate.config import load_option
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
 # Groups whose options are files of one node (launcher options set root and hydra keys instead).
 GROUPS = ("model", "data", "optim", "sched", "logger")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]

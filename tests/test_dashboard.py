@@ -73,7 +73,7 @@ STUDIES = dashboard.study_templates()
 
 
 def test_every_study_of_conf_sweep_names_a_template_and_a_new_sweep_file_is_found(tmp_path):
-    assert set(STUDIES) == {path.stem for path in (REPO / "conf" / "sweep").glob("*.yaml")}
+    assert set(STUDIES) == {path.stem for path in (REPO / "ablate" / "conf" / "sweep").glob("*.yaml")}
     assert {study: template in dashboard.TEMPLATES for study, template in STUDIES.items()} == dict.fromkeys(
         STUDIES, True
     )

@@ -323,7 +323,7 @@ def test_imagefolder_without_split_folders_makes_a_stratified_test_split(tmp_pat
 
 
 def test_imagefolder_yaml_test_split_seed_follows_split_seed():
-    node = OmegaConf.create({"data": OmegaConf.load(ROOT / "conf" / "data" / "imagefolder.yaml")})
+    node = OmegaConf.create({"data": OmegaConf.load(ROOT / "ablate" / "conf" / "data" / "imagefolder.yaml")})
     node.data.split_seed = 7
     assert OmegaConf.to_container(node.data, resolve=True)["test_split_seed"] == 7
 
@@ -748,7 +748,7 @@ def test_a_source_takes_exactly_its_yaml_keys_and_the_image_size(name):
 
     import hydra.utils
 
-    node = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    node = OmegaConf.load(ROOT / "ablate" / "conf" / "data" / f"{name}.yaml")
     source = hydra.utils.get_method(node._target_)
     source_keys = set(node) - set(ablate.data.COMMON_DEFAULTS) - {"_target_"}
     assert set(inspect.signature(source).parameters) == source_keys | {"image_size"}
@@ -768,7 +768,7 @@ def test_cache_dir_caches_decoded_files_only_and_sources_never_see_it(tmp_path):
 
 @pytest.mark.parametrize("name", ["imagefolder", "caffe_list", "cifar10", "cifar100"])
 def test_every_data_yaml_has_the_common_keys_and_a_callable_source(name):
-    node = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    node = OmegaConf.load(ROOT / "ablate" / "conf" / "data" / f"{name}.yaml")
     assert set(ablate.data.COMMON_DEFAULTS) | {"_target_", "root"} <= set(node)
     assert node.name == name and node.root is None
     import hydra.utils

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from ablate.errors import ConfigError
 from ablate.schedules import build_scheduler
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
 BASE_LR = 0.01
 # The policy a contributor adds, in a module of its own so that nothing in ablate/ knows its name.
 POLICY = '''

@@ -21,7 +21,7 @@ from ablate.lr_range import check_lr_range, cyclical_command, lr_at, report, run
 from ablate.schedules import build_scheduler
 from ablate.tracking import NullLogger
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDIES = sorted(path.stem for path in (ROOT / "conf" / "sweep").glob("*.yaml"))
+STUDIES = sorted(path.stem for path in (ROOT / "ablate" / "conf" / "sweep").glob("*.yaml"))
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 

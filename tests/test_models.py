@@ -11,7 +11,7 @@ from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.models import CONTRACT, build_model, check_contract, describe
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf" / "model"
 PRESETS = sorted(p.stem for p in CONF.glob("*.yaml"))
 ALLCONV_DEPTH = {
     "allconv5": 5,

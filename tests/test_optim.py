@@ -14,7 +14,7 @@ from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.optim import build_optimizer, effective_lr, validate_optim
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
 OPTIMIZERS = sorted(path.stem for path in (CONF / "optim").glob("*.yaml"))
 
 

@@ -17,7 +17,7 @@ from ablate.models.layers import CaffeBatchNorm2d
 from ablate.optim import build_optimizer, effective_lr
 from ablate.schedules import build_scheduler
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
 STUDIES = sorted(path.stem for path in (CONF / "sweep").glob("*.yaml"))
 
 # What recipe=articles sets, as it must reach every run of every study.

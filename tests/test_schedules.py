@@ -13,7 +13,7 @@ from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.schedules import build_scheduler, to_updates, validate_sched
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
 POLICIES = sorted(path.stem for path in (CONF / "sched").glob("*.yaml"))
 BASE_LR = 0.01
 SGD = load_option("optim", "sgd")  # with the keys conf/config.yaml gives every optimizer

@@ -23,7 +23,7 @@ from ablate.resolvers import override_value
 from ablate.sweep import OUTCOME, WORKER_ENVIRONMENT
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = ROOT / "ablate" / "conf"
 # A study is its sweep file (plus its claims): conf/sweep/base/ holds what they share and is no study.
 STUDIES = sorted(path.stem for path in (CONF / "sweep").glob("*.yaml"))
 # A few seconds per job on one core: 256 training images, one epoch; the smoke budget (no halving, no added seeds).

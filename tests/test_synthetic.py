@@ -11,7 +11,7 @@ from ablate.data import synthetic
 from ablate.errors import ConfigError
 
 SMALL = dict(image_size=32, train_size=200, val_size=60, test_size=100)
-YAML = Path(__file__).parents[1] / "conf/data/synthetic.yaml"
+YAML = Path(__file__).parents[1] / "ablate/conf/data/synthetic.yaml"
 # Keys of conf/data/*.yaml read by the builder; every other key goes to the source.
 COMMON_KEYS = {
     "name",

@@ -435,7 +435,7 @@ def test_wandb_source_keeps_the_last_finished_run_of_an_identity_and_reads_unfin
 def test_conf_logger_wandb_builds_the_logger_the_loop_completes(wandb_env, monkeypatch):
     from hydra.utils import instantiate
 
-    conf = OmegaConf.load(REPO / "conf" / "logger" / "wandb.yaml")
+    conf = OmegaConf.load(REPO / "ablate" / "conf" / "logger" / "wandb.yaml")
     assert (conf.mode, conf.project, conf.entity, conf.dir) == ("auto", "ablate", None, None)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     run = make_run(wandb_env / "runs", "allconv6", depth=6, seed=1)

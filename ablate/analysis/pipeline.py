@@ -17,7 +17,7 @@ from ablate.errors import ConfigError
 from ablate.record import METRICS as METRICS_FILE
 from ablate.record import Damaged, atomic_write_text, read_metrics
 
-DEFAULT_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DEFAULT_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def analyze(
