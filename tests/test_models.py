@@ -52,7 +52,8 @@ def test_every_preset_of_the_articles_exists():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_forward_backward_and_depth(name):
-    model = build_model(preset(name), num_classes=20, in_channels=3)
+    cfg = preset(name)
+    model = build_model(cfg, num_classes=20, in_channels=3)
     x = torch.randn(2, 3, 32, 32)
     out = model(x)
     assert out.shape == (2, 20)
@@ -61,7 +62,7 @@ def test_preset_forward_backward_and_depth(name):
     stats = describe(model, resolution=32, in_channels=3)
     assert stats["params"] == sum(p.numel() for p in model.parameters())
     assert stats["macs"] > 0
-    assert stats["name"] == name
+    assert stats["name"] == cfg.name  # the preset's file name; a zoo option's architecture (model=timm: resnet18)
     if name in ARTICLES_DEPTH:  # the articles' presets: their depth as the articles count it, and stride 32
         assert stats["depth"] == ARTICLES_DEPTH[name]
         assert stats["total_stride"] == 32
@@ -85,7 +86,8 @@ def test_allconv6_macs_by_hand_at_224():
 
 @pytest.mark.parametrize("name", sorted(WIDTHS))
 def test_width_presets_have_the_articles_channels(name):
-    model = build_model(preset(name), num_classes=20, in_channels=3)
+    cfg = preset(name)
+    model = build_model(cfg, num_classes=20, in_channels=3)
     assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == WIDTHS[name]
 
 
@@ -273,7 +275,8 @@ def contract_model(**attributes) -> nn.Module:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_keeps_the_model_contract(name):
-    model = build_model(preset(name), num_classes=20, in_channels=3)
+    cfg = preset(name)
+    model = build_model(cfg, num_classes=20, in_channels=3)
     assert {key: type(getattr(model, key)) for key in CONTRACT} == {"name": str, "depth": int, "total_stride": int}
 
 
