@@ -77,11 +77,16 @@ def start_environment() -> dict:
     return {key: started.get(key) for key in WORKER_ENVIRONMENT}
 
 
+def clock(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def log_progress(record_dir: Path) -> None:
     """After each job: `sweep depth: 12/63 done (1 failed), about 5:20 left`, from the outcome notes of the sweep that
     is running (its jobs may run in other processes, so the notes are the one place to count them)."""
-    from ablate.train import clock
-
     study_dir = next((p for p in Path(record_dir).parents if (p / PROGRESS).is_file()), None)
     if study_dir is None:
         return

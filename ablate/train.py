@@ -25,6 +25,7 @@ from ablate.errors import ConfigError
 from ablate.loop import Setup, build, evaluate, read_checkpoint, restore_checkpoint, save_checkpoint, train_steps
 from ablate.lr_range import check_lr_range, run_lr_range
 from ablate.models import describe
+from ablate.sweep import clock
 
 # Hydra's job logging sends these lines to the terminal and to the job's log file (<record>/__main__.log).
 log = logging.getLogger(__name__)
@@ -347,13 +348,6 @@ def epoch_line(row: dict, epochs: int, seconds_left: float) -> str:
         parts.append(f"val acc {100 * row['val/acc']:.1f}%{top5}")
     parts += [f"lr {row['lr']:.3g}", f"{row['images_per_s']:.0f} img/s", f"ETA {clock(seconds_left)}"]
     return "  ".join(parts)
-
-
-def clock(seconds: float) -> str:
-    """h:mm:ss, or m:ss under an hour."""
-    minutes, secs = divmod(max(0, round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def finish_summary(summary: dict, state: dict, batch_size: int) -> None:

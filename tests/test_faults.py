@@ -31,6 +31,8 @@ from ablate.train import run
 
 # A few seconds a job on one core.
 TINY = (
+    "budget=smoke",  # no successive halving, no adaptive seeds: each scenario launches exactly its grid
+    "sched.warmup_epochs=0",
     # The synthetic data rendered at its tiny size (not rendered whole, then limited).
     "data.train_size=200",
     "data.val_size=100",
@@ -150,14 +152,16 @@ def test_two_identical_sweeps_at_once_train_each_run_exactly_once(two_sweeps):
     assert a["completed"] + b["completed"] == 2
     assert a["failed"] == b["failed"] == 0
     assert a["skipped"] + a["running elsewhere"] + b["skipped"] + b["running elsewhere"] == 2
-    found = summaries(root / "runs" / "depth")
+    found = summaries(root / "runs" / "depth" / "synthetic" / "smoke")
     assert len(found) == 2 and {s["status"] for s in found.values()} == {"completed"}
     for identity in found:
-        assert [row["epoch"] for row in record.read_metrics(root / "runs" / "depth" / identity)] == [1, 2]
-        assert not list((root / "runs" / "depth" / identity).glob(".*.tmp"))
-    assert len(pd.read_csv(root / "results" / "depth" / "runs.csv")) == 2
-    assert not (root / "runs" / "depth" / sweep.OUTCOMES_DIR).exists() or not any(
-        (root / "runs" / "depth" / sweep.OUTCOMES_DIR).iterdir()
+        assert [
+            row["epoch"] for row in record.read_metrics(root / "runs" / "depth" / "synthetic" / "smoke" / identity)
+        ] == [1, 2]
+        assert not list((root / "runs" / "depth" / "synthetic" / "smoke" / identity).glob(".*.tmp"))
+    assert len(pd.read_csv(root / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")) == 2
+    assert not (root / "runs" / "depth" / "synthetic" / "smoke" / sweep.OUTCOMES_DIR).exists() or not any(
+        (root / "runs" / "depth" / "synthetic" / "smoke" / sweep.OUTCOMES_DIR).iterdir()
     ), "each sweep removes its outcome notes once counted"
 
 
@@ -211,7 +215,7 @@ def test_a_truncated_checkpoint_is_set_aside_and_the_run_starts_over_bit_identic
 def test_a_killed_parallel_worker_costs_one_retry_and_the_sweep_writes_its_table(tmp_path):
     jobs = ("+sweep=depth", "model=allconv5", *TINY, "seed=0,1,2", "trainer.epochs=3")
     process = start(tmp_path, *jobs, "launcher=parallel", "hydra.launcher.n_jobs=2", start_new_session=True)
-    runs = tmp_path / "runs" / "depth"
+    runs = tmp_path / "runs" / "depth" / "synthetic" / "smoke"
     killed = {}
 
     def one_mid_run() -> bool:
@@ -237,7 +241,7 @@ def test_a_killed_parallel_worker_costs_one_retry_and_the_sweep_writes_its_table
                            "running elsewhere": 0}  # fmt: skip
     assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 3
     assert [row["epoch"] for row in record.read_metrics(killed["folder"])] == [1, 2, 3]
-    table = pd.read_csv(tmp_path / "results" / "depth" / "runs.csv")
+    table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
     assert len(table) == 3 and set(table["status"]) == {"completed"}
 
 
@@ -373,7 +377,7 @@ def test_a_cache_write_on_a_full_disk_warns_and_the_run_goes_on_without_it(tmp_p
 def test_sigterm_ends_a_run_as_interrupted_in_one_line_and_a_rerun_resumes_it(tmp_path):
     args = ("model=allconv5", *TINY, "trainer.epochs=4", "data.train_size=400", "data.limit.train=400")
     process = start(tmp_path, *args)
-    records = tmp_path / "runs" / "single"
+    records = tmp_path / "runs" / "single" / "synthetic" / "default"
     wait_for(lambda: any(records.glob(f"*/{record.CHECKPOINT}")), process)
     process.send_signal(signal.SIGTERM)
     code, out, err = finish(process)
@@ -394,7 +398,7 @@ def test_sigterm_ends_a_run_as_interrupted_in_one_line_and_a_rerun_resumes_it(tm
 
 def test_sigint_stops_a_sweep_records_the_run_interrupted_and_writes_the_table(tmp_path):
     process = start(tmp_path, *STUDY, "trainer.epochs=4", "data.train_size=400", "data.limit.train=400")
-    runs = tmp_path / "runs" / "depth"
+    runs = tmp_path / "runs" / "depth" / "synthetic" / "smoke"
     wait_for(lambda: any(runs.glob(f"*/{record.CHECKPOINT}")), process)
     process.send_signal(signal.SIGINT)
     code, out, err = finish(process)
@@ -404,7 +408,7 @@ def test_sigint_stops_a_sweep_records_the_run_interrupted_and_writes_the_table(t
     (summary,) = summaries(runs).values()  # the second job never started, and left no folder
     assert summary["status"] == "interrupted" and (runs / summary["identity"] / record.CHECKPOINT).exists()
     assert [p.name for p in runs.iterdir() if not p.name.startswith(".") and p.is_dir()] == [summary["identity"]]
-    table = pd.read_csv(tmp_path / "results" / "depth" / "runs.csv")
+    table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
     assert list(table["status"]) == ["interrupted"]
 
 
@@ -470,8 +474,8 @@ def test_a_finished_record_with_a_cut_metrics_file_is_retrained_and_a_lost_confi
 
 def test_collect_and_analyze_name_every_record_they_skip_and_the_report_counts_them(two_sweeps, tmp_path):
     source, _, _ = two_sweeps
-    runs, results = tmp_path / "runs" / "depth", tmp_path / "results"
-    shutil.copytree(source / "runs" / "depth", runs)
+    runs, results = tmp_path / "runs" / "depth" / "synthetic" / "smoke", tmp_path / "results"
+    shutil.copytree(source / "runs" / "depth" / "synthetic" / "smoke", runs)
     first, second = sorted(p for p in runs.iterdir() if (p / record.SUMMARY).exists())
     config = (second / record.CONFIG).read_text()
     (second / record.CONFIG).unlink()  # rebuilt from Hydra's copy
@@ -493,7 +497,7 @@ def test_collect_and_analyze_name_every_record_they_skip_and_the_report_counts_t
     assert any(f"{runs / 'empty'}: no summary.json" in x for x in skipped_lines)
     assert "2 records skipped" in collected.stdout
     assert (second / record.CONFIG).read_text() == config
-    assert len(pd.read_csv(results / "depth" / "runs.csv")) == 2
+    assert len(pd.read_csv(results / "synthetic" / "smoke" / "depth" / "runs.csv")) == 2
 
     metrics = (first / record.METRICS).read_text()
     (first / record.METRICS).write_text(metrics[:-20])  # cut after collect: analyze finds it
@@ -503,12 +507,12 @@ def test_collect_and_analyze_name_every_record_they_skip_and_the_report_counts_t
     )  # fmt: skip
     assert analyzed.returncode == 0, analyzed.stderr[-3000:]
     assert f"skipping {first}: {first / record.METRICS}: line" in analyzed.stderr
-    report = (results / "depth" / "report.md").read_text()
+    report = (results / "synthetic" / "smoke" / "depth" / "report.md").read_text()
     assert "3 records skipped" in report and "garbled" in report and first.name in report
 
     again = collect()
     assert any(f"skipping {first}: {first / record.METRICS}: line" in x for x in again.stderr.splitlines())
-    assert len(pd.read_csv(results / "depth" / "runs.csv")) == 1
+    assert len(pd.read_csv(results / "synthetic" / "smoke" / "depth" / "runs.csv")) == 1
 
 
 # ---- leftovers ------------------------------------------------------------------------------------------------

@@ -146,7 +146,9 @@ def test_every_policy_file_names_a_function_of_the_schedules_module():
 def test_make_schedules_draws_a_new_policy_without_being_told(recipe, monkeypatch):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("plot_schedules", CONF.parent / "scripts" / "plot_schedules.py")
+    spec = importlib.util.spec_from_file_location(
+        "plot_schedules", CONF.parent.parent / "scripts" / "plot_schedules.py"
+    )
     plot_schedules = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot_schedules)
     monkeypatch.setattr(plot_schedules, "ROOT", recipe.parent)

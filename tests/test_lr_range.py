@@ -129,7 +129,7 @@ def test_a_range_test_sweeps_the_lr_up_and_suggests_bounds_inside_the_sweep(tmp_
 def test_a_cyclical_schedule_takes_its_bounds_from_the_range_test_record(tmp_path):
     range_test(tmp_path, steps=60, eval_every=6)
     suggestion = json.loads((tmp_path / record.RANGE_TEST_SUGGESTION).read_text())
-    overrides = {"bounds_from": str(tmp_path), "unit": "iters", "stepsize": 10}
+    overrides = {"bounds_from": str(tmp_path), "unit": "iters", "stepsize": 10, "warmup_epochs": 0}
     cfg = OmegaConf.merge(load_option("sched", "cyclical"), overrides)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01, momentum=0.9)
     build_scheduler(cfg, optimizer, steps_per_epoch=10, total_steps=100)
@@ -230,7 +230,7 @@ def test_the_analysis_draws_a_range_tests_real_record(tmp_path):
     table, bounds = figures.read_lr_range(tmp_path)
     assert len(table) == 10 and {"lr", "train/loss", "train/acc", "val/loss", "val/acc"} <= set(table.columns)
     assert bounds == {"lower": suggestion["base_lr"], "upper": suggestion["max_lr"], "at_edge": suggestion["at_edge"]}
-    arm = SimpleNamespace(label="blobs", completed={"record_dir": [str(tmp_path)]})
+    arm = SimpleNamespace(label="blobs", completed={"record_dir": [str(tmp_path)]}, x=lambda key: float("nan"))
     drawn = figures.lr_range([arm], tmp_path / "figures" / "lr_range.png", "blobs: LR range test")
     assert drawn.read_bytes().startswith(b"\x89PNG")
     assert not [p for p in (tmp_path / "figures").iterdir() if p.name != "lr_range.png"]  # no temp file left

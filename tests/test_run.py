@@ -334,7 +334,8 @@ def test_a_plugged_in_model_without_the_contract_is_one_line_naming_the_attribut
     (tmp_path / "nocontract.py").write_text(FAMILY.replace("model.name, model.depth, model.total_stride", "_, _, _"))
     monkeypatch.syspath_prepend(str(tmp_path))
     overrides = ("model._target_=nocontract.tinynet", "~model.layers", "~model.batch_norm", "~model.dropout")
-    overrides += ("~model.width_mult", "~model.init", "+model.channels=8", "+model.stride=4")
+    overrides += ("~model.width_mult", "~model.init", "~model.bn_momentum", "~model.bn_average")
+    overrides += ("+model.channels=8", "+model.stride=4")
     expected = r"^model\._target_=nocontract\.tinynet: the built model has no valid \.name \(str: "
     with pytest.raises(ConfigError, match=expected) as error:
         run_here(*overrides)

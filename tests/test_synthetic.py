@@ -18,6 +18,8 @@ COMMON_KEYS = {
     "_target_",
     "resolution",
     "resize",
+    "resize_short_side",
+    "eval_resize",
     "pad",
     "flip",
     "mean",
@@ -124,11 +126,12 @@ def test_disc_above_square_shows_a_disc_above_a_square_and_its_mirror_class_the_
         assert disc_on_top if label == 0 else square_on_top, (label.item(), top, bottom)
 
 
-def test_yaml_mean_is_that_of_the_generated_train_split():
+def test_yaml_mean_and_std_are_those_of_the_generated_train_split():
     cfg = load_yaml()
     images, _ = synthetic.load(image_size=cfg.resolution, **source_keys())["train"]
     pixels = images.permute(1, 0, 2, 3).reshape(3, -1).float()
     assert pixels.mean(1).tolist() == pytest.approx(list(cfg.mean), abs=1.0)
+    assert pixels.std(1).tolist() == pytest.approx(list(cfg.std), abs=1.0)
 
 
 @pytest.mark.parametrize(
@@ -162,5 +165,5 @@ def test_yaml_has_the_common_keys_and_the_defaults_of_the_issue():
     assert set(cfg) >= COMMON_KEYS
     assert cfg._target_ == "ablate.data.synthetic.load" and cfg.name == "synthetic"
     assert cfg.num_classes == 20 and cfg.resolution == 32 and cfg.resize is None and cfg.seed == 0
-    # Mean subtraction only, as the articles: their init does not train on std-scaled inputs.
-    assert cfg.std is None
+    # The default recipe divides by the std (recipe=articles: mean subtraction only, as Caffe).
+    assert cfg.std is not None and len(cfg.std) == 3

@@ -54,7 +54,8 @@ def build_model(
     """The one place the model's partial is completed with what only the data knows; checks the CONTRACT, then
     loads `model.pretrained` unless `load_pretrained` is false (a probe build with stand-in classes)."""
     settings = OmegaConf.create(OmegaConf.to_container(cfg_model, resolve=True))
-    pretrained = settings.pop("pretrained", None)
+    # A path (or null) is ablate's own state-dict loading; a bool is a library builder's flag (timm's pretrained).
+    pretrained = None if isinstance(settings.get("pretrained"), bool) else settings.pop("pretrained", None)
     model = instantiate(settings)(num_classes=num_classes, in_channels=in_channels)
     check_contract(model, cfg_model.get("_target_"))
     if pretrained is not None and load_pretrained:

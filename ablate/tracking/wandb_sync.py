@@ -18,7 +18,9 @@ def offline_run_dirs(study: str, runs_root: str | Path = "runs", wandb_root: str
     runs set `logger.dir=<wandb_root>` (see ablate.tracking.wandb.wandb_dir).
     """
     # Every dataset and budget of the study: runs/<study>/<data>/<budget>/<identity>/ (or runs/<study>/<identity>/).
-    records = sorted(summary.parent for summary in Path(runs_root, study).glob("**/summary.json"))
+    # A record is a folder with its summary.json or its resolved config.yaml (not Hydra's .hydra/ copy).
+    found = [*Path(runs_root, study).glob("**/summary.json"), *Path(runs_root, study).glob("**/config.yaml")]
+    records = sorted({path.parent for path in found if path.parent.name != ".hydra"})
     folders = records if wandb_root is None else [Path(wandb_root, study, record.name) for record in records]
     return [run_dir for folder in folders for run_dir in sorted(folder.glob("wandb/offline-run-*"))]
 
