@@ -23,6 +23,7 @@ from ablate.config import load_option
 from ablate.schedules import build_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "ablate" / "conf"
 ITERS = 100_000
 BASE_LR = 0.01
 STEPS_PER_EPOCH = 140  # 9000 GHIM-10K training images / batch 64
@@ -62,7 +63,7 @@ def panels() -> list:
     """PANELS, then one panel for each conf/sched option they leave out, in its own file's sched.unit."""
     drawn = {option for _, lines in PANELS for _, option, _, _ in lines}
     extra = []
-    for path in sorted((ROOT / "ablate" / "conf" / "sched").glob("*.yaml")):
+    for path in sorted((CONF / "sched").glob("*.yaml")):
         if path.stem not in drawn:
             unit = OmegaConf.load(path).unit  # its lengths are written in it; iters would misread fractions
             extra.append((f"{path.stem}: as in conf/sched", [("", path.stem, {"unit": unit}, BASE_LR)]))
@@ -71,7 +72,7 @@ def panels() -> list:
 
 def lr_curve(option: str, overrides: dict, base_lr: float) -> list[float]:
     """The LR of every update, from the real scheduler stepped once per update."""
-    cfg = OmegaConf.merge(load_option("sched", option, ROOT / "ablate" / "conf"), {"unit": "iters", **overrides})
+    cfg = OmegaConf.merge(load_option("sched", option, CONF), {"unit": "iters", **overrides})
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr, momentum=0.9)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=STEPS_PER_EPOCH, total_steps=ITERS)
     lrs = []

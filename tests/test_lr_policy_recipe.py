@@ -151,7 +151,7 @@ def test_make_schedules_draws_a_new_policy_without_being_told(recipe, monkeypatc
     )
     plot_schedules = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot_schedules)
-    monkeypatch.setattr(plot_schedules, "ROOT", recipe.parent)
+    monkeypatch.setattr(plot_schedules, "CONF", recipe)
     monkeypatch.setattr(plot_schedules, "ITERS", 1000)
     [(title, [(_, option, overrides, base_lr)])] = [p for p in plot_schedules.panels() if "halving" in p[0]]
     assert option == "halving" and overrides == {"unit": "fraction"}

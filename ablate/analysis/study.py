@@ -1,6 +1,7 @@
 """A study as the analysis sees it: its axes (conf/sweep), its claims (conf/claims) and its run table (results/)."""
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,10 @@ def load_runs(study: str, results_dir: Path, where: dict | None = None) -> pd.Da
     if missing:
         raise ConfigError(f"study={study}: {path} has no column {', '.join(missing)}; {collect}")
     # The collector writes record folders relative to the table's folder (ablate.collect.write_table).
-    runs["record_dir"] = [d if not isinstance(d, str) else str(path.parent / d) for d in runs["record_dir"]]
+    # Relative to the table's folder in the table; absolute (and normalised: no ../) from here on.
+    runs["record_dir"] = [
+        d if not isinstance(d, str) else os.path.normpath(path.parent.resolve() / d) for d in runs["record_dir"]
+    ]
     for key, value in (where or {}).items():
         if key not in runs.columns:
             raise ConfigError(
