@@ -377,7 +377,7 @@ def test_a_cache_write_on_a_full_disk_warns_and_the_run_goes_on_without_it(tmp_p
 def test_sigterm_ends_a_run_as_interrupted_in_one_line_and_a_rerun_resumes_it(tmp_path):
     args = ("model=allconv5", *TINY, "trainer.epochs=4", "data.train_size=400", "data.limit.train=400")
     process = start(tmp_path, *args)
-    records = tmp_path / "runs" / "single" / "synthetic" / "default"
+    records = tmp_path / "runs" / "single" / "synthetic" / "smoke"
     wait_for(lambda: any(records.glob(f"*/{record.CHECKPOINT}")), process)
     process.send_signal(signal.SIGTERM)
     code, out, err = finish(process)
