@@ -46,6 +46,7 @@ NEW_KEY_DEFAULTS = {
     "model.bn_average": ("torch",),
     "model.pretrained": (None,),
     "data.eval_resize": ("crop",),
+    "data.resize_short_side": (False,),
 }
 
 SUMMARY = "summary.json"

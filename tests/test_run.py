@@ -173,6 +173,7 @@ def test_a_key_added_at_its_old_behaviour_keeps_every_earlier_records_identity(c
         for key in ("bn_momentum", "bn_average", "pretrained"):
             del cfg.model[key]
         del cfg.data["eval_resize"]
+        del cfg.data["resize_short_side"]
     assert record.identity(cfg) == before
     assert record.identity(compose("trainer.updates=100")) != before
 
