@@ -125,9 +125,11 @@ def job_count(config: DictConfig) -> int | None:
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    params = OmegaConf.to_container(config.hydra.sweeper.params or {}, resolve=True)
-    texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     try:
+        params = config.hydra.sweeper.params or {}
+        # ablate's sweeper builds its params with a resolver (ablate.sweep_params): a plain dict, not a config node.
+        params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params)
+        texts = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
         overrides = OverridesParser.create().parse_overrides(texts)
         return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
     except Exception:  # noqa: BLE001 — only the progress line's total: without it the line shows "12/? done"
