@@ -449,3 +449,11 @@ def test_a_new_study_needs_only_its_sweep_file_and_its_claims(tmp_path):
     assert analysis.returncode == 0, analysis.stderr[-3000:]
     report = (tmp_path / "results" / "synthetic" / BUDGET / "bn_pair" / "report.md").read_text()
     assert "bn_pair" in report and "allconv6" in report
+
+
+def test_the_progress_total_counts_the_grid_and_is_unknown_where_the_sweeper_decides_as_it_goes(compose):
+    from ablate.sweep import job_count
+
+    smoke = compose("+sweep=depth", "budget=smoke", "optim.lr=0.01", return_hydra_config=True)
+    assert job_count(smoke) == 7 * 1 * 2  # 7 models x 1 LR x the smoke budget's 2 seeds, no halving, no added seeds
+    assert job_count(compose("+sweep=depth", return_hydra_config=True)) is None  # cpu: halving and adaptive seeds
