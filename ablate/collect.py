@@ -30,17 +30,22 @@ NOT_SWEPT_KEYS = tuple(
 )
 # Every study's columns, around the swept keys (which go after `seed`). ablate.analysis.study relies on these names.
 HEAD_COLUMNS = ("identity", "study", "status", "seed")
-RECORD_COLUMNS = (
+# What one experiment holds fixed: rows differing here are not seeds of the same thing (ablate.analysis.study refuses
+# to average them unless the study sweeps the key).
+SETUP_COLUMNS = (
     "data",
     "data.root",
     "data.resolution",
     "data.train",
     "data.val",
     "data.test",
-    "data.classes",
     "trainer.epochs",
     "budget",
     "precision",
+)
+RECORD_COLUMNS = (
+    *SETUP_COLUMNS,
+    "data.classes",
     "depth",
     "params",
     "macs",

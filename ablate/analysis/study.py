@@ -18,17 +18,7 @@ from ablate.errors import ConfigError
 # Columns the collector writes for every study; any other column of runs.csv is a swept key.
 RECORD_COLUMNS = frozenset(collect.HEAD_COLUMNS) | frozenset(collect.RECORD_COLUMNS)
 # What one experiment holds fixed: rows differing here are not seeds of the same thing (unless the study sweeps it).
-SETUP_COLUMNS = (
-    "data",
-    "data.root",
-    "data.resolution",
-    "data.train",
-    "data.val",
-    "data.test",
-    "trainer.epochs",
-    "budget",
-    "precision",
-)
+SETUP_COLUMNS = collect.SETUP_COLUMNS
 # What a study without a sweep file tunes, when the table has the column.
 DEFAULT_NUISANCE = ("optim.lr",)
 STATUSES = ("completed", "diverged", "failed")
