@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats
 
 from ablate.analysis import analyze
@@ -715,3 +716,33 @@ def test_analyze_finds_each_dataset_and_budgets_table_and_keeps_them_apart(tmp_p
         assert f"{data}/default/depth/report.md" in written
     assert main(["depth", "--results", str(tmp_path / "results"), "--conf", str(conf), "--data", "imagefolder"]) == 0
     assert "synthetic" not in capsys.readouterr().out
+
+
+def test_the_report_leads_with_the_answer_the_budget_the_correction_and_the_compute(tmp_path):
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75), "allconv7_1": (7, 0.76), "allconv8_1": (8, 0.76)}
+    rows = depth_rows(tmp_path / "a", accs)
+    for row in rows:
+        row.update({"budget": "cpu", "data.classes": 20, "epochs_completed": 3})
+        if row["optim.lr"] != 0.01:  # halving stopped the other LRs after one of three epochs
+            row.update(status="stopped", epochs_completed=1, wall_seconds=10.0 / 3, **{"final/val/acc": 0.3})
+    first = next(row for row in rows if row["status"] == "completed")
+    # The records say how the study was launched: adaptive seeds, 3 planned looks from 3 seeds.
+    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "alpha": 0.05}}
+    (tmp_path / "a" / first["identity"] / "config.yaml").write_text(OmegaConf.to_yaml({"study": study}))
+    claims = """\
+        claims:
+          - {id: five_worse, text: allconv5 < allconv6, kind: less, left: [allconv5], right: [allconv6]}
+    """
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, claims)
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    answer = text[text.index("## The answer") : text.index("## What was run")]
+    assert "- **Claims**: 1 supported, 0 contradicted, 0 inconclusive of 1" in answer
+    assert "judged at 98.33%: Bonferroni over the 3 planned looks" in answer
+    assert "- **Budget**: `cpu`: 3 epochs, median 30 updates a run" in answer
+    assert "- **What this budget measured**: " in answer and "not known" not in answer
+    assert "(24 stopped by successive halving)" in answer
+    # Spent: 12 completed x 10 s + 24 stopped x 3.3 s; the full grid: 4 values x 3 LRs x 3 seeds x 10 s.
+    assert "0.06 h of training in 36 runs" in answer and "would take 0.10 h" in answer
+    assert "Intervals at 98.33%, not 95%" in text
+    stopped = text[text.index("## Stopped by successive halving") :]
+    assert "| allconv5 | 0.001 | 3 | 1 | 30.00 |" in stopped
