@@ -746,3 +746,27 @@ def test_the_report_leads_with_the_answer_the_budget_the_correction_and_the_comp
     assert "Intervals at 98.33%, not 95%" in text
     stopped = text[text.index("## Stopped by successive halving") :]
     assert "| allconv5 | 0.001 | 3 | 1 | 30.00 |" in stopped
+
+
+def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(tmp_path):
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    root = tmp_path / "runs"
+    rows = depth_rows(root, accs)
+    # Adaptive seeds gave allconv6 three more seeds at its chosen LR; allconv5's claims did not need them.
+    for seed in (3, 4, 5):
+        row = run_row(root, val=0.95, test=0.75, seed=seed, model="allconv6", **{"optim.lr": 0.01})
+        rows.append({**row, "seed": seed, "depth": 6})
+    # A seed of allconv5 at its chosen LR failed, and one of allconv6's ended at chance (5% for 20 classes).
+    rows.append({**run_row(root, "failed", seed=3, model="allconv5", **{"optim.lr": 0.01}), "seed": 3, "depth": 5})
+    rows[-2].update({"final/test/acc": 0.05, "final/val/acc": 0.05})
+    for row in rows:
+        row["data.classes"] = 20
+    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "alpha": 0.05}}
+    (root / rows[0]["identity"] / "config.yaml").write_text(OmegaConf.to_yaml({"study": study}))
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    five = next(line for line in text.splitlines() if line.startswith("| **allconv5**"))
+    six = next(line for line in text.splitlines() if line.startswith("| **allconv6**"))
+    assert "3 of 4 seeds completed" in five
+    assert "seeds completed" not in six and "1 of 6 seeds at chance" in six
+    assert "| seeds | 0, 1, 2, 3, 4, 5 (3 for every value, up to 8 where a claim was open) |" in text

@@ -211,7 +211,13 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         (
             "seeds",
             ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
-            + (f" ({spec.seeds_requested} requested)" if spec.seeds_requested else ""),
+            + (
+                f" ({spec.initial_seeds} for every value, up to {spec.plan.max_seeds} where a claim was open)"
+                if spec.plan.max_seeds and 0 < spec.initial_seeds < (spec.seeds_requested or 0)
+                else f" ({spec.seeds_requested} requested)"
+                if spec.seeds_requested
+                else ""
+            ),
         ),
         ("runs", f"{len(runs)}: {status_text}"),
         ("git commit", _counted(runs, ["git_commit"], lambda v: f"`{str(v['git_commit'])[:12]}`")),

@@ -206,14 +206,30 @@ def _edge_flags(runs, values: dict, setting: dict, study: Study) -> list[str]:
     return flags
 
 
+def _seeds_expected(arm: Arm, study: Study) -> int:
+    """The seeds this arm should have: every seed launched at its setting (each leaves a record, even a failed one)
+    and, at least, the seeds the study started every value with. Under adaptive seeds a value gets only the seeds
+    its claims needed, so the study's most-seeded value is no yardstick for the others."""
+    launched = int(arm.runs["seed"].nunique())
+    start = study.seeds_requested or 0
+    if study.plan.max_seeds and study.initial_seeds:  # a grid run with fewer seeds than the budget's keeps its own
+        start = min(start, study.initial_seeds)
+    return max(launched, start)
+
+
 def _seed_flags(arm: Arm, study: Study) -> list[str]:
     flags = []
-    if study.seeds_requested and arm.seeds < study.seeds_requested:
-        flags.append(f"{arm.seeds} of {study.seeds_requested} seeds completed")
+    expected = _seeds_expected(arm, study)
+    if arm.seeds < expected:
+        flags.append(f"{arm.seeds} of {expected} seeds completed")
     if arm.seeds == 1:
         flags.append("one seed: no interval")
     if arm.at_chance:
         flags.append(f"at chance ({1 / arm.x('data.classes'):.0%}) on every seed: this budget did not train it")
+    else:
+        stuck = sum(at_chance([acc], arm.x("data.classes")) for acc in arm.test_accs)
+        if stuck:
+            flags.append(f"{stuck} of {arm.seeds} seeds at chance: the interval mixes trained and untrained nets")
     diverged = int((arm.runs["status"] == "diverged").sum())
     if diverged:
         flags.append(f"{diverged} seed(s) diverged at the chosen setting")
