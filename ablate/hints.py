@@ -32,8 +32,19 @@ def explain_hydra_error(error: Exception, argv: list[str]) -> str | None:
 def unknown_key(key: str, argv: list[str]) -> str:
     """`optim.learning_rate: no such key; did you mean optim.lr?` from the keys of the config the command composes."""
     keys = config_keys(argv, leave_out=key)
-    match = closest(key, keys)
     value = next((arg.split("=", 1)[1] for arg in argv if arg.split("=", 1)[0] == key), "...")
+    # A key under a node that is a plain value in this config (study.halving is null under budget=smoke): the
+    # closest key would be that node, and `study.halving=1` is not what the user meant.
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        node = ".".join(parts[:cut])
+        if node in keys:
+            if not any(k.startswith(node + ".") for k in keys):
+                rest = ".".join(parts[cut:])
+                whole = f"'{node}={{{rest}: {value}}}'"
+                return f"{key}: {node} has no keys in this config (null or a value); set it whole: {whole}"
+            break
+    match = closest(key, keys)
     if match:
         return f"{key}: no such key; did you mean {match}? (pass {match}={value})"
     parent = key.rpartition(".")[0]

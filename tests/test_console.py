@@ -95,6 +95,12 @@ def test_ctrl_c_is_one_line_without_a_traceback(tmp_path):
         (["model=allconv9"], "model=allconv9: no such option; did you mean model=allconv6? options in conf/model/:"),
         (["optim.lr=abc"], "optim.lr=abc: must be a number, not text; e.g. optim.lr=0.01"),
         (["seed=abc"], "seed=abc: must be a number, not text; e.g. seed=0"),
+        # Under budget=smoke study.halving is null: the nearest key is the node itself, which is no answer.
+        (
+            ["+sweep=depth", "budget=smoke", "study.halving.eta=1"],
+            "study.halving.eta: study.halving has no keys in this config (null or a value); "
+            "set it whole: 'study.halving={eta: 1}'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(tmp_path, overrides, message):
