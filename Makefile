@@ -55,9 +55,10 @@ wandb-sync: ## upload every offline W&B run of a study: make wandb-sync STUDY=de
 	@test -n "$(STUDY)" || { echo "make wandb-sync: STUDY is required, e.g. STUDY=depth"; exit 2; }
 	$(RUN) python -m ablate.tracking.wandb_sync $(STUDY) --root $(STUDY_RUNS) --results $(STUDY_RESULTS)
 
-wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate]
+wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate DATA=... BUDGET=...]
 	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
-	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)
+	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate) \
+		$(if $(DATA),--data $(DATA)) $(if $(BUDGET),--budget $(BUDGET))
 
 # Studies: `make <study>` for every ablate/conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
 # which ends by collecting <results>/<data>/<budget>/<study>/runs.csv, then the analysis of that table. Variables:
