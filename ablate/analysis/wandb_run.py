@@ -4,8 +4,8 @@ The run (job type `analysis`, beside the study's training runs) holds what repor
 row per scientific value at its chosen (best-on-val) nuisance setting; the claims' verdicts; the report's figures.
 scripts/wandb_dashboard.py builds the W&B report's main panel on its results table. Its id is the study's,
 dataset's and budget's (ablate.tracking.wandb.analysis_run_id), so analysing again updates the same run, as a
-rerun of a record logs into that record's run. Project, entity and timeouts are those the study's training runs
-logged with (the `logger` node of its records), else conf/logger/wandb.yaml's. Like every W&B mirror here, a W&B
+rerun of a record logs into that record's run. It goes to the project and entity the study's training runs logged
+to (the `logger` node of its records), else to conf/logger/wandb.yaml's. Like every W&B mirror here, a W&B
 problem is one warning line, never a failure: report.md is written before.
 """
 
@@ -114,17 +114,20 @@ def setup(analysis: Analysis) -> dict:
 
 
 def logger_settings(analysis: Analysis) -> dict:
-    """Project, entity and timeouts: the study's training runs' (the first record whose config.yaml logged to
-    W&B), else conf/logger/wandb.yaml's."""
+    """conf/logger/wandb.yaml's settings, with the project and entity the study's runs logged to (the `logger` node
+    of the first record's config.yaml, where that logger was W&B's)."""
     settings = OmegaConf.to_container(OmegaConf.load(LOGGER_DEFAULTS))
     for record_dir in analysis.selection.runs["record_dir"]:
         path = Path(str(record_dir)) / record.CONFIG
         if not path.is_file():
             continue
-        logger = OmegaConf.to_container(OmegaConf.load(path)).get("logger") or {}
+        try:
+            logger = OmegaConf.to_container(OmegaConf.load(path)).get("logger") or {}
+        except Exception:  # noqa: BLE001 (a damaged record: the defaults)
+            break
         if str(logger.get("_target_", "")).endswith("WandbLogger"):
             settings.update({k: logger[k] for k in ("project", "entity") if k in logger})
-            break
+        break
     return settings
 
 
