@@ -179,6 +179,8 @@ def accuracy_ci_spec(scale: str) -> dict:
         x.update(type="nominal", sort=None)  # the table's order: the sweep file's
     else:
         x.update(type="quantitative", scale={"type": scale} if scale == "log" else {"type": scale, "zero": False})
+        if scale == "linear":
+            x["axis"] = {"tickMinStep": 1}  # depth: whole layers
     y = {"field": "${field:y}", "type": "quantitative", "title": CI_TITLE, "axis": {"format": "%"}}
     color = {"field": "${field:color}", "type": "nominal", "title": None}
     tooltip = [
@@ -191,7 +193,7 @@ def accuracy_ci_spec(scale: str) -> dict:
     ]
     layers = [
         {
-            "mark": {"type": "rule"},
+            "mark": {"type": "rule", "strokeWidth": 2},
             "encoding": {
                 "x": x,
                 "y": {"field": "${field:low}", "type": "quantitative", "title": CI_TITLE},
