@@ -53,17 +53,19 @@ schedules: install ## results/figures/lr_policies.png: every LR policy with the 
 
 wandb-sync: ## upload every offline W&B run of a study: make wandb-sync STUDY=depth
 	@test -n "$(STUDY)" || { echo "make wandb-sync: STUDY is required, e.g. STUDY=depth"; exit 2; }
-	$(RUN) python -m ablate.tracking.wandb_sync $(STUDY) --root $(STUDY_RUNS)
+	$(RUN) python -m ablate.tracking.wandb_sync $(STUDY) --root $(STUDY_RUNS) --results $(STUDY_RESULTS)
 
-wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate]
+wandb-report: ## build a study's W&B report: make wandb-report STUDY=depth ENTITY=me [PROJECT=ablate DATA=... BUDGET=...]
 	@test -n "$(STUDY)" || { echo "make wandb-report: STUDY is required, e.g. STUDY=depth"; exit 2; }
-	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate)
+	$(RUN) python scripts/wandb_dashboard.py --study $(STUDY) $(if $(ENTITY),--entity $(ENTITY)) --project $(or $(PROJECT),ablate) \
+		$(if $(DATA),--data $(DATA)) $(if $(BUDGET),--budget $(BUDGET))
 
 # Studies: `make <study>` for every ablate/conf/sweep/<study>.yaml (make depth, make depth_bn or make depth-bn): the sweep,
 # which ends by collecting <results>/<data>/<budget>/<study>/runs.csv, then the analysis of that table. Variables:
 # DATA, DATA_ROOT, LAUNCHER (basic|parallel|slurm|submitit_local), SEEDS (e.g. 0,1,2,3,4), EPOCHS, BUDGET (a budget
 # option), RUNS (paths.runs), RESULTS (paths.results), ARGS (any other overrides). Each reaches the sweep and the
-# analysis, so runs of another dataset or budget are never mixed into the table analysed.
+# analysis, so runs of another dataset or budget are never mixed into the table analysed. WANDB (auto, online or
+# offline, as logger.mode) also logs the analysis as the study's W&B analysis run (python -m ablate.analyze --wandb).
 # parallel: one process per CPU core (one torch thread each) or per GPU; basic: one job after another.
 LAUNCHER ?= parallel
 STUDIES := $(sort $(basename $(notdir $(wildcard ablate/conf/sweep/*.yaml))))
@@ -76,7 +78,7 @@ STUDY_RUNS = $(or $(call from_args,paths.runs),$(RUNS),runs)
 STUDY_RESULTS = $(or $(call from_args,paths.results),$(RESULTS),results)
 STUDY_DATA = $(or $(call from_args,data),$(DATA),synthetic)
 STUDY_BUDGET = $(or $(call from_args,budget),$(BUDGET))
-ANALYZE_ARGS = --results $(STUDY_RESULTS) --data $(STUDY_DATA)$(if $(STUDY_BUDGET), --budget $(STUDY_BUDGET))
+ANALYZE_ARGS = --results $(STUDY_RESULTS) --data $(STUDY_DATA)$(if $(STUDY_BUDGET), --budget $(STUDY_BUDGET))$(if $(WANDB), --wandb=$(WANDB))
 
 .PHONY: $(STUDIES) $(subst _,-,$(STUDIES))
 $(STUDIES): %: ablate/conf/sweep/%.yaml install

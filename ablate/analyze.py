@@ -9,6 +9,7 @@ from ablate.analysis import analyze
 from ablate.analysis.selection import METRICS
 from ablate.analysis.stats import METHODS
 from ablate.errors import ConfigError
+from ablate.tracking.wandb import MODES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         "the report then goes to results/<study>/<value>/",
     )
     parser.add_argument("--out", default=None, help="folder for report.md and figures/ (default: results/<study>)")
+    parser.add_argument(
+        "--wandb",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=MODES,
+        metavar="MODE",
+        help="also log the analysis (results and claims tables, figures) as the study's W&B analysis run, which the "
+        "W&B report's main panel shows; MODE as logger.mode: auto (default: online with W&B credentials, else "
+        "offline beside report.md), online, offline, disabled",
+    )
     args = parser.parse_args(argv)
     try:
         where = _where(args.where)
@@ -63,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 nuisance=_keys(args.nuisance),
                 where=where,
                 out_dir=args.out,
+                wandb=args.wandb,
             )
             print(f"wrote {report}")
     except ConfigError as error:

@@ -55,3 +55,14 @@ def test_every_study_variable_reaches_the_sweep_and_the_analysis(tmp_path):
     # ARGS comes last on the sweep's command line, so its value is the one the analysis must follow.
     _, analyze = dry_run("depth", "DATA=imagefolder", "ARGS=data=cifar10 paths.results=/elsewhere")
     assert analyze.endswith("--results /elsewhere --data cifar10")
+
+
+def test_wandb_logs_the_analysis_run_and_sync_uploads_it_from_beside_the_reports(tmp_path):
+    _, analyze = dry_run("depth", "BUDGET=smoke", "WANDB=offline")
+    assert analyze.endswith(
+        "python -m ablate.analyze depth --results results --data synthetic --budget smoke --wandb=offline"
+    )
+    result = subprocess.run(
+        ["make", "-n", "wandb-sync", "STUDY=depth", f"RESULTS={tmp_path}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.stdout.strip().endswith(f"wandb_sync depth --root runs --results {tmp_path}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate import collect
-from ablate.analysis import budget, figures, report
+from ablate.analysis import budget, figures, report, wandb_run
 from ablate.analysis.claims import judge, parse_claims
 from ablate.analysis.saturation import curve_keys, saturation
 from ablate.analysis.selection import Selection, select
@@ -31,11 +31,13 @@ def analyze(
     nuisance: list[str] | None = None,
     where: dict | None = None,
     out_dir: Path | str | None = None,
+    wandb: str | None = None,
 ) -> Path:
     """Read results/<study>/runs.csv and the records it names; write report.md and figures/; return the report.
 
     `where` keeps the rows matching {column: value} (one dataset of several); its report then goes to
-    results/<study>/<value>/ unless `out_dir` says otherwise.
+    results/<study>/<value>/ unless `out_dir` says otherwise. `wandb`, a W&B mode (auto|online|offline|disabled),
+    also logs the analysis as the study's analysis run (ablate.analysis.wandb_run); None: no W&B.
     """
     results_dir = Path(results_dir)
     conf_dir = Path(conf_dir) if conf_dir is not None else DEFAULT_CONF_DIR
@@ -77,6 +79,10 @@ def analyze(
     )
     path = out_dir / "report.md"
     atomic_write_text(path, report.render(analysis))
+    if wandb is not None:
+        logged = wandb_run.log_analysis(analysis, path, wandb)
+        if logged:
+            print(f"W&B analysis run {logged}")
     return path
 
 

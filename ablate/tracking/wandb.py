@@ -27,6 +27,11 @@ SUMMARY_JSON_KEY = "summary_json"
 # The API hosts `wandb login` writes a netrc entry for when WANDB_BASE_URL is not set.
 DEFAULT_API_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 TAG_MAX_CHARS = 64  # W&B rejects the whole run for one longer tag
+# A study's analysis run (python -m ablate.analyze STUDY --wandb) in the study's group, beside its training runs: its
+# job type, and the keys of its tables; scripts/wandb_dashboard.py builds the report's main panel on them.
+ANALYSIS_JOB_TYPE = "analysis"
+RESULTS_TABLE = "results"  # one row per scientific value at its chosen nuisance setting
+CLAIMS_TABLE = "claims"  # one row per claim with its verdict
 
 # Set when an online init failed in this process: later jobs of a multirun go straight
 # to offline instead of each waiting init_timeout_s for the same unreachable server.
@@ -162,9 +167,53 @@ def wandb_summary(summary: dict) -> dict:
 
 
 def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, finish_timeout_s):
+    wandb_run = start(
+        mode,
+        # One W&B run per record: a killed run that resumes from its checkpoint, and a rerun of a run that failed,
+        # log into the run of the first attempt, so W&B never holds a second, "crashed" copy of a record.
+        run_id=run_id(run),
+        name=run["name"],
+        group=run["group"],
+        job_type=run["job_type"],
+        tags=[*run.get("tags", []), *extra_tags],
+        config=wandb_config(run),
+        path=path,
+        project=project,
+        entity=entity,
+        init_timeout_s=init_timeout_s,
+        finish_timeout_s=finish_timeout_s,
+    )
+    try:
+        wandb_run.define_metric("epoch")
+        wandb_run.define_metric("*", step_metric="epoch")
+    except Exception:
+        wandb_run.finish(exit_code=1)
+        raise
+    return wandb_run
+
+
+def start(
+    mode: str,
+    *,
+    run_id: str,
+    name: str,
+    group: str,
+    job_type: str,
+    tags: list,
+    config: dict,
+    path: Path,
+    project: str,
+    entity: str | None,
+    init_timeout_s: float = 15.0,
+    finish_timeout_s: float = 120.0,
+):
+    """wandb.init as every ablate run does it (a training run's, a study's analysis run): W&B's files in `path`, the
+    run `run_id` resumed if it exists, and an online set-up that fails goes offline (and so do the later runs of
+    this process) with one warning line. `mode` is resolved already (see resolve_mode)."""
     global _online_failure
     import wandb  # imported here: 2 s that logger=none and mode=disabled never pay
 
+    path = Path(path)
     _check_writable(path)
     if mode == "online" and _online_failure is not None:
         mode = "offline"
@@ -174,15 +223,13 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
         project=project,
         entity=entity,
         dir=str(path),
-        # One W&B run per record: a killed run that resumes from its checkpoint, and a rerun of a run that failed,
-        # log into the run of the first attempt, so W&B never holds a second, "crashed" copy of a record.
-        id=run_id(run),
+        id=run_id,
         resume="allow",
-        name=run["name"],
-        group=run["group"],
-        job_type=run["job_type"],
-        tags=[str(tag)[:TAG_MAX_CHARS] for tag in [*run.get("tags", []), *extra_tags]],
-        config=wandb_config(run),
+        name=name,
+        group=group,
+        job_type=job_type,
+        tags=[str(tag)[:TAG_MAX_CHARS] for tag in tags],
+        config=config,
         # A multirun in one process: a new job's init first closes any run left open,
         # so two jobs can never log into one W&B run.
         reinit="finish_previous",
@@ -198,28 +245,28 @@ def _start_run(run, mode, project, entity, path, extra_tags, init_timeout_s, fin
             "W&B online set-up failed (%s); logging offline to %s, upload later with `make wandb-sync STUDY=%s`",
             _online_failure,
             path,
-            run["group"],
+            group,
         )
-        # The service still holds the failed online attempt under the record's run id: a fresh one takes it offline.
+        # The service still holds the failed online attempt under the run id: a fresh one takes it offline.
         with contextlib.suppress(Exception):
             wandb.teardown()
         wandb_run = wandb.init(mode="offline", **init_kwargs)
     if wandb_run.offline:
-        log.info("W&B: offline, in %s (upload: make wandb-sync STUDY=%s)", path / "wandb", run["group"])
+        log.info("W&B: offline, in %s (upload: make wandb-sync STUDY=%s)", path / "wandb", group)
     else:
         log.info("W&B: %s", wandb_run.url)
-    try:
-        wandb_run.define_metric("epoch")
-        wandb_run.define_metric("*", step_metric="epoch")
-    except Exception:
-        wandb_run.finish(exit_code=1)
-        raise
     return wandb_run
 
 
 def run_id(run: dict) -> str:
     """The W&B run id of a record: its study and identity (one record per identity within a study)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"{run['group']}-{run['identity']}")
+
+
+def analysis_run_id(study: str, data: str, budget: str, where: str = "") -> str:
+    """The W&B run id of a study's analysis on one dataset and budget (and rows filter): re-analysing updates it."""
+    identity = "-".join(part for part in (ANALYSIS_JOB_TYPE, data, budget, where) if part)
+    return run_id({"group": study, "identity": identity})
 
 
 def _check_writable(path: Path) -> None:
