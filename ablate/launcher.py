@@ -8,13 +8,21 @@ finish are launched again (a run resumes from its checkpoint, so the retry loses
 worker died twice is recorded `failed`. A job whose Hydra set-up fails (a full disk while Hydra writes .hydra/) is
 recorded `failed` too, and the sweep goes on, as the README promises.
 
+A Ctrl-C reaches the sweep's process and every worker (the terminal signals its whole foreground group). Hydra's
+launcher lets it raise inside joblib, which SIGKILLs the workers while their runs still write `interrupted`: the
+records were left `running`. Here the sweep's process only notes it and starts no further job, each worker ends the
+run it trains as `interrupted` (a worker between runs notes it too, rather than dying of it and taking the pool
+down), and the sweep writes its table once they have returned.
+
 Hydra instantiates only launcher classes defined in the `hydra_plugins` package, so the class is
 hydra_plugins/ablate_launcher's JoblibLauncher (named in conf/launcher/parallel.yaml), whose launch is this one.
 """
 
+import contextlib
 import logging
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hydra.core.singleton import Singleton
@@ -65,11 +73,17 @@ def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], ini
                 singleton_state,
             )
             for i in pending
+            if sweep.interrupted_by is None  # read as joblib dispatches each job: none starts after a Ctrl-C
         )
         try:
-            for i, result in Parallel(**joblib_cfg, return_as="generator_unordered")(jobs):
-                results[i] = result
+            with sigint_noted():
+                for i, result in Parallel(**joblib_cfg, return_as="generator_unordered", initializer=worker_start)(
+                    jobs
+                ):
+                    results[i] = result
         except BrokenProcessPool as error:  # TerminatedWorkerError is one: a worker died, and loky killed the rest
+            if sweep.interrupted_by is not None:  # a Ctrl-C that reached a worker still starting up: no retry
+                break
             why = " ".join(str(error).split())[:200]
             for i in (i for i in pending if results[i] is None):
                 record_dir = record_dir_of(launcher, job_overrides[i])
@@ -87,12 +101,33 @@ def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], ini
                 "again (a run resumes from its checkpoint)",
                 flush=True,
             )
-        except KeyboardInterrupt:
-            # Ctrl-C reached the workers too: each ends its run as `interrupted`, checkpoint kept.
+        except KeyboardInterrupt:  # outside sigint_noted's block: the workers stop their runs all the same
             sweep.interrupted_by = "SIGINT"
     return [
         result if result is not None else _returned(job_overrides[i], "not started") for i, result in enumerate(results)
     ]
+
+
+@contextlib.contextmanager
+def sigint_noted() -> Iterator[None]:
+    """In the sweep's process while joblib runs the jobs: a SIGINT notes that the sweep stops instead of raising
+    KeyboardInterrupt inside joblib, which would SIGKILL the workers while their runs write `interrupted`."""
+    previous = signal.signal(signal.SIGINT, _note_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def worker_start() -> None:
+    """Each launcher=parallel worker, once, as it starts: a SIGINT outside a run is noted, so a later run in this
+    worker is `not started`; inside a run it raises KeyboardInterrupt (ablate.train.interruptible), which records the
+    run `interrupted`. Left to raise between runs, it would end the worker, and loky would kill the others with it."""
+    signal.signal(signal.SIGINT, _note_sigint)
+
+
+def _note_sigint(signum, frame) -> None:
+    sweep.interrupted_by = "SIGINT"
 
 
 def _execute(i: int, idx: int, overrides, hydra_context, config, task_function, singleton_state):
