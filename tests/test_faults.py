@@ -451,6 +451,49 @@ def test_sigint_stops_a_sweep_records_the_run_interrupted_and_writes_the_table(t
     assert list(table["status"]) == ["interrupted"]
 
 
+@pytest.mark.slow  # two job processes start on 2 busy cores, then a rerun (3 to 4 minutes)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts the sweep's processes in /proc")
+def test_sigterm_to_a_submitit_local_sweep_ends_its_jobs_interrupted_and_leaves_no_process(tmp_path):
+    args = (*STUDY, "launcher=submitit_local", "trainer.epochs=20", "data.train_size=400", "data.limit.train=400")
+    # A session of its own: every process the sweep starts is found there, even once reparented.
+    process = start(tmp_path, *args, start_new_session=True)
+    runs = tmp_path / "runs" / "depth" / "synthetic" / "smoke"
+    try:
+        wait_for(lambda: any(runs.glob(f"*/{record.CHECKPOINT}")), process)  # a job trains, past its first epoch
+        jobs = [command for command in session_processes(process.pid).values() if "submitit.core._submit" in command]
+        assert len(jobs) == 2, jobs  # both jobs' processes run (each under its submitit controller)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)  # to the sweep's process alone
+        stopped_s = wait_for_line(process, "SIGTERM: stopped the sweep's")
+        code, out, err = finish(process, timeout_s=180)
+        exit_s = time.monotonic() - signalled
+    finally:
+        alive = left_behind(process.pid)
+    assert alive == {}, alive
+    print(f"SIGTERM to the jobs stopped: {stopped_s:.1f} s, to exit: {exit_s:.1f} s")
+    assert code == 143 and "Traceback" not in out + err
+    assert stopped_s < 30 and exit_s < 120
+    (line,) = [line for line in err.splitlines() if "SIGTERM" in line]
+    assert "stopped the sweep's 2 running jobs" in line and "run the same command again" in line
+    # A job still starting when the signal came leaves no record; every record there is ends interrupted.
+    found = summaries(runs)
+    assert found and {s["status"] for s in found.values()} == {"interrupted"}
+    assert all(s["error"].startswith("SIGTERM after epoch") for s in found.values())
+    trained = [identity for identity, s in found.items() if (runs / identity / record.CHECKPOINT).exists()]
+    assert trained and all(found[identity]["epochs_completed"] >= 1 for identity in trained)
+    assert counts(out)["interrupted"] == len(found) and counts(out)["failed"] == 0
+    table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
+    assert len(table) == len(found) and set(table["status"]) == {"interrupted"}
+
+    code, out, err = finish(start(tmp_path, *args), timeout_s=600)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert counts(out)["completed"] == 2
+    assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 2
+    for identity in summaries(runs):  # each epoch trained once: the interrupted ones resumed after their last
+        assert [row["epoch"] for row in record.read_metrics(runs / identity)] == list(range(1, 21))
+    assert all("resuming" in (runs / identity / "__main__.log").read_text() for identity in trained)
+
+
 @pytest.mark.slow  # two loky workers start on 2 busy cores, then a rerun (3 to 4 minutes)
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts the sweep's processes in /proc")
 def test_ctrl_c_stops_a_parallel_sweep_with_its_running_jobs_interrupted_and_no_worker_left(tmp_path):
