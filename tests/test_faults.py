@@ -276,7 +276,7 @@ def test_a_killed_parallel_worker_costs_one_retry_and_the_sweep_writes_its_table
             os.killpg(process.pid, signal.SIGKILL)
     assert code == 0, out[-3000:] + err[-3000:]
     assert "a worker process died" in out
-    assert counts(out) == {"completed": 3, "skipped": 0, "diverged": 0, "failed": 0, "interrupted": 0,
+    assert counts(out) == {"completed": 3, "stopped": 0, "skipped": 0, "diverged": 0, "failed": 0, "interrupted": 0,
                            "running elsewhere": 0}  # fmt: skip
     assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 3
     assert [row["epoch"] for row in record.read_metrics(killed["folder"])] == [1, 2, 3]
