@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -124,20 +125,30 @@ def finished(done: dict, cfg: DictConfig) -> bool:
 def interruptible():
     """SIGTERM raises Interrupted in the block, as Ctrl-C raises KeyboardInterrupt, so a run ends recorded.
 
-    Only where SIGTERM has its default action and in the main thread: submitit, for one, handles SIGTERM itself
-    (it ignores it and requeues on SLURM's pre-timeout USR2 signal by calling sys.exit)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    Only in the main thread, and only for a signal that is this process's to act on:
+    - SIGTERM where it has its default action, or in a job of launcher=submitit_local, where it is how the sweep
+      stops its jobs (ablate/launcher.py). Elsewhere under submitit it is left to submitit, which ignores it: SLURM
+      sends it around its pre-timeout signal (USR2), on which submitit requeues the job by calling sys.exit.
+    - SIGINT unless this process ignores it: submitit_local's jobs do, so that a Ctrl-C at the terminal stops them
+      through the sweep alone; a launcher=parallel worker, which only notes a Ctrl-C between runs, raises it here."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, terminate)
+    handlers = {}
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL or os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        handlers[signal.SIGTERM] = terminate
+    if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+        handlers[signal.SIGINT] = signal.default_int_handler
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def interrupt(summary: dict, error: BaseException, cfg: DictConfig, record_dir: Path) -> None:

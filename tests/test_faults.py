@@ -4,6 +4,7 @@ Two identical sweeps at once, a corrupt checkpoint, a killed parallel worker, a 
 SLURM's pre-timeout signal, diverged runs, damaged records, leftovers, and W&B's one run per record. Each test
 asserts the figures the README's reliability section promises."""
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -111,6 +112,44 @@ def wait_for(predicate, process: subprocess.Popen, timeout_s: float = 600) -> No
         )
         time.sleep(0.05)
     raise AssertionError("the moment to inject the fault never came")
+
+
+def session_processes(session: int) -> dict[int, str]:
+    """The live processes of a session, pid: command line, read from /proc. A sweep started in a session of its own
+    has there every process it started (job controllers, jobs, workers, resource trackers), wherever they were
+    reparented once it exited."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # ended meanwhile
+            continue
+        state, _, _, sid = text[text.rindex(")") + 2 :].split()[:4]  # after "pid (comm) ": state ppid pgrp session
+        if int(sid) == session and state != "Z":
+            found[int(stat.parent.name)] = command
+    return found
+
+
+def left_behind(session: int, timeout_s: float = 15) -> dict[int, str]:
+    """The session's processes still alive after timeout_s (a process that is ending gets that long); then killed,
+    so that a failing test leaves none behind either."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := session_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout_s: float = 120) -> float:
+    """Seconds until a line containing `text` shows on the process's stderr."""
+    started = time.monotonic()
+    while text not in output(process)[1]:
+        assert time.monotonic() - started < timeout_s and process.poll() is None, "".join(output(process))[-3000:]
+        time.sleep(0.05)
+    return time.monotonic() - started
 
 
 def strip_times(rows: list[dict]) -> list[dict]:
@@ -237,7 +276,7 @@ def test_a_killed_parallel_worker_costs_one_retry_and_the_sweep_writes_its_table
             os.killpg(process.pid, signal.SIGKILL)
     assert code == 0, out[-3000:] + err[-3000:]
     assert "a worker process died" in out
-    assert counts(out) == {"completed": 3, "skipped": 0, "diverged": 0, "failed": 0, "interrupted": 0,
+    assert counts(out) == {"completed": 3, "stopped": 0, "skipped": 0, "diverged": 0, "failed": 0, "interrupted": 0,
                            "running elsewhere": 0}  # fmt: skip
     assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 3
     assert [row["epoch"] for row in record.read_metrics(killed["folder"])] == [1, 2, 3]
@@ -410,6 +449,93 @@ def test_sigint_stops_a_sweep_records_the_run_interrupted_and_writes_the_table(t
     assert [p.name for p in runs.iterdir() if not p.name.startswith(".") and p.is_dir()] == [summary["identity"]]
     table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
     assert list(table["status"]) == ["interrupted"]
+
+
+@pytest.mark.slow  # two job processes start on 2 busy cores, then a rerun (3 to 4 minutes)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts the sweep's processes in /proc")
+def test_sigterm_to_a_submitit_local_sweep_ends_its_jobs_interrupted_and_leaves_no_process(tmp_path):
+    args = (*STUDY, "launcher=submitit_local", "trainer.epochs=20", "data.train_size=400", "data.limit.train=400")
+    # A session of its own: every process the sweep starts is found there, even once reparented.
+    process = start(tmp_path, *args, start_new_session=True)
+    runs = tmp_path / "runs" / "depth" / "synthetic" / "smoke"
+    try:
+        wait_for(lambda: any(runs.glob(f"*/{record.CHECKPOINT}")), process)  # a job trains, past its first epoch
+        jobs = [command for command in session_processes(process.pid).values() if "submitit.core._submit" in command]
+        assert len(jobs) == 2, jobs  # both jobs' processes run (each under its submitit controller)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)  # to the sweep's process alone
+        stopped_s = wait_for_line(process, "SIGTERM: stopped the sweep's")
+        code, out, err = finish(process, timeout_s=180)
+        exit_s = time.monotonic() - signalled
+    finally:
+        alive = left_behind(process.pid)
+    assert alive == {}, alive
+    print(f"SIGTERM to the jobs stopped: {stopped_s:.1f} s, to exit: {exit_s:.1f} s")
+    assert code == 143 and "Traceback" not in out + err
+    assert stopped_s < 30 and exit_s < 120
+    (line,) = [line for line in err.splitlines() if "SIGTERM" in line]
+    assert "stopped the sweep's 2 running jobs" in line and "run the same command again" in line
+    # A job still starting when the signal came leaves no record; every record there is ends interrupted.
+    found = summaries(runs)
+    assert found and {s["status"] for s in found.values()} == {"interrupted"}
+    assert all(s["error"].startswith("SIGTERM after epoch") for s in found.values())
+    trained = [identity for identity, s in found.items() if (runs / identity / record.CHECKPOINT).exists()]
+    assert trained and all(found[identity]["epochs_completed"] >= 1 for identity in trained)
+    assert counts(out)["interrupted"] == len(found) and counts(out)["failed"] == 0
+    table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
+    assert len(table) == len(found) and set(table["status"]) == {"interrupted"}
+
+    code, out, err = finish(start(tmp_path, *args), timeout_s=600)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert counts(out)["completed"] == 2
+    assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 2
+    for identity in summaries(runs):  # each epoch trained once: the interrupted ones resumed after their last
+        assert [row["epoch"] for row in record.read_metrics(runs / identity)] == list(range(1, 21))
+    assert all("resuming" in (runs / identity / "__main__.log").read_text() for identity in trained)
+
+
+@pytest.mark.slow  # two loky workers start on 2 busy cores, then a rerun (3 to 4 minutes)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts the sweep's processes in /proc")
+def test_ctrl_c_stops_a_parallel_sweep_with_its_running_jobs_interrupted_and_no_worker_left(tmp_path):
+    args = (*STUDY, "launcher=parallel", "hydra.launcher.n_jobs=2", "trainer.epochs=20", "data.train_size=400",
+            "data.limit.train=400")  # fmt: skip
+    process = start(tmp_path, *args, start_new_session=True)
+    runs = tmp_path / "runs" / "depth" / "synthetic" / "smoke"
+    try:
+        wait_for(lambda: any(runs.glob(f"*/{record.CHECKPOINT}")), process)
+        workers = [command for command in session_processes(process.pid).values() if "LokyProcess" in command]
+        assert len(workers) == 2, workers
+        signalled = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the sweep's process and every worker
+        code, out, err = finish(process, timeout_s=180)
+        exit_s = time.monotonic() - signalled
+    finally:
+        alive = left_behind(process.pid)
+    assert alive == {}, alive  # no loky worker, no resource tracker
+    print(f"SIGINT to exit: {exit_s:.1f} s")
+    assert code == 130 and "Traceback" not in out + err
+    assert exit_s < 120
+    # A job still setting up when the signal came starts no run and leaves no record; every record there is, its
+    # run in flight, ends interrupted (none left `running`), each in one line of its own.
+    found = summaries(runs)
+    assert found and {s["status"] for s in found.values()} == {"interrupted"}
+    lines = [line for line in err.splitlines() if "interrupted by SIGINT" in line]
+    assert sorted(line.split()[1] for line in lines) == sorted(s["name"] for s in found.values())
+    assert all(s["error"].startswith("SIGINT after epoch") for s in found.values())
+    trained = [identity for identity in found if (runs / identity / record.CHECKPOINT).exists()]
+    assert trained and all(found[identity]["epochs_completed"] >= 1 for identity in trained)
+    assert counts(out)["interrupted"] == len(found) and counts(out)["failed"] == 0
+    assert "a worker process died" not in out
+    table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
+    assert len(table) == len(found) and set(table["status"]) == {"interrupted"}
+
+    code, out, err = finish(start(tmp_path, *args), timeout_s=600)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert counts(out)["completed"] == 2
+    assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 2
+    for identity in summaries(runs):
+        assert [row["epoch"] for row in record.read_metrics(runs / identity)] == list(range(1, 21))
+    assert all("resuming" in (runs / identity / "__main__.log").read_text() for identity in trained)
 
 
 def test_slurms_pre_timeout_signal_ends_the_run_interrupted_for_submitit_to_requeue(run_in, tmp_path, monkeypatch):
