@@ -1,12 +1,19 @@
 """Shared test set-up: CPU only, offline, W&B off unless a test turns it on."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# A shell starts a background job (`make test &`, nohup) with SIGINT ignored, every child inherits that, and Python
+# then installs no KeyboardInterrupt handler: the Ctrl-C tests' SIGINT would be ignored. A handler, unlike SIG_IGN,
+# is reset to the default at exec, so the runs the tests start handle SIGINT as they do at a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "ablate" / "conf"

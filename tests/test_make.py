@@ -14,7 +14,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 def dry_run(*args: str) -> list[str]:
     """The commands `make <args>` would run for the study itself (the install step's lines left out)."""
-    result = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return [line for line in result.stdout.splitlines() if "python -m ablate" in line]
 
@@ -63,6 +65,10 @@ def test_wandb_logs_the_analysis_run_and_sync_uploads_it_from_beside_the_reports
         "python -m ablate.analyze depth --results results --data synthetic --budget smoke --wandb=offline"
     )
     result = subprocess.run(
-        ["make", "-n", "wandb-sync", "STUDY=depth", f"RESULTS={tmp_path}"], cwd=ROOT, capture_output=True, text=True
+        # --no-print-directory: under `make test` this make is nested and would print "Entering directory" lines.
+        ["make", "-n", "--no-print-directory", "wandb-sync", "STUDY=depth", f"RESULTS={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.stdout.strip().endswith(f"wandb_sync depth --root runs --results {tmp_path}")
