@@ -174,7 +174,9 @@ def row(r: dict, swept: list[str]) -> dict:
         "status": summary.get("status"),
         "seed": summary.get("seed", record.select(config, "seed")),
         **{key: value_of(summary, config, key) for key in swept},
-        "data": value_of(summary, config, "data"),
+        # The dataset's name, as the runs/ and results/ folders file it (data.name: two image folders given their
+        # own names stay two datasets); the data option's name for a record without one.
+        "data": record.select(config, "data.name") or value_of(summary, config, "data"),
         "data.root": value_of(summary, config, "data.root"),
         "data.resolution": value_of(summary, config, "data.resolution"),
         # The split sizes and classes the run saw, from its summary: a subset or a smaller embedded dataset shows here.

@@ -105,6 +105,17 @@ def test_the_data_root_and_the_split_sizes_the_run_saw_are_columns():
     assert (row["data.train"], row["data.val"], row["data.test"]) == (1800, 200, 1000)
 
 
+def test_an_image_folder_given_its_own_name_is_that_dataset_in_the_table():
+    # Two image folders are both data=imagefolder; data.name files them apart (runs/<study>/<name>/...) and the
+    # table, the report and its figures name the dataset the same way.
+    choices = {**summary()["choices"], "data": "imagefolder"}
+    data = {"name": "cifar10jpg", "root": "/data/cifar10-jpg", "resolution": 32}
+    (row,) = collect.table([rec(summary(choices=choices), config(data=data))]).to_dict("records")
+    assert row["data"] == "cifar10jpg"
+    (plain,) = collect.table([rec(summary(choices=choices), config(data={"resolution": 32}))]).to_dict("records")
+    assert plain["data"] == "imagefolder"  # a record without a name: the data option's
+
+
 def test_keys_that_do_not_change_a_result_are_not_columns():
     columns = collect.table([rec(summary(), config())]).columns
     for key in ("sweep", "launcher", "paths.runs", "trainer.threads"):
