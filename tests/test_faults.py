@@ -481,15 +481,20 @@ def test_sigterm_to_a_submitit_local_sweep_ends_its_jobs_interrupted_and_leaves_
     assert all(s["error"].startswith("SIGTERM after epoch") for s in found.values())
     trained = [identity for identity, s in found.items() if (runs / identity / record.CHECKPOINT).exists()]
     assert trained and all(found[identity]["epochs_completed"] >= 1 for identity in trained)
+    assert_interrupted_then_resumed(tmp_path, args, runs, found, out, trained)
+
+
+def assert_interrupted_then_resumed(tmp_path, args, runs, found, out, trained) -> None:
+    """The stopped sweep counted and tabled its runs as interrupted; the same command then finishes both, each
+    epoch trained once (the interrupted runs resumed after their last)."""
     assert counts(out)["interrupted"] == len(found) and counts(out)["failed"] == 0
     table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
     assert len(table) == len(found) and set(table["status"]) == {"interrupted"}
-
     code, out, err = finish(start(tmp_path, *args), timeout_s=600)
     assert code == 0, out[-3000:] + err[-3000:]
     assert counts(out)["completed"] == 2
     assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 2
-    for identity in summaries(runs):  # each epoch trained once: the interrupted ones resumed after their last
+    for identity in summaries(runs):
         assert [row["epoch"] for row in record.read_metrics(runs / identity)] == list(range(1, 21))
     assert all("resuming" in (runs / identity / "__main__.log").read_text() for identity in trained)
 
@@ -524,18 +529,8 @@ def test_ctrl_c_stops_a_parallel_sweep_with_its_running_jobs_interrupted_and_no_
     assert all(s["error"].startswith("SIGINT after epoch") for s in found.values())
     trained = [identity for identity in found if (runs / identity / record.CHECKPOINT).exists()]
     assert trained and all(found[identity]["epochs_completed"] >= 1 for identity in trained)
-    assert counts(out)["interrupted"] == len(found) and counts(out)["failed"] == 0
     assert "a worker process died" not in out
-    table = pd.read_csv(tmp_path / "results" / "synthetic" / "smoke" / "depth" / "runs.csv")
-    assert len(table) == len(found) and set(table["status"]) == {"interrupted"}
-
-    code, out, err = finish(start(tmp_path, *args), timeout_s=600)
-    assert code == 0, out[-3000:] + err[-3000:]
-    assert counts(out)["completed"] == 2
-    assert {s["status"] for s in summaries(runs).values()} == {"completed"} and len(summaries(runs)) == 2
-    for identity in summaries(runs):
-        assert [row["epoch"] for row in record.read_metrics(runs / identity)] == list(range(1, 21))
-    assert all("resuming" in (runs / identity / "__main__.log").read_text() for identity in trained)
+    assert_interrupted_then_resumed(tmp_path, args, runs, found, out, trained)
 
 
 def test_slurms_pre_timeout_signal_ends_the_run_interrupted_for_submitit_to_requeue(run_in, tmp_path, monkeypatch):
