@@ -687,8 +687,9 @@ def test_a_curve_with_one_evaluation_is_drawn_as_a_point(tmp_path, monkeypatch):
 def test_analysing_the_committed_tables_without_their_records_keeps_the_curves_figure(tmp_path):
     # A fresh clone has the committed tables and figures but not the raw runs the learning curves come from.
     reference = tmp_path / "reference"
-    shutil.copytree(ROOT / "results" / "reference" / "depth", reference / "depth")
-    curves = reference / "depth" / "figures" / "learning_curves.png"
+    table = Path("synthetic", "cpu", "depth")
+    shutil.copytree(ROOT / "results" / "reference" / table, reference / table)
+    curves = reference / table / "figures" / "learning_curves.png"
     before = curves.read_bytes()
     assert main(["depth", "--results", str(reference)]) == 0
     assert curves.read_bytes() == before
