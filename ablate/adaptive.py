@@ -107,11 +107,19 @@ def keep_best(scores: dict[tuple, float], eta: int) -> list[tuple]:
     return ranked[: max(1, math.ceil(len(ranked) / eta))]
 
 
-def survivors(jobs: Sequence[Sequence[str]], val_acc: dict[tuple, float], nuisance: Sequence[str], eta: int) -> list:
-    """The jobs whose setting ranks in the best 1/eta of its value at this rung.
+def survivors(
+    jobs: Sequence[Sequence[str]],
+    val_acc: dict[tuple, float],
+    nuisance: Sequence[str],
+    eta: int,
+    pinned: Callable[[Sequence[str]], bool] = lambda job: False,
+) -> list:
+    """The jobs whose setting ranks in the best 1/eta of its value at this rung, and the jobs `pinned` names.
 
     `val_acc` maps tuple(job) to the job's val accuracy at the rung (NaN for a diverged or failed run); a setting's
-    score is the mean over its seeds, so one lucky seed does not carry a setting."""
+    score is the mean over its seeds, so one lucky seed does not carry a setting. A pinned job is one a claim
+    compares at its own setting (the articles' "fixed 0.001"): it runs to the end whatever its rank, or the claim
+    would have nothing to judge."""
     if not nuisance:
         return list(jobs)
     by_setting: dict[tuple, dict[tuple, list[float]]] = {}
@@ -121,7 +129,7 @@ def survivors(jobs: Sequence[Sequence[str]], val_acc: dict[tuple, float], nuisan
     kept = {
         group: set(keep_best({s: _mean(v) for s, v in settings.items()}, eta)) for group, settings in by_setting.items()
     }
-    return [job for job in jobs if setting_of(job, nuisance) in kept[group_of(job, nuisance)]]
+    return [job for job in jobs if setting_of(job, nuisance) in kept[group_of(job, nuisance)] or pinned(job)]
 
 
 def with_seed(job: Sequence[str], seed: int) -> list[str]:

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from ablate import adaptive
-from ablate.analysis.looks import job_settings, open_arms
+from ablate.analysis.claims import parse_claims, pinned_selectors
+from ablate.analysis.looks import claim_pins, job_settings, open_arms
+from ablate.config import CONF_DIR
 from ablate.analysis.study import Study
 from ablate.errors import ConfigError
 
@@ -159,3 +161,30 @@ def test_values_at_chance_get_no_seeds_more_seeds_cannot_train_them():
     jobs = grid(lrs=("0.03",))
     toy.launch(jobs)
     assert adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan)) == []
+
+
+def test_halving_keeps_a_setting_that_a_claim_compares_whatever_its_rank():
+    # The articles compare "fixed 0.001" with inv: halving must not stop fixed at 0.001 for ranking last on val.
+    jobs = [[f"sched={s}", f"optim.lr={lr}", "seed=0"] for s in ("fixed", "inv") for lr in ("0.01", "0.001")]
+    scores = {tuple(j): (0.5 if "optim.lr=0.01" in j else 0.1) for j in jobs}
+    pinned = claim_pins(CONF_DIR, "lr_policy", ["optim.lr"])
+    kept = adaptive.survivors(jobs, scores, ["optim.lr"], eta=2, pinned=pinned)
+    assert kept == [jobs[0], jobs[1], jobs[2]]  # inv keeps its best LR only; fixed keeps both pinned LRs
+    assert adaptive.survivors(jobs, scores, ["optim.lr"], eta=2) == [jobs[0], jobs[2]]
+
+
+def test_the_settings_claims_pin_are_their_terms_with_a_nuisance_key_groups_and_best_of_expanded():
+    claims = parse_claims(
+        [
+            {"id": "a", "kind": "greater", "left": ["slow"], "right": [{"best_of": [{"sched": "inv", "lr": 0.1}]}]},
+            {"id": "b", "kind": "order", "tiers": [["step"], [{"sched": "fixed", "lr": 0.01}, {"sched": "exp"}]]},
+        ],
+        "test",
+    )
+    groups = {"slow": [{"sched": "fixed", "lr": 0.001}, "poly"]}
+    assert pinned_selectors(claims, groups, ["lr"]) == [
+        {"sched": "fixed", "lr": 0.001},
+        {"sched": "inv", "lr": 0.1},
+        {"sched": "fixed", "lr": 0.01},
+    ]
+    assert pinned_selectors(claims, groups, []) == []

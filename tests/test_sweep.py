@@ -229,6 +229,18 @@ def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_th
     assert re.search(r"0 completed, 0 stopped, (\d+) skipped", again.stdout), again.stdout[-2000:]
 
 
+def test_halving_never_stops_a_setting_that_a_claim_compares(tmp_path):
+    # conf/claims/lr_policy.yaml compares fixed at LR 0.01 and at 0.001: both run to the end whatever val says;
+    # eta=4 keeps one of the other two LRs at most.
+    tiny = [arg for arg in TINY if not arg.startswith("trainer.epochs")]
+    study = ("+sweep=lr_policy", "sched=fixed", "optim.lr=0.03,0.01,0.003,0.001", "seed=0", "trainer.epochs=2", *tiny)
+    result = sweep(tmp_path, *study, "study.halving={rungs:[0.5],eta:4}")
+    assert "continue because a claim compares their setting" in result.stderr + result.stdout
+    status = {s["lr"]["base"]: s["status"] for s in records(tmp_path, "lr_policy")}
+    assert status[0.01] == status[0.001] == "completed", status
+    assert sorted(status[lr] for lr in (0.03, 0.003)) in (["completed", "stopped"], ["stopped", "stopped"]), status
+
+
 def test_parallel_launcher_runs_jobs_in_workers_with_the_allocator_environment(tmp_path):
     result = sweep(
         tmp_path,

@@ -218,6 +218,29 @@ def expand_term(term, selection: Selection, nesting: int = 0) -> list:
     return [Missing(str(term), "no scientific value or group of this name")]
 
 
+def pinned_selectors(claims: list[Claim], groups: dict, nuisance) -> list[dict]:
+    """The terms of `claims` that pin a nuisance value ({sched: fixed, optim.lr: 0.001}), groups expanded: the
+    settings these claims compare whatever val would choose, which successive halving must therefore keep."""
+    found: list[dict] = []
+
+    def walk(term, nesting: int = 0) -> None:
+        if nesting > MAX_NESTING:
+            raise ConfigError(f"claims group {term}: groups nest too deep (a cycle?); make groups name values")
+        if isinstance(term, str) and term in groups:
+            for t in _as_list(groups[term]):
+                walk(t, nesting + 1)
+        elif isinstance(term, dict) and set(term) == {"best_of"}:
+            for t in _as_list(term["best_of"]):
+                walk(t, nesting + 1)
+        elif isinstance(term, dict) and any(k in nuisance for k in term) and term not in found:
+            found.append(dict(term))
+
+    for claim in claims:
+        for term in [*claim.left, *claim.right, *(t for tier in claim.tiers for t in tier)]:
+            walk(term)
+    return found
+
+
 def describe(term) -> str:
     if isinstance(term, dict) and set(term) == {"best_of"}:
         return "best of (" + "; ".join(describe(t) for t in _as_list(term["best_of"])) + ")"

@@ -4,12 +4,14 @@ The adaptive-seed loop (ablate.adaptive.seed_looks, driven by hydra_plugins/abla
 and after each batch of seeds; the report asks the same question of the finished table.
 """
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from ablate import adaptive, collect
-from ablate.analysis.claims import INCONCLUSIVE, Verdict, judge, parse_claims
+from ablate.analysis.claims import INCONCLUSIVE, Verdict, judge, parse_claims, pinned_selectors
 from ablate.analysis.selection import Arm, select
 from ablate.analysis.study import Study, load_study, same
 
@@ -53,13 +55,25 @@ def open_arms_of_records(study_dir: Path, study: dict, conf_dir: Path, confidenc
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:
     """Each arm as the sweeper knows it, (group, setting) of ablate.adaptive, from the first launched job whose
-    overrides hold the arm's scientific values and nuisance setting (0.01 matches 0.010, true matches True)."""
+    overrides hold the arm's scientific values and nuisance setting."""
     found = []
     for arm in arms:
-        wanted = {**arm.values, **arm.setting}
         for job in jobs:
-            given = adaptive.parse(job)
-            if all(key in given and same(given[key], value) for key, value in wanted.items()):
+            if holds(job, {**arm.values, **arm.setting}):
                 found.append((adaptive.group_of(job, nuisance), adaptive.setting_of(job, nuisance)))
                 break
     return found
+
+
+def claim_pins(conf_dir: Path, name: str, nuisance: list[str]) -> Callable[[Sequence[str]], bool]:
+    """Whether a job is a setting that a claim of conf_dir/claims/<name>.yaml pins (claims.pinned_selectors)."""
+    path = Path(conf_dir) / "claims" / f"{name}.yaml"
+    raw = (OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}) if path.is_file() else {}
+    selectors = pinned_selectors(parse_claims(raw.get("claims"), str(path)), raw.get("groups") or {}, nuisance)
+    return lambda job: any(holds(job, selector) for selector in selectors)
+
+
+def holds(job: Sequence[str], wanted: dict) -> bool:
+    """Whether the job's overrides give every key of `wanted` its value (0.01 matches 0.010, true matches True)."""
+    given = adaptive.parse(job)
+    return all(key in given and same(given[key], value) for key, value in wanted.items())

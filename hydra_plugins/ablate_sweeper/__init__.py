@@ -52,13 +52,22 @@ class AdaptiveSweeper(BasicSweeper):
         returns = []
         alive = jobs
         if plan.halving and nuisance:
+            from ablate.analysis.looks import claim_pins  # pandas only when the sweep halves
+
+            pinned = claim_pins(self.claims_conf_dir(str(study.get("name"))), str(study.get("name")), nuisance)
             for stop in adaptive.rung_epochs(epochs, plan.rungs):
                 returns.append(self.launch_jobs([[*job, f"{STOP_KEY}={stop}"] for job in alive], alive))
                 scores = {tuple(job): self.val_acc_at(job, stop) for job in alive}
-                kept = adaptive.survivors(alive, scores, nuisance, plan.eta)
+                kept = adaptive.survivors(alive, scores, nuisance, plan.eta, pinned)
+                kept_for_claims = sum(map(pinned, kept))
                 log.info(
                     f"halving at epoch {stop}/{epochs}: {len(kept)} of {len(alive)} runs continue, "
                     f"{len(alive) - len(kept)} stop"
+                    + (
+                        f" ({kept_for_claims} continue because a claim compares their setting)"
+                        if kept_for_claims
+                        else ""
+                    )
                 )
                 alive = kept
         returns.append(self.launch_jobs(alive, alive))
