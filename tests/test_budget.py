@@ -59,6 +59,17 @@ def test_a_curve_reads_as_untrained_late_climbing_or_plateau(accs, reading):
     assert budget.classify(curve(*accs), CHANCE) == reading
 
 
+def test_a_plateau_reached_after_the_lr_ran_out_reads_as_the_schedule_not_capacity():
+    levelled = curve(0.10, 0.15, 0.18, 0.18, 0.18, 0.18)
+    decayed = curve(0.03, 0.01, 0.003, 0.001, 1e-4, 1e-5)  # exp compressed into the run: < 1% of peak at the end
+    stepped = curve(0.03, 0.03, 0.03, 0.03, 0.003, 0.003)  # a last step to 10%: still learning
+    assert budget.classify(levelled, CHANCE, decayed) == budget.LR_SPENT
+    assert budget.classify(levelled, CHANCE, stepped) == budget.PLATEAU
+    assert budget.classify(levelled, CHANCE) == budget.PLATEAU  # no LR in the records: the older reading
+    rising = curve(0.10, 0.20, 0.30, 0.40, 0.50, 0.60)
+    assert budget.classify(rising, CHANCE, decayed) == budget.CLIMBING
+
+
 def test_the_headline_names_what_each_group_of_values_measured():
     every_plateau = budget.measured_line({"a": budget.PLATEAU, "b": budget.PLATEAU})
     assert every_plateau.startswith("**capacity** for every value")
@@ -67,6 +78,8 @@ def test_the_headline_names_what_each_group_of_values_measured():
     assert "**learning speed** for 1 of 3 values (b)" in mixed
     assert "**capacity** for 1 of 3 values (c)" in mixed
     assert "capacity" not in budget.measured_line({"a": budget.LATE})
+    spent = budget.measured_line({"exp": budget.LR_SPENT, "step": budget.PLATEAU})
+    assert "**the schedule** for 1 of 2 values (exp)" in spent and "**capacity** for 1 of 2 values (step)" in spent
 
 
 # ---- compute spent and saved -----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ A comparison of final accuracies means what the curves behind it allow:
 - a value whose seeds all end at chance did not train: the comparison is about trainability at this budget;
 - a value that spent most of its run at chance started late: its final accuracy mostly says when it left the plateau;
 - a value still climbing at the end had not converged: the comparison is of learning speed at this budget;
-- only values that plateaued compare capacity.
+- a value that levelled off after its LR schedule had all but ended (an `exp` policy compressed into a short run)
+  stopped where the schedule stopped it: the comparison is of schedules at this budget, not of capacity;
+- only values that plateaued with their LR still working compare capacity.
 """
 
 import math
@@ -17,15 +19,19 @@ from ablate.analysis.selection import CHANCE_MARGIN, Arm
 from ablate.record import read_metrics
 
 UNTRAINED, LATE, CLIMBING, PLATEAU = "at chance", "late start", "still climbing", "plateau"
+LR_SPENT = "LR spent"
 # Still climbing: val accuracy rose by more than this over the last TAIL of the evaluated run.
 CLIMB_POINTS = 0.02
 TAIL = 0.2
 # A late start: more than this share of the evaluations within CHANCE_MARGIN of chance.
 LATE_SHARE = 0.5
+# LR spent: over the last TAIL of the run the LR averaged below this share of its peak.
+SPENT_SHARE = 0.01
 
 
-def classify(curve: list[tuple[float, float]], chance: float) -> str:
-    """One value's mean val-accuracy curve [(epoch, acc)], in run order, as one of the four readings above."""
+def classify(curve: list[tuple[float, float]], chance: float, lr: list[tuple[float, float]] = ()) -> str:
+    """One value's mean val-accuracy curve [(epoch, acc)], in run order, as one of the readings above; `lr` is its
+    LR curve [(epoch, lr)] (without one, a plateau reads as capacity)."""
     points = [(x, y) for x, y in curve if math.isfinite(y)]
     if not points:
         return UNTRAINED
@@ -40,19 +46,23 @@ def classify(curve: list[tuple[float, float]], chance: float) -> str:
     earlier = [y for x, y in points if x <= cut]
     if earlier and accs[-1] - earlier[-1] > CLIMB_POINTS:
         return CLIMBING
+    rates = [y for _, y in lr if math.isfinite(y)]
+    tail = [y for x, y in lr if x > cut and math.isfinite(y)]
+    if rates and tail and np.mean(tail) < SPENT_SHARE * max(rates):
+        return LR_SPENT
     return PLATEAU
 
 
-def mean_curve(arm: Arm) -> list[tuple[float, float]]:
-    """The arm's val accuracy per evaluated epoch, averaged over its completed seeds."""
+def mean_curve(arm: Arm, key: str = "val/acc") -> list[tuple[float, float]]:
+    """The arm's `key` (a metrics.jsonl column) per evaluated epoch, averaged over its completed seeds."""
     rows = []
     for record_dir in arm.completed["record_dir"]:
         for row in read_metrics(str(record_dir)) or []:
-            if "val/acc" in row and "epoch" in row:
-                rows.append((row["epoch"], row["val/acc"]))
+            if key in row and "epoch" in row:
+                rows.append((row["epoch"], row[key]))
     if not rows:
         return []
-    table = pd.DataFrame(rows, columns=["epoch", "acc"]).groupby("epoch")["acc"].mean()
+    table = pd.DataFrame(rows, columns=["epoch", "value"]).groupby("epoch")["value"].mean()
     return list(table.items())
 
 
@@ -63,7 +73,7 @@ def readings(arms: list[Arm]) -> dict[str, str]:
         classes = arm.x("data.classes")
         curve = mean_curve(arm)
         if curve and math.isfinite(classes) and classes > 0:
-            found[arm.label] = classify(curve, 1.0 / classes)
+            found[arm.label] = classify(curve, 1.0 / classes, mean_curve(arm, "lr"))
     return found
 
 
@@ -71,7 +81,8 @@ def measured_line(found: dict[str, str]) -> str:
     """The headline's "what this budget measured", from the readings."""
     if not found:
         return "not known: no learning curves in the records"
-    by = {kind: [label for label, k in found.items() if k == kind] for kind in (UNTRAINED, LATE, CLIMBING, PLATEAU)}
+    kinds = (UNTRAINED, LATE, CLIMBING, LR_SPENT, PLATEAU)
+    by = {kind: [label for label, k in found.items() if k == kind] for kind in kinds}
     n = len(found)
     parts = []
     if by[UNTRAINED] or by[LATE]:
@@ -85,6 +96,12 @@ def measured_line(found: dict[str, str]) -> str:
             f"**learning speed** for {len(by[CLIMBING])} of {n} values ({', '.join(by[CLIMBING])}): still climbing "
             f"(val accuracy up more than {100 * CLIMB_POINTS:.0f} points over the last {TAIL:.0%} of the run), so "
             "a longer budget may reorder them"
+        )
+    if by[LR_SPENT]:
+        parts.append(
+            f"**the schedule** for {len(by[LR_SPENT])} of {n} values ({', '.join(by[LR_SPENT])}): their curves "
+            f"levelled off with the LR below {SPENT_SHARE:.0%} of its peak over the last {TAIL:.0%} of the run, so "
+            "they stopped where their schedule stopped learning, not at what the network can learn"
         )
     if by[PLATEAU]:
         which = "every value" if len(by[PLATEAU]) == n else f"{len(by[PLATEAU])} of {n} values"
