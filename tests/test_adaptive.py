@@ -9,8 +9,8 @@ import pytest
 from ablate import adaptive
 from ablate.analysis.claims import parse_claims, pinned_selectors
 from ablate.analysis.looks import claim_pins, job_settings, open_arms
-from ablate.config import CONF_DIR
 from ablate.analysis.study import Study
+from ablate.config import CONF_DIR
 from ablate.errors import ConfigError
 
 LRS = ("0.1", "0.03", "0.01")
