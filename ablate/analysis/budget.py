@@ -25,8 +25,9 @@ CLIMB_POINTS = 0.02
 TAIL = 0.2
 # A late start: more than this share of the evaluations within CHANCE_MARGIN of chance.
 LATE_SHARE = 0.5
-# LR spent: over the last TAIL of the run the LR averaged below this share of its peak.
-SPENT_SHARE = 0.01
+# LR spent: over the last TAIL of the run the LR averaged below this share of its peak (learning 20x slower; inv
+# ends at 3% of its peak, exp at 0.005%, the default step at 10%).
+SPENT_SHARE = 0.05
 
 
 def classify(curve: list[tuple[float, float]], chance: float, lr: list[tuple[float, float]] = ()) -> str:
