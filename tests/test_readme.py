@@ -9,6 +9,7 @@ what this test runs.
 """
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -125,3 +126,12 @@ def test_the_readme_study_commands_run_in_order_and_each_succeeds(tmp_path):
         report = checkout / "results" / data / "smoke" / "depth" / "report.md"
         assert report.is_file(), f"no {report.relative_to(checkout)}"
         assert "# Study `depth`" in report.read_text()
+
+
+def test_every_file_the_readme_links_to_is_in_the_repository():
+    # The reference table links each committed report; a report moved or replaced must take its link along.
+    text = (REPO / "README.md").read_text()
+    links = [link for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in link]
+    assert any(link.startswith("results/reference/") for link in links)
+    missing = [link for link in links if not (REPO / link).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
