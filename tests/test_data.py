@@ -3,6 +3,7 @@
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from PIL import Image
 import ablate.data
 from ablate.data import cache, decoding, folders
 from ablate.errors import ConfigError
+from ablate.train import interruptible
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -487,6 +489,31 @@ def test_decoding_in_a_process_pool_gives_the_same_images(tmp_path, monkeypatch)
         files,
         2,
     )
+
+
+def _signals_of_this_process(chunk):
+    def action(signum):
+        handler = signal.getsignal(signum)
+        return {signal.SIG_DFL: "default", signal.SIG_IGN: "ignored"}.get(handler, "a Python handler")
+
+    return [(action(signal.SIGTERM), action(signal.SIGINT), frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, [])))]
+
+
+def test_decoding_workers_die_on_sigterm_even_inside_a_run(tmp_path, monkeypatch):
+    # A run decodes inside interruptible(), whose SIGTERM handler raises; a worker that kept it survived the pool's
+    # terminate() and hung the sweep. Each worker must have the default SIGTERM, leave Ctrl-C to the parent, and
+    # block neither.
+    write_folder(tmp_path, per_class=2, size=(8, 8))
+    paths = sorted(str(path) for path in tmp_path.glob("*/*.png"))
+    files = decoding.ImageFiles(paths, torch.zeros(len(paths), dtype=torch.int64), 8, False, str(tmp_path))
+    monkeypatch.setattr(decoding, "MIN_IMAGES_FOR_POOL", 0)
+    with interruptible():
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)  # the run's handler
+        seen = [row for rows in decoding._map_chunks(_signals_of_this_process, files, 2) for row in rows]
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # the parent blocks nothing after the fork
+    assert set(seen) == {("default", "ignored", frozenset())}
+    with interruptible():  # decoding in a run still ends, and its workers with it
+        assert torch.equal(decoding.decode(files, workers=2), decoding.decode(files, workers=1))
 
 
 # ---------------------------------------------------------------- streaming large data

@@ -77,6 +77,7 @@ class FileSplit:
             sampler=[indices.tolist() for indices in index_batches],
             batch_size=None,
             num_workers=self.workers,
+            worker_init_fn=decoding.worker_signals,  # SIGTERM ends a worker, not raises in it (decoding.py)
             pin_memory=self.device.type == "cuda",
         )
         for (images, error), indices in zip(loader, index_batches):

@@ -5,7 +5,9 @@ batch by batch in DataLoader workers for data streamed from disk; `check_readabl
 bad file fails before training, not in the middle of it.
 """
 
+import contextlib
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -152,8 +154,36 @@ def _map_chunks(function, files: ImageFiles, workers: int):
         yield from map(function, chunks)
         return
     # fork: workers need only PIL and numpy, and start in milliseconds.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with _signals_held():
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=worker_signals)
+    with pool:
         yield from pool.imap(function, chunks)
+
+
+# A run decodes inside ablate.train.interruptible, whose SIGTERM handler raises instead of exiting. Forked workers
+# that inherit it do not die when the pool ends (Pool.terminate sends SIGTERM): one raised while holding the pool's
+# queue lock and its sibling waited for that lock forever, and the sweep with it (seen in a launcher=parallel worker).
+# So each decoding worker (the pool's, and the DataLoader's of streamed data) takes the default actions back:
+# SIGTERM ends it, and Ctrl-C is the parent's to handle.
+# The signals stay blocked from the fork until then, so none reaches a child while it still has the run's handler.
+_WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGTERM and SIGINT wait (blocked, not lost) while the pool forks; they arrive here once it has."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def worker_signals(worker_id: int | None = None) -> None:
+    """A decoding worker's signals as a plain process has them (also a DataLoader's worker_init_fn)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
 
 
 def stored_size(image_size: int | None, first_path: str, root: str) -> tuple[int, bool]:
