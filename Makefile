@@ -76,7 +76,8 @@ STUDY_ARGS = $(if $(DATA),data=$(DATA)) $(if $(DATA_ROOT),data.root=$(DATA_ROOT)
 from_args = $(patsubst $(1)=%,%,$(lastword $(filter $(1)=%,$(ARGS))))
 STUDY_RUNS = $(or $(call from_args,paths.runs),$(RUNS),runs)
 STUDY_RESULTS = $(or $(call from_args,paths.results),$(RESULTS),results)
-STUDY_DATA = $(or $(call from_args,data),$(DATA),synthetic)
+# The table's folder is data.name, which a data option sets and data.name=... (two image folders) overrides.
+STUDY_DATA = $(or $(call from_args,data.name),$(call from_args,data),$(DATA),synthetic)
 STUDY_BUDGET = $(or $(call from_args,budget),$(BUDGET))
 ANALYZE_ARGS = --results $(STUDY_RESULTS) --data $(STUDY_DATA)$(if $(STUDY_BUDGET), --budget $(STUDY_BUDGET))$(if $(WANDB), --wandb=$(WANDB))
 

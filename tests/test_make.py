@@ -57,6 +57,9 @@ def test_every_study_variable_reaches_the_sweep_and_the_analysis(tmp_path):
     # ARGS comes last on the sweep's command line, so its value is the one the analysis must follow.
     _, analyze = dry_run("depth", "DATA=imagefolder", "ARGS=data=cifar10 paths.results=/elsewhere")
     assert analyze.endswith("--results /elsewhere --data cifar10")
+    # An image folder named apart from others (data.name) files its table under that name.
+    _, analyze = dry_run("depth", "DATA=imagefolder", "DATA_ROOT=/g", "ARGS=data.name=ghim12 trainer.epochs=60")
+    assert analyze.endswith("--results results --data ghim12")
 
 
 def test_wandb_logs_the_analysis_run_and_sync_uploads_it_from_beside_the_reports(tmp_path):
