@@ -45,6 +45,7 @@ SETUP_COLUMNS = (
 )
 RECORD_COLUMNS = (
     *SETUP_COLUMNS,
+    "plan",
     "data.classes",
     "depth",
     "params",
@@ -185,6 +186,10 @@ def row(r: dict, swept: list[str]) -> dict:
         # The budget tier a study ran at (conf/budget/); none for a single run or a record from before the tiers.
         "budget": record.select(config, "budget.name"),
         "precision": summary.get("precision"),
+        # How the study was launched (seeds, halving, adaptive seeds): the analysis judges claims at this plan's
+        # level, so a table keeps it without the records. A study extended later (study.more_seeds.max=16) leaves
+        # rows of both plans.
+        "plan": plan_of(config),
         "depth": model.get("depth"),
         "params": model.get("params"),
         "macs": model.get("macs"),
@@ -205,6 +210,15 @@ def row(r: dict, swept: list[str]) -> dict:
     }
     # Lists and dicts (optim.betas=[0.9,0.99]) become one cell each, as JSON.
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()}
+
+
+def plan_of(config: dict) -> dict | None:
+    """The record's study.seeds/halving/more_seeds (ablate/adaptive.py); None for a run outside a study."""
+    study = config.get("study") if isinstance(config, dict) else None
+    if not isinstance(study, dict):
+        return None
+    plan = {key: study[key] for key in ("seeds", "halving", "more_seeds") if key in study}
+    return plan or None
 
 
 def value_of(summary: dict, config: dict, key: str):

@@ -749,6 +749,30 @@ def test_the_report_leads_with_the_answer_the_budget_the_correction_and_the_comp
     assert "| allconv5 | 0.001 | 3 | 1 | 30.00 |" in stopped
 
 
+def test_claims_are_judged_at_the_plan_the_table_carries_and_an_extended_study_at_its_strictest(tmp_path):
+    # No records (a fresh clone of the committed table): the level comes from the table's `plan` column. A study
+    # first run to 8 seeds, then extended to 16 (study.more_seeds.max=16), has rows of both plans; judging every
+    # look at the 16-seed plan's level (6 looks) counts the 3 looks already taken.
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    claims = """\
+        claims:
+          - {id: five_worse, text: allconv5 < allconv6, kind: less, left: [allconv5], right: [allconv6]}
+    """
+    first = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "alpha": 0.05}}
+    extended = {**first, "more_seeds": {**first["more_seeds"], "max": 16}}
+    for plans, level, extended_note in (([first], "98.33%", False), ([first, extended], "99.17%", True)):
+        rows = depth_rows(tmp_path / level, accs)
+        for i, row in enumerate(rows):
+            row["plan"] = json.dumps(plans[i % len(plans)])
+        results, conf = write_study(tmp_path / level, "depth", rows, DEPTH_SWEEP, claims)
+        text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+        looks = 6 if extended_note else 3
+        assert f"judged at {level}: Bonferroni over the {looks} planned looks" in text
+        assert ("The study was extended after its first looks" in text) == extended_note
+        strictest = "under 2 plans, and every look is judged under the one with the most (16 seeds"
+        assert (strictest in text) == extended_note
+
+
 def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(tmp_path):
     accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
     root = tmp_path / "runs"

@@ -116,6 +116,15 @@ def test_an_image_folder_given_its_own_name_is_that_dataset_in_the_table():
     assert plain["data"] == "imagefolder"  # a record without a name: the data option's
 
 
+def test_the_plan_a_study_was_launched_with_is_a_column_so_the_table_judges_claims_without_its_records():
+    plan = {"seeds": [0, 1, 2], "halving": {"rungs": [0.3], "eta": 3}, "more_seeds": {"max": 16, "per_look": 3}}
+    study = {**config()["study"], **plan}
+    (row,) = collect.table([rec(summary(), config(study=study))]).to_dict("records")
+    assert json.loads(row["plan"]) == plan  # and not the axes: those are columns of their own
+    (single,) = collect.table([rec(summary(), {k: v for k, v in config().items() if k != "study"})]).to_dict("records")
+    assert pd.isna(single["plan"])  # a run outside a study
+
+
 def test_keys_that_do_not_change_a_result_are_not_columns():
     columns = collect.table([rec(summary(), config())]).columns
     for key in ("sweep", "launcher", "paths.runs", "trainer.threads"):

@@ -343,7 +343,15 @@ def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.
             f"Intervals at {spec.confidence:.2%}, not 95%: the study added seeds after looking at these claims, "
             f"so each of its {spec.plan.looks(spec.initial_seeds)} planned looks is judged at "
             f"1 - {spec.plan.alpha:g}/{spec.plan.looks(spec.initial_seeds)} (Bonferroni), which holds the "
-            f"family-wise error at {spec.plan.alpha:.0%}. No correction across claims."
+            f"family-wise error at {spec.plan.alpha:.0%}. "
+            + (
+                f"The study was extended after its first looks: its runs were launched under {spec.plans_seen} "
+                f"plans, and every look is judged under the one with the most ({spec.plan.max_seeds} seeds at "
+                "most), so the earlier looks are counted too. "
+                if spec.plans_seen > 1
+                else ""
+            )
+            + "No correction across claims."
             if spec.plan.max_seeds
             else "No correction for multiple comparisons."
         ),

@@ -1,5 +1,6 @@
 """A study as the analysis sees it: its axes (conf/sweep), its claims (conf/claims) and its run table (results/)."""
 
+import json
 import math
 import os
 import re
@@ -48,6 +49,8 @@ class Study:
     # corrected confidence when seeds were added after looking at them.
     plan: adaptive.Plan = field(default_factory=adaptive.Plan)
     initial_seeds: int = 0
+    # How many distinct plans the table's rows ran under: more than one when the study was extended.
+    plans_seen: int = 0
 
     @property
     def confidence(self) -> float:
@@ -170,7 +173,8 @@ def load_study(
     if claims_path.is_file():
         sources.append(claims_path)
         claims_file = _container(OmegaConf.load(claims_path)) or {}
-    ran = (_axes_from_records(runs) if runs is not None else {}) or sweep
+    plans = _plans_of_table(runs)
+    ran = _strictest(plans) or (_axes_from_records(runs) if runs is not None else {}) or sweep
     try:
         plan = adaptive.plan_from(ran)
     except ConfigError:
@@ -193,6 +197,7 @@ def load_study(
         sources=tuple(sources),
         plan=plan,
         initial_seeds=_seed_count(ran.get("seeds")) or 0,
+        plans_seen=len(plans),
     )
 
 
@@ -209,6 +214,28 @@ def _sweep_file(path: Path, conf_dir: Path):
             raise ConfigError(f"{path}: {str(error).splitlines()[0]}; fix the file") from None
     # A file without `# @package _global_` lands under `sweep`; such a file never ran as a study, but its axes hold.
     return composed.sweep if "study" not in composed and "sweep" in composed else composed
+
+
+def _plans_of_table(runs: pd.DataFrame | None) -> list[dict]:
+    """The distinct plans the table's rows were launched with (its `plan` column; older tables have none)."""
+    if runs is None or "plan" not in runs.columns:
+        return []
+    return [json.loads(text) for text in sorted(runs["plan"].dropna().astype(str).unique())]
+
+
+def _strictest(plans: list[dict]) -> dict:
+    """The plan with the most looks. A study extended after its looks (a larger study.more_seeds.max on a rerun)
+    has rows of each plan; judging every claim at the extended plan's level counts the earlier looks too, so the
+    family-wise error stays at alpha (Bonferroni holds whatever decided the extension)."""
+
+    def looks(node: dict) -> int:
+        try:
+            plan = adaptive.plan_from(node)
+        except ConfigError:
+            return 0
+        return plan.looks(_seed_count(node.get("seeds")) or 0) if plan.max_seeds else 1
+
+    return max(plans, key=looks, default={})
 
 
 def _axes_from_records(runs: pd.DataFrame) -> dict:
