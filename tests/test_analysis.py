@@ -771,6 +771,10 @@ def test_claims_are_judged_at_the_plan_the_table_carries_and_an_extended_study_a
         assert ("The study was extended after its first looks" in text) == extended_note
         strictest = "under 2 plans, and every look is judged under the one with the most (16 seeds"
         assert (strictest in text) == extended_note
+    rows[0]["plan"] = "{seeds: [0"  # a hand-edited table: one line naming the column and the fix
+    results, conf = write_study(tmp_path / "edited", "depth", rows, DEPTH_SWEEP, claims)
+    with pytest.raises(ConfigError, match=r"^runs.csv column plan=.*collect the table again$"):
+        analyze("depth", results_dir=results, conf_dir=conf)
 
 
 def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(tmp_path):

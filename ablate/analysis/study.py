@@ -220,7 +220,15 @@ def _plans_of_table(runs: pd.DataFrame | None) -> list[dict]:
     """The distinct plans the table's rows were launched with (its `plan` column; older tables have none)."""
     if runs is None or "plan" not in runs.columns:
         return []
-    return [json.loads(text) for text in sorted(runs["plan"].dropna().astype(str).unique())]
+    plans = []
+    for text in sorted(runs["plan"].dropna().astype(str).unique()):
+        try:
+            plans.append(json.loads(text))
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"runs.csv column plan={text[:60]!r}: not the JSON ablate.collect writes; collect the table again"
+            ) from None
+    return plans
 
 
 def _strictest(plans: list[dict]) -> dict:
