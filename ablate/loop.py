@@ -42,9 +42,12 @@ class Setup:
     precision: str  # "bf16" (autocast) or "fp32"; record.precision resolves trainer.amp
     channels_last: bool
     batch_size: int
-    steps_per_epoch: int
-    total_steps: int  # trainer.updates, else steps_per_epoch * trainer.epochs
-    epochs: int  # epochs begun: trainer.epochs, or enough to hold trainer.updates (the last one cut short)
+    steps_per_epoch: int  # updates in one pass over the training split
+    # Updates in one epoch of the run's clock, the unit of trainer.epochs, the warm-up, the schedules' epochs and
+    # trainer.eval_every_epochs: steps_per_epoch, or under batch.hold=updates the updates of a pass at batch.base_size.
+    clock_steps: int
+    total_steps: int  # trainer.updates, else clock_steps * trainer.epochs
+    epochs: int  # passes begun: enough to hold total_steps (the last one cut short where they do not divide)
 
 
 def build(cfg: DictConfig) -> Setup:
@@ -73,8 +76,9 @@ def build(cfg: DictConfig) -> Setup:
             f"use batch.size<={data.sizes['train']}"
         )
     steps_per_epoch = data.steps_per_epoch(cfg.batch.size)
-    epochs, total_steps = run_length(cfg.trainer, steps_per_epoch)
-    validate_sched(cfg.sched, cfg.optim, lr.effective, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    clock_steps = clock_epoch(cfg.batch, data.sizes["train"]) or steps_per_epoch
+    epochs, total_steps = run_length(cfg.trainer, steps_per_epoch, clock_steps)
+    validate_sched(cfg.sched, cfg.optim, lr.effective, steps_per_epoch=clock_steps, total_steps=total_steps)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels)
@@ -88,23 +92,38 @@ def build(cfg: DictConfig) -> Setup:
         # torch.compile pays off on GPUs; the uncompiled module stays the one whose state is saved.
         forward=torch.compile(model) if cfg.trainer.compile else model,
         optimizer=optimizer,
-        scheduler=build_scheduler(cfg.sched, optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps),
+        scheduler=build_scheduler(cfg.sched, optimizer, steps_per_epoch=clock_steps, total_steps=total_steps),
         lr=lr,
         precision=record.precision(cfg.trainer.amp, device.type),
         channels_last=channels_last,
         batch_size=cfg.batch.size,
         steps_per_epoch=steps_per_epoch,
+        clock_steps=clock_steps,
         total_steps=total_steps,
         epochs=epochs,
     )
 
 
-def run_length(trainer: DictConfig, steps_per_epoch: int) -> tuple[int, int]:
-    """(epochs, updates) of a run: trainer.epochs whole epochs, or trainer.updates updates (Caffe's max_iter) in as
-    many epochs as they need."""
+def clock_epoch(batch: DictConfig, train_images: int) -> int | None:
+    """Under batch.hold=updates, the updates of one pass at batch.base_size: the epoch every batch size counts in,
+    so that each makes the same updates (None under batch.hold=epochs: each counts its own passes)."""
+    if batch.get("hold", "epochs") == "epochs":
+        return None
+    base = batch.base_size
+    if not 1 <= base <= train_images:
+        raise ConfigError(
+            f"batch.base_size={base}: batch.hold=updates counts epochs at this batch size, which must be between 1 "
+            f"and the {train_images} training images; pass a smaller batch.base_size or batch.hold=epochs"
+        )
+    return train_images // base
+
+
+def run_length(trainer: DictConfig, steps_per_epoch: int, clock_steps: int | None = None) -> tuple[int, int]:
+    """(passes, updates) of a run: trainer.epochs epochs of clock_steps updates (steps_per_epoch unless batch.hold=
+    updates), or trainer.updates updates (Caffe's max_iter), in as many passes over the data as they need."""
     updates = trainer.get("updates")
     if updates is None:
-        return int(trainer.epochs), steps_per_epoch * int(trainer.epochs)
+        updates = (clock_steps or steps_per_epoch) * int(trainer.epochs)
     return -(-int(updates) // steps_per_epoch), int(updates)
 
 
@@ -239,6 +258,9 @@ def check_trainer(cfg: DictConfig) -> None:
     size = cfg.batch.size
     if not isinstance(size, int) or size <= 0:
         raise ConfigError(f"batch.size={size}: must be a positive integer; e.g. batch.size=64")
+    hold = cfg.batch.get("hold", "epochs")
+    if hold not in ("epochs", "updates"):
+        raise ConfigError(f"batch.hold={hold}: unknown; use batch.hold=epochs or batch.hold=updates")
     if cfg.mode not in ("train", "lr_range"):
         raise ConfigError(f"mode={cfg.mode}: unknown; use mode=train or mode=lr_range")
     for key in ("amp", "channels_last"):
@@ -251,6 +273,11 @@ def check_trainer(cfg: DictConfig) -> None:
     if updates is not None and stop is not None:
         raise ConfigError(
             f"trainer.stop_after_epochs={stop}: pauses whole-epoch runs only; drop it, or trainer.updates=null"
+        )
+    if hold == "updates" and stop is not None:
+        raise ConfigError(
+            f"trainer.stop_after_epochs={stop}: pauses whole-epoch runs only, and batch.hold=updates cuts passes "
+            "short; drop it (and study.halving), or batch.hold=epochs"
         )
     if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or not 0 < stop < epochs):
         raise ConfigError(

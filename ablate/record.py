@@ -37,6 +37,7 @@ NOT_IDENTITY_DATA_KEYS = ("in_memory",)
 # Each key lists the values that mean "as before".
 NEW_KEY_DEFAULTS = {
     "trainer.updates": (None,),
+    "batch.hold": ("epochs",),
     "optim.momentum_form": ("torch",),
     "optim.bias_lr_mult": (1.0,),
     "optim.bias_decay": (True,),

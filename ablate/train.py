@@ -305,6 +305,8 @@ def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, gen
         steps = min(setup.steps_per_epoch, setup.total_steps - state["step"])
         batches = islice(setup.data.train_batches(setup.batch_size, generator), steps)
         metrics = train_steps(setup, progress_bar(batches, steps, state["epoch"] + 1, epochs))
+        every = setup.clock_steps * cfg.trainer.eval_every_epochs
+        evaluation_due = eval_due(state["step"], state["step"] + steps, every)
         state["epoch"] += 1
         state["step"] += steps
         state["seconds"] += time.perf_counter() - started
@@ -317,7 +319,7 @@ def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, gen
             "images_per_s": round(state["step"] * setup.batch_size / max(state["seconds"], 1e-9), 1),
         }
         diverged = not math.isfinite(metrics["train/loss"])
-        if not diverged and (epoch % cfg.trainer.eval_every_epochs == 0 or epoch in (stop, epochs)):
+        if not diverged and (evaluation_due or epoch in (stop, epochs)):
             for split in ("val", "test"):
                 row.update({f"{split}/{k}": v for k, v in evaluate(setup, split).items()})
         state["history"].append(row)
@@ -339,6 +341,12 @@ def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, gen
             break
     else:
         summary["status"] = "completed"
+
+
+def eval_due(step_before: int, step_after: int, every: int) -> bool:
+    """Whether a pass from step_before to step_after crossed a multiple of `every` updates (trainer.eval_every_epochs
+    clock epochs): every N-th pass, or under batch.hold=updates the pass in which the N-th clock epoch ends."""
+    return step_after // every > step_before // every
 
 
 def progress_bar(batches, steps: int, epoch: int, epochs: int):

@@ -112,3 +112,15 @@ def test_compute_counts_what_halving_and_adaptive_seeds_saved_against_the_full_g
     assert c.saved_by_halving == pytest.approx(8 * 70)
     assert c.saved_by_seeds == pytest.approx(c.full_grid - c.spent - c.saved_by_halving)
     assert c.saved_by_seeds == pytest.approx(2 * 3 * 100 + 2 * 2 * 100)  # b's 2 seeds x 3 lrs, a's 2 stopped lrs
+
+
+def test_a_completed_run_costs_its_wall_time_even_when_its_passes_are_not_trainer_epochs():
+    # batch.hold=updates: at 10 base-size epochs batch 16 makes 3 passes and batch 1024 makes 195, so pace per pass
+    # times trainer.epochs would price batch 1024's run at 3 s, not the 60 s it took.
+    rows = [
+        {"batch.size": size, "seed": seed, "status": "completed", "wall_seconds": wall, "epochs_completed": passes}
+        for size, passes, wall in ((16, 3, 30.0), (1024, 195, 60.0))
+        for seed in range(2)
+    ]
+    c = budget.compute(pd.DataFrame(rows).assign(**{"trainer.epochs": 10}), ["batch.size"], [])
+    assert c.spent == pytest.approx(180.0) and c.full_grid == pytest.approx(180.0) and c.saved == pytest.approx(0.0)

@@ -79,6 +79,7 @@ def range_test(tmp_path, batch_size=32, model=None, blind=False, **lr_range):
         channels_last=False,
         batch_size=batch_size,
         steps_per_epoch=len(data.train[1]) // batch_size,
+        clock_steps=len(data.train[1]) // batch_size,
         total_steps=3 * (len(data.train[1]) // batch_size),
         epochs=3,
     )

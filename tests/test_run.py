@@ -174,8 +174,46 @@ def test_a_key_added_at_its_old_behaviour_keeps_every_earlier_records_identity(c
             del cfg.model[key]
         del cfg.data["eval_resize"]
         del cfg.data["resize_short_side"]
+        del cfg.batch["hold"]
     assert record.identity(cfg) == before
+    assert record.identity(compose("batch.hold=updates")) != before
     assert record.identity(compose("trainer.updates=100")) != before
+
+
+def test_batch_hold_updates_gives_every_batch_size_the_updates_of_trainer_epochs_at_the_base_size(run_here):
+    # 320 images: 5 updates a pass at the base size 64, so 2 epochs are 10 updates at any batch size. Batch 128 makes
+    # 2 a pass and needs 5 passes; it is evaluated where the clock's epochs end (updates 5 and 10), not every pass.
+    summary, record_dir = run_here("batch.hold=updates", "batch.size=128")
+    rows = record.read_metrics(record_dir)
+    assert summary["status"] == "completed" and summary["steps"] == 10
+    assert [row["step"] for row in rows] == [2, 4, 6, 8, 10]
+    assert [row["step"] for row in rows if "val/acc" in row] == [6, 10]
+    # Batch 32 makes 10 updates a pass: the same 10 updates are one pass, evaluated after it.
+    summary, record_dir = run_here("batch.hold=updates", "batch.size=32")
+    assert summary["steps"] == 10 and [row["step"] for row in record.read_metrics(record_dir)] == [10]
+    # Held as epochs (the default), batch 128 makes its own 2 passes: 4 updates.
+    summary, _ = run_here("batch.size=128")
+    assert summary["steps"] == 4
+
+
+def test_batch_hold_updates_counts_the_warm_up_in_base_size_epochs(run_here):
+    # A 1-epoch warm-up is 5 updates at the base size: batch 128 (2 updates a pass) warms up over 5 updates too.
+    _, record_dir = run_here("batch.hold=updates", "batch.size=128", "sched=fixed", "sched.warmup_epochs=1")
+    lrs = [row["lr"] for row in record.read_metrics(record_dir)]
+    assert lrs[0] < lrs[1] < lrs[2] == lrs[-1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["batch.hold=iterations"], r"batch.hold=iterations: unknown; use batch.hold=epochs or batch.hold=updates"),
+        (["batch.hold=updates", "++trainer.stop_after_epochs=1"], r"trainer.stop_after_epochs=1: .*batch.hold=epochs"),
+        (["batch.hold=updates", "batch.base_size=1000"], r"batch.base_size=1000: batch.hold=updates counts epochs"),
+    ],
+)
+def test_bad_batch_hold_settings_fail_before_training(run_here, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run_here(*overrides)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "1.5"])

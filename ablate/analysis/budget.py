@@ -141,9 +141,12 @@ def compute(runs: pd.DataFrame, scientific: list[str], nuisance: list[str]) -> C
     seeds_of = runs[runs["status"] != "stopped"].groupby(value_keys, dropna=False)["seed"].nunique()
     most_seeds = int(seeds_of.max()) if len(seeds_of) else 0
     full = 0.0
+    # A run's whole cost: what it took if it ran to the end (its passes need not be trainer.epochs: trainer.updates,
+    # batch.hold=updates), else its pace times the epochs it was stopped short of.
+    whole = runs["wall_seconds"].where(runs["status"] == "completed", per_epoch * epochs)
     for _, rows in runs.groupby(value_keys, dropna=False):
         settings = rows.groupby(list(nuisance), dropna=False).ngroups if nuisance else 1
-        cost = float((per_epoch[rows.index] * epochs[rows.index]).median())
+        cost = float(whole[rows.index].median())
         if math.isfinite(cost):
             full += settings * most_seeds * cost
     spent = float(runs["wall_seconds"].sum())

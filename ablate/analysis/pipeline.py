@@ -204,10 +204,18 @@ def draw(selection: Selection, keys: tuple[str, ...], folder: Path, companion) -
     if range_test is not None:  # a range test's metrics.jsonl is its LR sweep, drawn here against the LR
         drawn.append(("LR range test with the suggested bounds", range_test))
     else:
+        # Runs that hold updates (batch.hold=updates) make different numbers of passes: updates are their common x.
+        runs = selection.runs
+        held = "batch.hold" in runs.columns and bool((runs["batch.hold"] == "updates").any())
         drawn.append(
             (
-                "Learning curves at each value's chosen setting",
-                figures.learning_curves(arms, folder / "learning_curves.png", f"{name}: mean and 95% band over seeds"),
+                "Learning curves at each value's chosen setting" + (", against updates" if held else ""),
+                figures.learning_curves(
+                    arms,
+                    folder / "learning_curves.png",
+                    f"{name}: mean and 95% band over seeds",
+                    x="step" if held else "epoch",
+                ),
             )
         )
     return [(caption, path) for caption, path in drawn if path is not None]

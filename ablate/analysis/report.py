@@ -107,7 +107,7 @@ def _answer(analysis: Analysis) -> list[str]:
     tier = _counted(runs, ["budget"], lambda v: f"`{fmt(v['budget'])}`") if "budget" in runs else "-"
     finished = runs[runs["status"] == "completed"]
     updates = f", median {fmt(finished['steps'].median())} updates a run" if "steps" in runs else ""
-    epochs = _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
+    epochs = _run_length(runs)
     data = _counted(
         runs,
         ["data", "data.train"],
@@ -199,7 +199,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ),
         (
             "budget",
-            _counted(runs, ["trainer.epochs"], lambda v: f"{fmt(v['trainer.epochs'])} epochs")
+            _run_length(runs)
             + (
                 f"; median {fmt(runs.loc[runs['status'] == 'completed', 'steps'].median())} updates a completed run"
                 if "steps" in runs
@@ -442,6 +442,20 @@ def _counted(runs: pd.DataFrame, columns: list[str], text) -> str:
     if len(parts) == 1:
         return parts[0]
     return "; ".join(f"{part} ({n} runs)" for part, n in zip(parts, counts))
+
+
+def _run_length(runs: pd.DataFrame) -> str:
+    """`10 epochs`, and under batch.hold=updates that they are epochs at the base batch size held as updates."""
+    if "trainer.epochs" not in runs.columns:
+        return "-"
+
+    def text(v: dict) -> str:
+        held = v.get("batch.hold") == "updates"
+        return f"{fmt(v['trainer.epochs'])} epochs" + (
+            " at batch.base_size, the same updates at every batch size (`batch.hold=updates`)" if held else ""
+        )
+
+    return _counted(runs, ["trainer.epochs", "batch.hold"], text)
 
 
 def _sorted_unique(series: pd.Series) -> list:
