@@ -40,6 +40,8 @@ SETUP_COLUMNS = (
     "data.val",
     "data.test",
     "trainer.epochs",
+    "trainer.updates",
+    "batch.hold",
     "budget",
     "precision",
 )

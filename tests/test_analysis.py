@@ -576,6 +576,21 @@ def test_seeds_of_different_data_are_not_averaged_and_where_picks_one(tmp_path):
     assert "| **a** | 6 | 1000 | 10k | 90.00 |" in text
 
 
+def test_a_batch_study_held_as_epochs_and_as_updates_is_two_experiments_and_its_report_says_which(tmp_path):
+    rows = seeded(tmp_path, 0.7, 0.7, model="a") + seeded(tmp_path, 0.6, 0.6, model="b")
+    for row in rows:
+        row["batch.hold"] = "updates"
+    results, conf = write_study(tmp_path, "hold", rows, "study: {scientific: [model], nuisance: []}\n")
+    text = analyze("hold", results_dir=results, conf_dir=conf).read_text()
+    assert "epochs at batch.base_size, the same updates at every batch size (`batch.hold=updates`)" in text
+    equal_epochs = seeded(tmp_path, 0.5, 0.5, model="a")
+    for row in equal_epochs:
+        row["batch.hold"] = "epochs"
+    results, conf = write_study(tmp_path, "hold", rows + equal_epochs, "study: {scientific: [model], nuisance: []}\n")
+    with pytest.raises(ConfigError, match=r"mixes batch.hold=updates \(6 runs\), epochs \(3 runs\); .* --where batch"):
+        analyze("hold", results_dir=results, conf_dir=conf)
+
+
 def test_without_a_sweep_file_the_axes_come_from_the_records_config(tmp_path):
     rows = []
     for model, acc in (("a", 0.6), ("b", 0.7)):
