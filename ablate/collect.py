@@ -185,6 +185,11 @@ def row(r: dict, swept: list[str]) -> dict:
         # The split sizes and classes the run saw, from its summary: a subset or a smaller embedded dataset shows here.
         **{f"data.{key}": (summary.get("data") or {}).get(key) for key in ("train", "val", "test", "classes")},
         "trainer.epochs": value_of(summary, config, "trainer.epochs"),
+        # What the run length held: trainer.updates when set, and batch.hold; a record from before batch.hold held
+        # epochs, as the key's old value says.
+        "trainer.updates": value_of(summary, config, "trainer.updates"),
+        "batch.hold": value_of(summary, config, "batch.hold")
+        or (record.NEW_KEY_DEFAULTS["batch.hold"][0] if record.select(config, "batch") else None),
         # The budget tier a study ran at (conf/budget/); none for a single run or a record from before the tiers.
         "budget": record.select(config, "budget.name"),
         "precision": summary.get("precision"),

@@ -368,6 +368,18 @@ def test_a_value_at_chance_is_flagged_and_its_claims_are_inconclusive(tmp_path):
     assert verdicts["five_beats_six"].verdict == INCONCLUSIVE
     assert verdicts["five_beats_six"].comparisons[0].note == "allconv6 at chance: the budget did not train it"
     assert verdicts["five_beats_eight"].verdict == SUPPORTED  # both trained: the guard leaves it alone
+    # allconv7_1 again, but its seeds had reached 40% on val before ending at chance: a collapse (its LR is unstable),
+    # which no longer budget would mend, and the flag and the claim say so.
+    runs.loc[runs["model"] == "allconv7_1", "best/val/acc"] = 0.40
+    selection = select(runs, study)
+    (seven,) = [arm for arm in selection.arms if arm.label == "allconv7_1"]
+    assert seven.collapsed == 3 and "after 3 of 3 left it: the run collapsed" in " ".join(seven.flags)
+    note = judge(parse_claims(study.claims, "test")[0], selection).comparisons[0].note
+    assert note == "allconv6 and allconv7_1 at chance: the budget did not train them"  # allconv6 never left chance
+    claim = {"id": "seven", "text": "7_1 < 8_1", "kind": "less", "left": ["allconv7_1"], "right": ["allconv8_1"]}
+    (seven_vs_eight,) = parse_claims([claim], "test")
+    note = judge(seven_vs_eight, selection).comparisons[0].note
+    assert note == "allconv7_1 at chance: collapsed after leaving it (unstable at its setting)"
     # Without the number of classes there is no chance level to compare with, and nothing is flagged.
     runs = runs.drop(columns=["data.classes"])
     assert not any(arm.at_chance for arm in select(runs, study).arms)

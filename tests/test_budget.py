@@ -53,9 +53,11 @@ def curve(*accs):
         ((0.05, 0.05, 0.06, 0.05, 0.05, 0.06, 0.30, 0.60), budget.LATE),  # 6 of 8 evaluations at chance
         ((0.20, 0.40, 0.55, 0.65, 0.72, 0.80), budget.CLIMBING),  # +8 points over the last fifth
         ((0.30, 0.60, 0.80, 0.85, 0.86, 0.86), budget.PLATEAU),  # levelled off
+        ((0.08, 0.34, 0.05, 0.05, 0.05, 0.05), budget.COLLAPSED),  # learned, then fell back to chance
+        ((0.05, 0.09, 0.05, 0.06, 0.05, 0.05), budget.LATE),  # a 4-point blip is not a collapse
     ],
 )
-def test_a_curve_reads_as_untrained_late_climbing_or_plateau(accs, reading):
+def test_a_curve_reads_as_untrained_late_collapsed_climbing_or_plateau(accs, reading):
     assert budget.classify(curve(*accs), CHANCE) == reading
 
 
@@ -78,6 +80,8 @@ def test_the_headline_names_what_each_group_of_values_measured():
     assert "**learning speed** for 1 of 3 values (b)" in mixed
     assert "**capacity** for 1 of 3 values (c)" in mixed
     assert "capacity" not in budget.measured_line({"a": budget.LATE})
+    collapsed = budget.measured_line({"a": budget.COLLAPSED, "b": budget.PLATEAU})
+    assert "**stability** for 1 of 2 values (a): they left chance and fell back" in collapsed
     spent = budget.measured_line({"exp": budget.LR_SPENT, "step": budget.PLATEAU})
     assert "**the schedule** for 1 of 2 values (exp)" in spent and "**capacity** for 1 of 2 values (step)" in spent
 

@@ -116,6 +116,17 @@ def test_an_image_folder_given_its_own_name_is_that_dataset_in_the_table():
     assert plain["data"] == "imagefolder"  # a record without a name: the data option's
 
 
+def test_what_the_run_length_held_is_a_column_and_a_record_from_before_batch_hold_held_epochs():
+    held = config(batch={"size": 1024, "hold": "updates"}, trainer={"epochs": 10, "updates": None})
+    (row,) = collect.table([rec(summary(), held)]).to_dict("records")
+    assert row["batch.hold"] == "updates" and pd.isna(row["trainer.updates"])
+    (old,) = collect.table([rec(summary(), config(batch={"size": 64}))]).to_dict("records")
+    assert old["batch.hold"] == "epochs"
+    caffe = config(batch={"size": 64, "hold": "epochs"}, trainer={"epochs": 10, "updates": 100000})
+    (row,) = collect.table([rec(summary(), caffe)]).to_dict("records")
+    assert row["trainer.updates"] == 100000
+
+
 def test_the_plan_a_study_was_launched_with_is_a_column_so_the_table_judges_claims_without_its_records():
     plan = {"seeds": [0, 1, 2], "halving": {"rungs": [0.3], "eta": 3}, "more_seeds": {"max": 16, "per_look": 3}}
     study = {**config()["study"], **plan}

@@ -2,6 +2,7 @@
 
 A comparison of final accuracies means what the curves behind it allow:
 - a value whose seeds all end at chance did not train: the comparison is about trainability at this budget;
+- a value that left chance and ended back at it collapsed: the comparison is about its stability (an LR too high);
 - a value that spent most of its run at chance started late: its final accuracy mostly says when it left the plateau;
 - a value still climbing at the end had not converged: the comparison is of learning speed at this budget;
 - a value that levelled off after its LR schedule had all but ended (an `exp` policy compressed into a short run)
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ablate.analysis.selection import CHANCE_MARGIN, Arm
+from ablate.analysis.selection import CHANCE_MARGIN, COLLAPSE_RISE, Arm
 from ablate.record import read_metrics
 
 UNTRAINED, LATE, CLIMBING, PLATEAU = "at chance", "late start", "still climbing", "plateau"
+COLLAPSED = "collapsed"
 LR_SPENT = "LR spent"
 # Still climbing: val accuracy rose by more than this over the last TAIL of the evaluated run.
 CLIMB_POINTS = 0.02
@@ -39,6 +41,8 @@ def classify(curve: list[tuple[float, float]], chance: float, lr: list[tuple[flo
     accs = np.array([y for _, y in points])
     if accs.max() <= chance + CHANCE_MARGIN:
         return UNTRAINED
+    if accs[-1] <= chance + CHANCE_MARGIN and accs.max() > chance + COLLAPSE_RISE:
+        return COLLAPSED
     if np.mean(accs <= chance + CHANCE_MARGIN) > LATE_SHARE:
         return LATE
     end = points[-1][0]
@@ -82,7 +86,7 @@ def measured_line(found: dict[str, str]) -> str:
     """The headline's "what this budget measured", from the readings."""
     if not found:
         return "not known: no learning curves in the records"
-    kinds = (UNTRAINED, LATE, CLIMBING, LR_SPENT, PLATEAU)
+    kinds = (UNTRAINED, LATE, COLLAPSED, CLIMBING, LR_SPENT, PLATEAU)
     by = {kind: [label for label, k in found.items() if k == kind] for kind in kinds}
     n = len(found)
     parts = []
@@ -91,6 +95,11 @@ def measured_line(found: dict[str, str]) -> str:
         parts.append(
             f"**trainability** for {len(stuck)} of {n} values ({', '.join(stuck)}): they spent most of the run at "
             "chance, so their accuracy says when (or whether) they left the init's plateau, not what they can learn"
+        )
+    if by[COLLAPSED]:
+        parts.append(
+            f"**stability** for {len(by[COLLAPSED])} of {n} values ({', '.join(by[COLLAPSED])}): they left chance "
+            "and fell back to it by the end, so their setting (its LR) is unstable, whatever the budget"
         )
     if by[CLIMBING]:
         parts.append(

@@ -154,17 +154,21 @@ def compare(a, b, kind: str, margin: float, method: str, confidence: float = CON
     if a is b:
         return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, "the same arm on both sides", (a, b))
     diff = diff_ci(a.test_accs, b.test_accs, method, confidence)
-    untrained = [arm.label for arm in (a, b) if arm.at_chance]
+    untrained = [arm for arm in (a, b) if arm.at_chance]
     if untrained:
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
+        why = (
+            "collapsed after leaving it (unstable at its setting)"
+            if all(getattr(arm, "collapsed", 0) for arm in untrained)
+            else "the budget did not train " + ("them" if len(untrained) > 1 else "it")
+        )
         return Comparison(
             a.label,
             b.label,
             kind,
             diff,
             INCONCLUSIVE,
-            f"{' and '.join(untrained)} at chance: the budget did not train "
-            + ("them" if len(untrained) > 1 else "it"),
+            f"{' and '.join(arm.label for arm in untrained)} at chance: {why}",
             (a, b),
         )
     note = "" if diff.bounded else "fewer than two seeds on a side: no interval"

@@ -1,5 +1,6 @@
 """The isolation plot's numbers: per scientific value, the best nuisance setting on val, reported on test."""
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,9 @@ METRICS = {
 # A value whose every seed ends within this of 1/classes did not learn: comparing it measures the budget (an init
 # plateau, a too-short run), not the network, so the report flags it and claims involving it are inconclusive.
 CHANCE_MARGIN = 0.02
+# A seed whose best val accuracy rose this far above chance had learned something: ending at chance after that is a
+# collapse (an unstable setting), not a net the budget never trained. Wider than CHANCE_MARGIN, so noise is not one.
+COLLAPSE_RISE = 0.05
 
 
 def at_chance(accuracies, num_classes) -> bool:
@@ -64,6 +68,17 @@ class Arm:
     def at_chance(self) -> bool:
         """Every seed within CHANCE_MARGIN of guessing: the budget did not train this value at all."""
         return at_chance(self.test_accs, self.x("data.classes"))
+
+    @property
+    def collapsed(self) -> int:
+        """Seeds that left chance during the run (best val accuracy beyond COLLAPSE_RISE) and ended at it: an
+        instability at this setting (an LR too high), not a budget too short to train it."""
+        runs, classes = self.completed, self.x("data.classes")
+        if "best/val/acc" not in runs.columns or not math.isfinite(classes) or classes <= 0:
+            return 0
+        rose = pd.to_numeric(runs["best/val/acc"], errors="coerce") > 1.0 / classes + COLLAPSE_RISE
+        ended = [at_chance([acc], classes) for acc in pd.to_numeric(runs["final/test/acc"], errors="coerce")]
+        return int((rose & pd.Series(ended, index=runs.index)).sum())
 
     def x(self, column: str) -> float:
         """A per-model number (depth, params, macs, a swept size) as one float, NaN when the table lacks it."""
@@ -224,7 +239,12 @@ def _seed_flags(arm: Arm, study: Study) -> list[str]:
         flags.append(f"{arm.seeds} of {expected} seeds completed")
     if arm.seeds == 1:
         flags.append("one seed: no interval")
-    if arm.at_chance:
+    if arm.at_chance and arm.collapsed:
+        flags.append(
+            f"at chance ({1 / arm.x('data.classes'):.0%}) at the end on every seed, after {arm.collapsed} of "
+            f"{arm.seeds} left it: the run collapsed, an instability at this setting, not a budget too short"
+        )
+    elif arm.at_chance:
         flags.append(f"at chance ({1 / arm.x('data.classes'):.0%}) on every seed: this budget did not train it")
     else:
         stuck = sum(at_chance([acc], arm.x("data.classes")) for acc in arm.test_accs)
