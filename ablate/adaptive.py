@@ -83,6 +83,25 @@ def parse(job: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
+def check_halving(jobs: Sequence[Sequence[str]], hold: str, updates) -> None:
+    """Successive halving pauses runs after whole epochs; a run counted in updates (batch.hold=updates, or
+    trainer.updates) cuts its passes short and cannot pause there: one line before any job starts, not one per job.
+    `hold` and `updates` are the config's values, which a job's own override replaces."""
+    for job in jobs:
+        keys = parse(job)
+        job_hold, job_updates = keys.get("batch.hold", hold), keys.get("trainer.updates", updates)
+        if str(job_hold) == "updates":
+            raise ConfigError(
+                "batch.hold=updates: successive halving pauses runs after whole epochs, which a run held as updates "
+                "does not have; add study.halving=null, or batch.hold=epochs"
+            )
+        if job_updates not in (None, "null"):
+            raise ConfigError(
+                f"trainer.updates={job_updates}: successive halving pauses runs after whole epochs, which a run "
+                "counted in updates does not have; add study.halving=null, or trainer.updates=null"
+            )
+
+
 def group_of(job: Sequence[str], nuisance: Iterable[str]) -> tuple:
     """What a job measures: every override but the nuisance keys and the seed."""
     skip = {*nuisance, SEED}

@@ -118,12 +118,12 @@ def clock_epoch(batch: DictConfig, train_images: int) -> int | None:
     return train_images // base
 
 
-def run_length(trainer: DictConfig, steps_per_epoch: int, clock_steps: int | None = None) -> tuple[int, int]:
+def run_length(trainer: DictConfig, steps_per_epoch: int, clock_steps: int) -> tuple[int, int]:
     """(passes, updates) of a run: trainer.epochs epochs of clock_steps updates (steps_per_epoch unless batch.hold=
     updates), or trainer.updates updates (Caffe's max_iter), in as many passes over the data as they need."""
     updates = trainer.get("updates")
     if updates is None:
-        updates = (clock_steps or steps_per_epoch) * int(trainer.epochs)
+        updates = clock_steps * int(trainer.epochs)
     return -(-int(updates) // steps_per_epoch), int(updates)
 
 

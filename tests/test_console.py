@@ -110,6 +110,23 @@ def test_bad_input_is_one_line_naming_the_key(tmp_path, overrides, message):
     assert len(lines) == 1 and lines[0].startswith(f"ablate: error: {message}"), result.stderr
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("batch.hold=updates", "batch.hold=updates: successive halving pauses runs after whole epochs"),
+        ("trainer.updates=500", "trainer.updates=500: successive halving pauses runs after whole epochs"),
+    ],
+)
+def test_a_study_that_halves_runs_counted_in_updates_stops_before_any_job(tmp_path, override, message):
+    # The cpu tier halves the LR grid after 3 of 10 epochs; a run counted in updates has no such epoch to pause at,
+    # so the sweep says so once, and no job starts (each would fail on the same line).
+    result = ablate(tmp_path, "+sweep=width", override, "study.scientific.model=[allconv6]", "logger=none")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ablate: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"ablate: error: {message}") and "study.halving=null" in errors[0]
+    assert not list((tmp_path / "runs").glob("width/*/*/*"))
+
+
 def test_an_unwritable_runs_folder_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = ablate(tmp_path, *TINY, "logger=none", f"paths.runs={tmp_path / 'a_file' / 'runs'}")

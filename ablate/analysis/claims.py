@@ -159,7 +159,7 @@ def compare(a, b, kind: str, margin: float, method: str, confidence: float = CON
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
         why = (
             "collapsed after leaving it (unstable at its setting)"
-            if all(getattr(arm, "collapsed", 0) for arm in untrained)
+            if all(arm.collapsed for arm in untrained)
             else "the budget did not train " + ("them" if len(untrained) > 1 else "it")
         )
         return Comparison(

@@ -41,12 +41,14 @@ class AdaptiveSweeper(BasicSweeper):
         jobs = self.split_arguments(overrides, None)[0]
         study = OmegaConf.to_container(self.config.study, resolve=True) if "study" in self.config else {}
         plan = adaptive.plan_from(study)
+        nuisance = [str(k) for k in study.get("nuisance") or []]
+        if plan.halving and nuisance:
+            adaptive.check_halving(jobs, self.config.batch.get("hold"), self.config.trainer.get("updates"))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.job_index = 0
         self.record_dirs: dict[tuple, Path] = {}
-        nuisance = [str(k) for k in study.get("nuisance") or []]
         epochs = int(self.config.trainer.epochs)
 
         returns = []
