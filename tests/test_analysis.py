@@ -373,13 +373,13 @@ def test_a_value_at_chance_is_flagged_and_its_claims_are_inconclusive(tmp_path):
     runs.loc[runs["model"] == "allconv7_1", "best/val/acc"] = 0.40
     selection = select(runs, study)
     (seven,) = [arm for arm in selection.arms if arm.label == "allconv7_1"]
-    assert seven.collapsed == 3 and "after 3 of 3 left it: the run collapsed" in " ".join(seven.flags)
+    assert seven.collapsed == 3 and "3 of 3 had left it and fell back: an unstable setting" in " ".join(seven.flags)
     note = judge(parse_claims(study.claims, "test")[0], selection).comparisons[0].note
     assert note == "allconv6 and allconv7_1 at chance: the budget did not train them"  # allconv6 never left chance
     claim = {"id": "seven", "text": "7_1 < 8_1", "kind": "less", "left": ["allconv7_1"], "right": ["allconv8_1"]}
     (seven_vs_eight,) = parse_claims([claim], "test")
     note = judge(seven_vs_eight, selection).comparisons[0].note
-    assert note == "allconv7_1 at chance: collapsed after leaving it (unstable at its setting)"
+    assert note == "allconv7_1 at chance: a seed left it and fell back (an unstable setting)"
     # Without the number of classes there is no chance level to compare with, and nothing is flagged.
     runs = runs.drop(columns=["data.classes"])
     assert not any(arm.at_chance for arm in select(runs, study).arms)

@@ -158,7 +158,7 @@ def compare(a, b, kind: str, margin: float, method: str, confidence: float = CON
     if untrained:
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.
         why = (
-            "collapsed after leaving it (unstable at its setting)"
+            "a seed left it and fell back (an unstable setting)"
             if all(arm.collapsed for arm in untrained)
             else "the budget did not train " + ("them" if len(untrained) > 1 else "it")
         )

@@ -241,8 +241,8 @@ def _seed_flags(arm: Arm, study: Study) -> list[str]:
         flags.append("one seed: no interval")
     if arm.at_chance and arm.collapsed:
         flags.append(
-            f"at chance ({1 / arm.x('data.classes'):.0%}) at the end on every seed, after {arm.collapsed} of "
-            f"{arm.seeds} left it: the run collapsed, an instability at this setting, not a budget too short"
+            f"at chance ({1 / arm.x('data.classes'):.0%}) at the end on every seed; {arm.collapsed} of {arm.seeds} "
+            "had left it and fell back: an unstable setting (its LR), which a longer budget does not mend"
         )
     elif arm.at_chance:
         flags.append(f"at chance ({1 / arm.x('data.classes'):.0%}) on every seed: this budget did not train it")
