@@ -19,7 +19,7 @@ from ablate.index import write_index
 from ablate.loop import check_trainer, pick_device
 from ablate.record import DiskFull
 from ablate.resolvers import register_resolvers
-from ablate.train import run
+from ablate.train import discard_unstarted, run
 
 log = logging.getLogger("ablate")
 # A folder that cannot be written: no permission, a read-only filesystem, or a file where a folder should be.
@@ -44,6 +44,8 @@ def main(cfg: DictConfig) -> str:
         outcome = summary["outcome"]
     except ConfigError as error:
         print(f"ablate: error: {error}", file=sys.stderr)
+        # Caught before training: the folder Hydra made holds no run, and left there collect would count it killed.
+        discard_unstarted(record_dir)
         if not in_sweep:
             sys.exit(2)
         outcome = "failed"

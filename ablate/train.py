@@ -44,8 +44,7 @@ def run(cfg: DictConfig, record_dir: Path) -> dict:
     if sweep.interrupted_by is not None:
         # A signal ended an earlier job of this sweep: the user asked the sweep to stop. The folder Hydra made for
         # this job goes, unless another process holds it.
-        with contextlib.suppress(record.Locked), record.lock(record_dir):
-            remove_if_empty(record_dir)
+        discard_unstarted(record_dir)
         return {**summary, "status": "interrupted", "outcome": "not started"}
     try:
         with record.lock(record_dir):
@@ -168,6 +167,13 @@ def interrupt(summary: dict, error: BaseException, cfg: DictConfig, record_dir: 
         file=sys.stderr,
         flush=True,
     )
+
+
+def discard_unstarted(record_dir: Path) -> None:
+    """Remove the folder Hydra made for a job that never started (nothing but Hydra's files in it), unless another
+    process holds the record."""
+    with contextlib.suppress(record.Locked), record.lock(record_dir):
+        remove_if_empty(record_dir)
 
 
 def remove_if_empty(record_dir: Path) -> None:

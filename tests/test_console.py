@@ -95,6 +95,7 @@ def test_ctrl_c_is_one_line_without_a_traceback(tmp_path):
         (["model=allconv9"], "model=allconv9: no such option; did you mean model=allconv6? options in conf/model/:"),
         (["optim.lr=abc"], "optim.lr=abc: must be a number, not text; e.g. optim.lr=0.01"),
         (["seed=abc"], "seed=abc: must be a number, not text; e.g. seed=0"),
+        (["batch.hold=bogus"], "batch.hold=bogus: unknown; use batch.hold=epochs or batch.hold=updates"),
         # Under budget=smoke study.halving is null: the nearest key is the node itself, which is no answer.
         (
             ["+sweep=depth", "budget=smoke", "study.halving.eta=1"],
@@ -108,6 +109,8 @@ def test_bad_input_is_one_line_naming_the_key(tmp_path, overrides, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"ablate: error: {message}"), result.stderr
+    # No run started, so no record folder is left behind for collect to count as a killed run.
+    assert not list((tmp_path / "runs").glob("*/*/*/*"))
 
 
 @pytest.mark.parametrize(
