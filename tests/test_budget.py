@@ -35,7 +35,7 @@ def test_a_study_runs_at_the_cpu_tier_by_default_and_a_single_run_has_no_tier(co
 
 def test_the_cpu_tier_halves_the_nuisance_grid_and_adds_seeds_where_claims_are_open(compose):
     study = compose("+sweep=depth").study
-    assert list(study.halving.rungs) == [0.3] and study.halving.eta == 3
+    assert list(study.halving.rungs) == [0.3] and study.halving.eta == 2
     assert study.more_seeds.max == 8
 
 

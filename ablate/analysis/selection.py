@@ -144,16 +144,33 @@ def select(
 
 
 def settings_table(runs: pd.DataFrame, study: Study, val_column: str, test_column: str) -> pd.DataFrame:
+    """One row per (value, setting): runs by status, val and test means over its completed seeds, and `val_choice`,
+    its val mean over the seeds that every completed setting of its value shares, on which the setting is chosen.
+
+    Adaptive seeds add seeds to the chosen setting only; on all its seeds its mean drifts from the 3-seed mean that
+    won (the winner's curse), and a runner-up left at 3 seeds could then overtake it. Comparing on shared seeds keeps
+    the choice the one made on equal terms."""
     keys = [*study.scientific, *study.nuisance]
+    completed = runs[runs["status"] == "completed"]
+    shared = {}
+    if study.nuisance and "seed" in runs.columns:
+        for value, group in completed.groupby(list(study.scientific), dropna=False, sort=False):
+            by_setting = group.groupby(list(study.nuisance), dropna=False, sort=False)
+            shared[value if isinstance(value, tuple) else (value,)] = set.intersection(
+                *(set(rows["seed"]) for _, rows in by_setting)
+            )
     rows = []
     for key_values, group in runs.groupby(keys, dropna=False, sort=False):
         done = group[group["status"] == "completed"]
+        common = shared.get(tuple(key_values[: len(study.scientific)]), set())
+        on_shared = done[done["seed"].isin(common)] if common else done
         rows.append(
             {
                 **{k: _plain(v) for k, v in zip(keys, key_values)},
                 "runs": len(group),
                 **{status: int((group["status"] == status).sum()) for status in ("completed", "diverged", "failed")},
                 "val_mean": done[val_column].mean(),
+                "val_choice": on_shared[val_column].mean(),
                 "test_mean": done[test_column].mean(),
             }
         )
@@ -182,8 +199,9 @@ def build_arm(runs, values: dict, setting: dict, metric: str, method: str, pinne
 
 
 def _choose(rows: pd.DataFrame):
-    """The eligible setting with the best val mean; a setting where any seed diverged is a failed setting."""
-    measured = rows[(rows["completed"] > 0) & rows["val_mean"].notna()]
+    """The eligible setting with the best val mean on shared seeds; a setting where any seed diverged is a failed
+    setting."""
+    measured = rows[(rows["completed"] > 0) & rows["val_choice"].notna()]
     eligible = measured[measured["diverged"] == 0]
     flags = []
     if len(eligible) == 0 and len(measured) > 0:
@@ -194,10 +212,10 @@ def _choose(rows: pd.DataFrame):
     if len(eligible) == 0:
         flags.append("no completed run with a val accuracy")
         return rows.index[0], flags
-    ties = int(np.isclose(eligible["val_mean"], eligible["val_mean"].max(), rtol=0, atol=1e-9).sum())
+    ties = int(np.isclose(eligible["val_choice"], eligible["val_choice"].max(), rtol=0, atol=1e-9).sum())
     if ties > 1:
         flags.append(f"{ties} settings tie on val; the first in the sweep file's grid (else the smallest) is used")
-    return eligible["val_mean"].idxmax(), flags
+    return eligible["val_choice"].idxmax(), flags
 
 
 def _edge_flags(runs, values: dict, setting: dict, study: Study) -> list[str]:
