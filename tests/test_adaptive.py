@@ -188,3 +188,40 @@ def test_the_settings_claims_pin_are_their_terms_with_a_nuisance_key_groups_and_
         {"sched": "fixed", "lr": 0.01},
     ]
     assert pinned_selectors(claims, groups, []) == []
+
+
+def test_rung_check_measures_how_often_a_rung_keeps_the_setting_best_at_the_end(tmp_path, capsys):
+    # scripts/rung_check.py on records built with a known answer: LR 0.1 leads at epochs 1-2 and stalls, LR 0.03
+    # overtakes it at epoch 3 and ends best, LR 0.01 is always last. Keeping 1 of 3 (eta 3) before epoch 3 keeps the
+    # wrong LR on every seed subset; keeping 2 of 3 (eta 2) keeps the right one from epoch 1.
+    import importlib.util
+    import json
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("rung_check", CONF_DIR.parents[1] / "scripts" / "rung_check.py")
+    rung_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rung_check)
+    curves = {
+        0.1: [0.30, 0.35, 0.36, 0.37, 0.38],
+        0.03: [0.20, 0.30, 0.40, 0.50, 0.60],
+        0.01: [0.10, 0.15, 0.2, 0.25, 0.3],
+    }
+    for lr, curve in curves.items():
+        for seed in range(4):
+            record = tmp_path / f"lr{lr}-s{seed}"
+            record.mkdir()
+            accs = [acc + 0.001 * seed for acc in curve]
+            rows = [{"epoch": e, "val/acc": acc} for e, acc in enumerate(accs, 1)]
+            (record / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            config = {"model": {"name": "allconv6"}, "optim": {"lr": lr}, "trainer": {"epochs": 5}, "seed": seed}
+            (record / "config.yaml").write_text(yaml.safe_dump(config))
+            summary = {"status": "completed", "seed": seed, "epochs_completed": 5, "choices": {"model": "allconv6"}}
+            (record / "summary.json").write_text(json.dumps(summary))
+    assert rung_check.main([str(tmp_path), "--eta", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "| allconv6 | 0% | 0% | 100% | 100% |" in table  # 4 choose 3 subsets, epochs 1-4 of 5
+    assert rung_check.main([str(tmp_path), "--eta", "2"]) == 0
+    assert "| allconv6 | 100% | 100% | 100% | 100% |" in capsys.readouterr().out
+    assert rung_check.main([str(tmp_path), "--where", "trainer.epochs=30"]) == 2  # nothing matches: one line
+    assert "no completed records" in capsys.readouterr().err

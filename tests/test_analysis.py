@@ -201,6 +201,25 @@ def test_a_setting_that_diverged_on_any_seed_is_not_chosen(tmp_path):
     assert selection.settings["diverged"].sum() == 1
 
 
+def test_a_setting_is_chosen_on_the_seeds_its_rivals_share_not_on_seeds_added_to_it_alone(tmp_path):
+    # Halving kept two LRs; on seeds 0-2 LR 0.1 won on val (0.60 against 0.55), so adaptive seeds went to it alone and
+    # came in lower (0.45). On all its seeds its mean (0.51) is now below the runner-up's 3-seed mean, but the choice
+    # made on equal terms stands: comparing 8 seeds with 3 would hand the value to the setting that got no new seeds.
+    late = [run_row(tmp_path, val=0.45, test=0.45, seed=s, model="a", **{"optim.lr": 0.1}) for s in range(3, 8)]
+    for seed, row in zip(range(3, 8), late):
+        row["seed"] = seed
+    rows = seeded(tmp_path, 0.60, 0.60, model="a", **{"optim.lr": 0.1}) + late
+    rows += seeded(tmp_path, 0.55, 0.55, model="a", **{"optim.lr": 0.03})
+    rows += seeded(tmp_path, 0.30, 0.30, model="a", status="stopped", **{"optim.lr": 0.01})
+    results, _ = write_study(tmp_path, "shared", rows)
+    selection = select(
+        load_runs("shared", results), Study(name="shared", scientific=("model",), nuisance=("optim.lr",))
+    )
+    arm = selection.arms[0]
+    assert arm.setting == {"optim.lr": 0.1} and arm.seeds == 8
+    assert arm.val.mean == pytest.approx((3 * 0.60 + 5 * 0.45) / 8)  # reported over every seed it has
+
+
 @pytest.mark.parametrize(("best_lr", "flag"), [(0.1, "upward"), (0.001, "downward"), (0.01, None)])
 def test_a_best_setting_on_the_edge_of_its_grid_is_flagged(tmp_path, best_lr, flag):
     rows = []
@@ -802,6 +821,30 @@ def test_claims_are_judged_at_the_plan_the_table_carries_and_an_extended_study_a
     results, conf = write_study(tmp_path / "edited", "depth", rows, DEPTH_SWEEP, claims)
     with pytest.raises(ConfigError, match=r"^runs.csv column plan=.*collect the table again$"):
         analyze("depth", results_dir=results, conf_dir=conf)
+
+
+def test_the_report_states_the_halving_plan_its_table_ran_under_and_not_todays_budget(tmp_path):
+    accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
+    rows = depth_rows(tmp_path, accs)
+    for row in rows[::3]:
+        row["status"] = "stopped"
+    plan = {"seeds": [0, 1, 2], "halving": {"rungs": [0.3], "eta": 2}}
+    for row in rows:
+        row.update({"plan": json.dumps(plan), "trainer.epochs": 10})
+    results, conf = write_study(tmp_path / "eta2", "depth", rows, DEPTH_SWEEP)
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert "| successive halving | after epoch 3 of 10, the best half of each value's settings" in text
+    assert "ranked below the best half of its value's settings" in text
+    for row in rows:
+        del row["plan"]  # a table collected before the plan column: the sweep file of today is no witness
+    results, conf = write_study(tmp_path / "old", "depth", rows, DEPTH_SWEEP)
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    stopped = sum(row["status"] == "stopped" for row in rows)
+    assert (
+        f"| successive halving | not recorded in this table (collected before its `plan` column); {stopped} runs"
+        in text
+    )
+    assert "ranked below the settings of its value that continued" in text
 
 
 def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(tmp_path):

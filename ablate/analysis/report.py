@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate import adaptive
 from ablate.analysis import budget
 from ablate.analysis.claims import Verdict
 from ablate.analysis.saturation import MODEL_SIZES, Saturation
 from ablate.analysis.selection import METRICS, Selection
 from ablate.analysis.stats import CONFIDENCE, Interval
-from ablate.analysis.study import STATUSES, fmt, is_missing, same, where_slug
+from ablate.analysis.study import STATUSES, Study, fmt, is_missing, same, where_slug
 
 CI_NAMES = {"t": "Student t over seeds", "bootstrap": "percentile bootstrap over seeds (10,000 resamples)"}
 
@@ -147,7 +148,12 @@ def _stopped_section(selection: Selection) -> list[str]:
         "## Stopped by successive halving",
         "",
         "Each stopped run keeps its curve and checkpoint (a rerun with a later rung continues it); it ranked below "
-        "the best third of its value's settings on mean val accuracy over seeds at that epoch.",
+        + (
+            f"the {_kept_share(spec.plan.eta)} of its value's settings"
+            if spec.plans_seen
+            else "the settings of its value that continued"  # a table from before collect wrote the plan
+        )
+        + " on mean val accuracy over seeds at that epoch.",
         "",
         "| " + " | ".join([*keys, "seeds", "stopped after epoch", "val acc % then"]) + " |",
         "|" + "---|" * (len(keys) + 3),
@@ -208,6 +214,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ),
         ("scientific axis (compared)", ", ".join(f"`{k}`" for k in spec.scientific)),
         ("nuisance axes (tuned on val)", nuisance or "none"),
+        ("successive halving", _halving_text(spec, runs)),
         (
             "seeds",
             ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
@@ -227,8 +234,9 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ),
         (
             "selection",
-            f"per value, the setting with the best mean `{val_column}` over seeds among settings where "
-            f"no seed diverged; `{test_column}` of that setting is reported; a tie on val goes to the setting "
+            f"per value, the setting with the best mean `{val_column}` over the seeds its settings share (those "
+            f"added later go to the chosen one only) among settings where no seed diverged; `{test_column}` of "
+            "that setting is reported, over all its seeds; a tie on val goes to the setting "
             "listed first in the sweep file's grid (values not listed there: the smallest first)",
         ),
         ("interval", f"{CONFIDENCE:.0%} {CI_NAMES[selection.method]}"),
@@ -442,6 +450,30 @@ def _counted(runs: pd.DataFrame, columns: list[str], text) -> str:
     if len(parts) == 1:
         return parts[0]
     return "; ".join(f"{part} ({n} runs)" for part, n in zip(parts, counts))
+
+
+def _kept_share(eta: int) -> str:
+    """What halving keeps of a value's settings at a rung: `best third` for eta 3."""
+    return "best " + {2: "half", 3: "third", 4: "quarter"}.get(eta, f"1/{eta}")
+
+
+def _halving_text(spec: Study, runs: pd.DataFrame) -> str:
+    """The plan the rows ran under: when halving decided and what it kept, or that it did not run."""
+    plan = spec.plan
+    if not spec.plans_seen:  # the plan is not in the table: the sweep file's today may not be the one they ran under
+        stopped = int((runs["status"] == "stopped").sum())
+        return f"not recorded in this table (collected before its `plan` column); {stopped} runs stopped"
+    if not plan.halving or not spec.nuisance:
+        return "none: every setting ran to the end"
+    epochs = pd.to_numeric(runs.get("trainer.epochs"), errors="coerce").dropna() if "trainer.epochs" in runs else []
+    rungs = f"rungs {list(plan.rungs)}"
+    if len(epochs):
+        total = int(epochs.median())
+        rungs = f"after epoch {', '.join(map(str, adaptive.rung_epochs(total, plan.rungs)))} of {total}"
+    return (
+        f"{rungs}, the {_kept_share(plan.eta)} of each value's settings by mean val accuracy continued, the rest "
+        f"stopped (`study.halving`: eta {plan.eta})"
+    )
 
 
 def _run_length(runs: pd.DataFrame) -> str:
