@@ -135,3 +135,29 @@ def test_every_file_the_readme_links_to_is_in_the_repository():
     assert any(link.startswith("results/reference/") for link in links)
     missing = [link for link in links if not (REPO / link).exists()]
     assert not missing, f"README links to files that do not exist: {missing}"
+
+
+def _report_claims(report: Path) -> tuple[int, int, int] | None:
+    """(supported, contradicted, inconclusive) from a report's headline, None for a study with no claims."""
+    found = re.search(r"\*\*Claims\*\*: (\d+) supported, (\d+) contradicted, (\d+) inconclusive", report.read_text())
+    return tuple(int(n) for n in found.groups()) if found else None
+
+
+def test_the_reference_table_and_its_tally_state_what_the_committed_reports_say():
+    # Reports are rerun and re-rendered often; the README's row for each, and the sum over all of them, must follow.
+    text = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| \[`\w+`, [^]]+\]\((results/reference/[^)]+/report\.md)\) \|[^|]*\|([^|]*)\|", text, re.M)
+    assert len(rows) == len(list((REPO / "results" / "reference").glob("*/cpu/*/report.md")))
+    totals = [0, 0, 0]
+    for link, claims_cell in rows:
+        claims = _report_claims(REPO / link)
+        if claims is None:
+            assert claims_cell.strip().startswith("no claims"), f"{link}: the README gives claims the report has not"
+            continue
+        stated = re.match(r"\s*(\d+) / (\d+) / (\d+)", claims_cell)
+        said = tuple(map(int, stated.groups())) if stated else None
+        assert said == claims, f"{link}: the README says {claims_cell[:20]!r}, the report {claims}"
+        totals = [t + n for t, n in zip(totals, claims, strict=True)]
+    tally = re.search(r"checked (\d+) times: (\d+) supported, (\d+)\s+contradicted, (\d+) inconclusive", text)
+    assert tally, "the README's tally of claim checks ('checked N times: ...') is missing"
+    assert tuple(map(int, tally.groups())) == (sum(totals), *totals)
