@@ -6,9 +6,12 @@ ranks below the best 1/eta of their scientific value stop (recorded `stopped`, w
 others continue from their checkpoints, so a survivor ends exactly as a run trained in one go.
 
 Adaptive seeds: after the grid, every claim still inconclusive adds `seeds_per_look` seeds to each scientific value it
-compares (at the setting chosen on val), up to `max_seeds`, until the claims resolve. Looking at the data after each
-batch of seeds inflates the error rate, so every look is judged at a Bonferroni-corrected level: alpha / the number
-of looks the plan allows (a fixed look schedule), which holds the family-wise error at alpha whatever the data do.
+compares (at the setting chosen on val), up to `max_seeds`, until the claims resolve. With `half_width`, a value
+whose 95% interval of test accuracy is wider than that many points gets seeds the same way (a fixed-width
+interval, Chow & Robbins 1965), so a curve is drawn to a stated precision whether or not a claim reads it.
+Looking at the data after each batch of seeds inflates the error rate, so every look is judged at a
+Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
+family-wise error at alpha whatever the data do.
 
 The functions here are pure (job override lists and numbers in, decisions out); the Hydra sweeper in
 hydra_plugins/ablate_sweeper launches what they decide.
@@ -32,6 +35,7 @@ class Plan:
     max_seeds: int = 0  # seeds a value may reach when a claim comparing it is open; 0 = no adaptive seeds
     seeds_per_look: int = 2  # seeds added to each open value at each look
     alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
+    half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
 
     @property
     def halving(self) -> bool:
@@ -71,7 +75,22 @@ def plan_from(node: dict | None) -> Plan:
         raise ConfigError(f"study.more_seeds.per_look={per_look}: must be a positive integer; e.g. 2")
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ConfigError(f"study.more_seeds.alpha={alpha}: must be in (0, 1); e.g. 0.05")
-    return Plan(rungs=rungs, eta=eta, max_seeds=max_seeds, seeds_per_look=per_look, alpha=float(alpha))
+    half_width = seeds.get("half_width")
+    if half_width is not None and (
+        isinstance(half_width, bool) or not isinstance(half_width, (int, float)) or half_width <= 0
+    ):
+        raise ConfigError(
+            f"study.more_seeds.half_width={half_width}: must be a positive number of points (a value whose 95% "
+            "interval is wider gets more seeds), or null; e.g. 3"
+        )
+    return Plan(
+        rungs=rungs,
+        eta=eta,
+        max_seeds=max_seeds,
+        seeds_per_look=per_look,
+        alpha=float(alpha),
+        half_width=None if half_width is None else float(half_width),
+    )
 
 
 def parse(job: Sequence[str]) -> dict[str, str]:

@@ -67,6 +67,8 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
         ({"more_seeds": {"max": -1}}, "study.more_seeds.max"),
         ({"more_seeds": {"max": 8, "per_look": 0}}, "study.more_seeds.per_look"),
         ({"more_seeds": {"max": 8, "alpha": 1.5}}, "study.more_seeds.alpha"),
+        ({"more_seeds": {"max": 8, "half_width": 0}}, "study.more_seeds.half_width"),
+        ({"more_seeds": {"max": 8, "half_width": "3 points"}}, "study.more_seeds.half_width"),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(node, key):
@@ -118,10 +120,10 @@ class Toy:
                 }
             )
 
-    def open_settings(self, plan):
+    def open_settings(self, plan, spec=SPEC):
         def look(launched):
             self.looks += 1
-            arms, _ = open_arms(pd.DataFrame(self.rows), SPEC, plan.confidence(2))
+            arms, _ = open_arms(pd.DataFrame(self.rows), spec, plan.confidence(2), plan.half_width)
             return job_settings(arms, launched, ["optim.lr"])
 
         return look
@@ -161,6 +163,26 @@ def test_values_at_chance_get_no_seeds_more_seeds_cannot_train_them():
     jobs = grid(lrs=("0.03",))
     toy.launch(jobs)
     assert adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan)) == []
+
+
+def test_a_value_wider_than_the_precision_target_gets_seeds_until_its_interval_is_narrow_enough():
+    # No claim at all: a's two seeds agree (95% interval ±1.3 points), b's lie 12 points apart, then settle near
+    # 0.80: its interval is ±5.3 points at 5 seeds and ±2.7 at 8, where it stops with looks to spare (cap 11).
+    toy = Toy({"a": [0.700, 0.702] * 4, "b": [0.74, 0.86, 0.80, 0.79, 0.81, 0.80, 0.80, 0.80]})
+    plan = adaptive.plan_from({"more_seeds": {"max": 11, "per_look": 3, "half_width": 3}})
+    jobs = grid(lrs=("0.03",))
+    toy.launch(jobs)
+    no_claims = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=())
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, no_claims))
+    assert [sorted(map(tuple, batch)) for batch in batches] == [
+        [("model=b", "optim.lr=0.03", f"seed={s}") for s in (2, 3, 4)],
+        [("model=b", "optim.lr=0.03", f"seed={s}") for s in (5, 6, 7)],
+    ]
+    arms, _ = open_arms(pd.DataFrame(toy.rows), no_claims, plan.confidence(2), plan.half_width)
+    assert arms == []  # b is now inside ±3 points: nothing left to add
+    # Without a precision target the same study adds nothing: no claim asks for seeds.
+    plain = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
+    assert open_arms(pd.DataFrame(toy.rows[:4]), no_claims, plain.confidence(2), plain.half_width)[0] == []
 
 
 def test_halving_keeps_a_setting_that_a_claim_compares_whatever_its_rank():

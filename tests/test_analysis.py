@@ -847,7 +847,16 @@ def test_the_report_states_the_halving_plan_its_table_ran_under_and_not_todays_b
     assert "ranked below the settings of its value that continued" in text
 
 
-def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(tmp_path):
+@pytest.mark.parametrize(
+    ("precision", "why"),
+    [
+        ({}, "where a claim was open)"),
+        ({"half_width": 3}, "where a claim was open or the 95% interval was wider than ±3 points)"),
+    ],
+)
+def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(
+    tmp_path, precision, why
+):
     accs = {"allconv5": (5, 0.60), "allconv6": (6, 0.75)}
     root = tmp_path / "runs"
     rows = depth_rows(root, accs)
@@ -860,7 +869,7 @@ def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_
     rows[-2].update({"final/test/acc": 0.05, "final/val/acc": 0.05})
     for row in rows:
         row["data.classes"] = 20
-    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "alpha": 0.05}}
+    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "alpha": 0.05, **precision}}
     (root / rows[0]["identity"] / "config.yaml").write_text(OmegaConf.to_yaml({"study": study}))
     results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
     text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
@@ -868,4 +877,4 @@ def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_
     six = next(line for line in text.splitlines() if line.startswith("| **allconv6**"))
     assert "3 of 4 seeds completed" in five
     assert "seeds completed" not in six and "1 of 6 seeds at chance" in six
-    assert "| seeds | 0, 1, 2, 3, 4, 5 (3 for every value, up to 8 where a claim was open) |" in text
+    assert f"| seeds | 0, 1, 2, 3, 4, 5 (3 for every value, up to 8 {why} |" in text

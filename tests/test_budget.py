@@ -33,10 +33,10 @@ def test_a_study_runs_at_the_cpu_tier_by_default_and_a_single_run_has_no_tier(co
     assert compose().get("budget") is None
 
 
-def test_the_cpu_tier_halves_the_nuisance_grid_and_adds_seeds_where_claims_are_open(compose):
+def test_the_cpu_tier_halves_the_nuisance_grid_and_adds_seeds_where_claims_are_open_or_intervals_wide(compose):
     study = compose("+sweep=depth").study
     assert list(study.halving.rungs) == [0.3] and study.halving.eta == 2
-    assert study.more_seeds.max == 8
+    assert study.more_seeds.max == 16 and study.more_seeds.half_width == 3
 
 
 # ---- what the budget measured, from curves built to show each case ---------------------------------------------

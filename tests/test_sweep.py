@@ -229,6 +229,16 @@ def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_th
     assert re.search(r"0 completed, 0 stopped, (\d+) skipped", again.stdout), again.stdout[-2000:]
 
 
+def test_the_sweeper_looks_at_the_precision_target_as_well_as_the_claims(tmp_path):
+    # Whether a tiny run leaves chance (and so gets seeds) depends on the machine; the look itself must name the
+    # target, and the table must keep it in the plan the report reads.
+    study = ("+sweep=depth", "model=allconv5", "optim.lr=0.03", "seed=0,1", *TINY)
+    result = sweep(tmp_path, *study, "study.more_seeds={max:3,per_look:1,half_width:0.5}")
+    assert "still compared by an open claim or wider than ±0.5 points" in result.stderr + result.stdout
+    plan = json.loads(table(tmp_path, "depth")["plan"].iloc[0])
+    assert plan["more_seeds"]["half_width"] == 0.5
+
+
 def test_halving_never_stops_a_setting_that_a_claim_compares(tmp_path):
     # conf/claims/lr_policy.yaml compares fixed at LR 0.01 and at 0.001: both run to the end whatever val says;
     # eta=4 keeps one of the other two LRs at most.

@@ -1,4 +1,5 @@
-"""A look at a study while it runs: which of its claims are still open, and which arms those claims compare.
+"""A look at a study while it runs: which of its claims are still open, which arms those claims compare, and which
+arms are still less precise than the plan asks.
 
 The adaptive-seed loop (ablate.adaptive.seed_looks, driven by hydra_plugins/ablate_sweeper) asks this after the grid
 and after each batch of seeds; the report asks the same question of the finished table.
@@ -16,11 +17,15 @@ from ablate.analysis.selection import Arm, select
 from ablate.analysis.study import Study, load_study, same
 
 
-def open_arms(runs: pd.DataFrame, spec: Study, confidence: float) -> tuple[list[Arm], list[Verdict]]:
-    """The arms that inconclusive claims compare, and every claim's verdict, at `confidence`.
+def open_arms(
+    runs: pd.DataFrame, spec: Study, confidence: float, half_width: float | None = None
+) -> tuple[list[Arm], list[Verdict]]:
+    """The arms that inconclusive claims compare, then (with `half_width`, in points) the chosen arms whose 95%
+    interval of test accuracy is wider than ±half_width, and every claim's verdict, at `confidence`.
 
     An arm at chance is left out: more seeds of a net that did not train cannot settle a claim about nets (the
-    report says the budget measured trainability there); so is a side with no runs at all."""
+    report says the budget measured trainability there), nor make its chance-level accuracy any more telling; so is
+    a side with no runs at all."""
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     wanted: dict[str, Arm] = {}
@@ -37,10 +42,22 @@ def open_arms(runs: pd.DataFrame, spec: Study, confidence: float) -> tuple[list[
                 continue
             for arm in sides:
                 wanted.setdefault(arm.label, arm)
+    if half_width is not None:
+        for arm in selection.arms:
+            if arm.seeds > 0 and not arm.at_chance and too_wide(arm, half_width):
+                wanted.setdefault(arm.label, arm)
     return list(wanted.values()), verdicts
 
 
-def open_arms_of_records(study_dir: Path, study: dict, conf_dir: Path, confidence: float) -> list[Arm]:
+def too_wide(arm: Arm, half_width: float) -> bool:
+    """Whether the arm's 95% interval of test accuracy (Student t over seeds) reaches past ±half_width points;
+    one seed has no interval, so it is too wide."""
+    return not arm.test.bounded or (arm.test.high - arm.test.low) / 2 * 100 > half_width
+
+
+def open_arms_of_records(
+    study_dir: Path, study: dict, conf_dir: Path, confidence: float, half_width: float | None = None
+) -> list[Arm]:
     """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
     and the claims of `conf_dir`/claims/<study>.yaml."""
     name = str(study["name"])
@@ -48,9 +65,9 @@ def open_arms_of_records(study_dir: Path, study: dict, conf_dir: Path, confidenc
     if runs.empty or not (runs["status"] == "completed").any():
         return []
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
-    if not spec.claims:
+    if not spec.claims and half_width is None:
         return []
-    return open_arms(runs, spec, confidence)[0]
+    return open_arms(runs, spec, confidence, half_width)[0]
 
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:

@@ -219,7 +219,12 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
             "seeds",
             ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
             + (
-                f" ({spec.initial_seeds} for every value, up to {spec.plan.max_seeds} where a claim was open)"
+                f" ({spec.initial_seeds} for every value, up to {spec.plan.max_seeds} where a claim was open"
+                + (
+                    f" or the 95% interval was wider than ±{spec.plan.half_width:g} points)"
+                    if spec.plan.half_width is not None
+                    else ")"
+                )
                 if spec.plan.max_seeds and 0 < spec.initial_seeds < (spec.seeds_requested or 0)
                 else f" ({spec.seeds_requested} requested)"
                 if spec.seeds_requested

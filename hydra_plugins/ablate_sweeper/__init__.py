@@ -90,10 +90,11 @@ class AdaptiveSweeper(BasicSweeper):
         returns = []
 
         def open_settings(launched: list[list[str]]) -> list:
-            arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence)
+            arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width)
             wanted = job_settings(arms, launched, nuisance)
+            wide = f" or wider than ±{plan.half_width:g} points" if plan.half_width is not None else ""
             log.info(
-                f"adaptive seeds: {len(wanted)} values still compared by an open claim "
+                f"adaptive seeds: {len(wanted)} values still compared by an open claim{wide} "
                 f"(claims judged at {confidence:.2%}, Bonferroni over {plan.looks(initial)} looks)"
             )
             return wanted
