@@ -32,7 +32,7 @@ class Plan:
 
     rungs: tuple[float, ...] = ()  # fractions of the run after which the worst settings stop; () = no halving
     eta: int = 3  # keep the best 1/eta of a value's settings at each rung (at least one)
-    max_seeds: int = 0  # seeds a value may reach when a claim comparing it is open; 0 = no adaptive seeds
+    max_seeds: int = 0  # seeds a value may reach when a claim comparing it is open (or it is too wide); 0 = none
     seeds_per_look: int = 2  # seeds added to each open value at each look
     alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
     half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
