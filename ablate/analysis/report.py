@@ -127,6 +127,12 @@ def _answer(analysis: Analysis) -> list[str]:
     return lines + [""]
 
 
+def _why_seeds(plan) -> str:
+    """What made the study add seeds to a value (ablate.adaptive.Plan)."""
+    wide = f" or the 95% interval was wider than ±{plan.half_width:g} points" if plan.half_width is not None else ""
+    return "a claim was open" + wide
+
+
 def _claims_level(spec) -> str:
     if spec.plan.max_seeds:
         looks = spec.plan.looks(spec.initial_seeds)
@@ -219,12 +225,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
             "seeds",
             ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
             + (
-                f" ({spec.initial_seeds} for every value, up to {spec.plan.max_seeds} where a claim was open"
-                + (
-                    f" or the 95% interval was wider than ±{spec.plan.half_width:g} points)"
-                    if spec.plan.half_width is not None
-                    else ")"
-                )
+                f" ({spec.initial_seeds} for every value, up to {spec.plan.max_seeds} where {_why_seeds(spec.plan)})"
                 if spec.plan.max_seeds and 0 < spec.initial_seeds < (spec.seeds_requested or 0)
                 else f" ({spec.seeds_requested} requested)"
                 if spec.seeds_requested
