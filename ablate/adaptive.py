@@ -51,6 +51,18 @@ class Plan:
         """The two-sided confidence of each claim's interval under the fixed look schedule (Bonferroni)."""
         return 1 - self.alpha / self.looks(initial_seeds)
 
+    def look_line(self, wanted: int, initial_seeds: int, has_claims: bool) -> str:
+        """What a look decided, for the sweep's log: why `wanted` values get seeds, and the level claims are judged
+        at (a study without claims, such as mobilenet_width, adds seeds for the precision target only)."""
+        reasons = ["still compared by an open claim"] if has_claims else []
+        if self.half_width is not None:
+            reasons.append(f"wider than ±{self.half_width:g} points")
+        line = f"adaptive seeds: {wanted} values {' or '.join(reasons) or 'open'}"
+        if has_claims:
+            looks = self.looks(initial_seeds)
+            return f"{line} (claims judged at {self.confidence(initial_seeds):.2%}, Bonferroni over {looks} looks)"
+        return f"{line} (the study states no claims)"
+
 
 def plan_from(node: dict | None) -> Plan:
     """The Plan of a study's config node (`study`), checked: a bad value is one line naming the key."""

@@ -87,16 +87,14 @@ class AdaptiveSweeper(BasicSweeper):
         initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
         confidence = plan.confidence(initial)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        claims_file = conf_dir / "claims" / f"{name}.yaml"
+        has_claims = claims_file.is_file() and bool(OmegaConf.load(claims_file).get("claims"))
         returns = []
 
         def open_settings(launched: list[list[str]]) -> list:
             arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width)
             wanted = job_settings(arms, launched, nuisance)
-            wide = f" or wider than ±{plan.half_width:g} points" if plan.half_width is not None else ""
-            log.info(
-                f"adaptive seeds: {len(wanted)} values still compared by an open claim{wide} "
-                f"(claims judged at {confidence:.2%}, Bonferroni over {plan.looks(initial)} looks)"
-            )
+            log.info(plan.look_line(len(wanted), initial, has_claims))
             return wanted
 
         def launch(new: list[list[str]]) -> None:
