@@ -491,6 +491,38 @@ def test_a_new_study_needs_only_its_sweep_file_and_its_claims(tmp_path):
     assert "bn_pair" in report and "allconv6" in report
 
 
+def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(tmp_path):
+    # Without halving, the claims were first read after the grid had trained; now the plan reads them up front.
+    conf = tmp_path / "conf"
+    for folder in ("sweep", "claims"):
+        (conf / folder).mkdir(parents=True)
+        shutil.copy(CONF / folder / "depth_bn.yaml", conf / folder / "bn_pair.yaml")
+    claims = conf / "claims" / "bn_pair.yaml"
+    claims.write_text(claims.read_text().replace("kind: greater", "kind: bigger", 1))
+    result = subprocess.run(
+        command(
+            tmp_path,
+            "+sweep=bn_pair",
+            f"hydra.searchpath=[file://{conf}]",
+            "model=allconv5",
+            "optim.lr=0.03",
+            "seed=0",
+            *TINY,
+            "study.more_seeds={max:2,per_look:1}",
+        ),
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("ablate: error:")]
+    assert "kind=bigger" in line and "use one of greater" in line, result.stderr[-2000:]
+    assert "Launching" not in result.stdout + result.stderr
+    assert not study_dir(tmp_path, "bn_pair").exists() or not any(study_dir(tmp_path, "bn_pair").iterdir())
+
+
 def test_the_progress_total_counts_the_grid_and_is_unknown_where_the_sweeper_decides_as_it_goes(compose):
     from ablate.sweep import job_count
 

@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ablate import adaptive, collect
-from ablate.analysis.claims import INCONCLUSIVE, Verdict, judge, parse_claims, pinned_selectors
+from ablate.analysis.claims import INCONCLUSIVE, Claim, Verdict, judge, parse_claims, pinned_selectors
 from ablate.analysis.selection import Arm, select
 from ablate.analysis.study import Study, load_study, same
 
@@ -82,11 +82,17 @@ def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) ->
     return found
 
 
-def claim_pins(conf_dir: Path, name: str, nuisance: list[str]) -> Callable[[Sequence[str]], bool]:
-    """Whether a job is a setting that a claim of conf_dir/claims/<name>.yaml pins (claims.pinned_selectors)."""
+def study_claims(conf_dir: Path, name: str) -> tuple[list[Claim], dict]:
+    """The claims of conf_dir/claims/<name>.yaml, checked (a bad one is one ConfigError line naming it), and its
+    named groups; none where the study has no claims file."""
     path = Path(conf_dir) / "claims" / f"{name}.yaml"
     raw = (OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}) if path.is_file() else {}
-    selectors = pinned_selectors(parse_claims(raw.get("claims"), str(path)), raw.get("groups") or {}, nuisance)
+    return parse_claims(raw.get("claims"), str(path)), raw.get("groups") or {}
+
+
+def claim_pins(conf_dir: Path, name: str, nuisance: list[str]) -> Callable[[Sequence[str]], bool]:
+    """Whether a job is a setting that a claim of conf_dir/claims/<name>.yaml pins (claims.pinned_selectors)."""
+    selectors = pinned_selectors(*study_claims(conf_dir, name), nuisance)
     return lambda job: any(holds(job, selector) for selector in selectors)
 
 

@@ -44,6 +44,13 @@ class AdaptiveSweeper(BasicSweeper):
         nuisance = [str(k) for k in study.get("nuisance") or []]
         if plan.halving and nuisance:
             adaptive.check_halving(jobs, self.config.batch.get("hold"), self.config.trainer.get("updates"))
+        has_claims = False
+        if plan.max_seeds or (plan.halving and nuisance):
+            from ablate.analysis.looks import study_claims  # pandas only when the plan reads the claims
+
+            # Read now, so that a bad claims file is one line before any job, not after the grid has trained.
+            name = str(study.get("name"))
+            has_claims = bool(study_claims(self.claims_conf_dir(name), name)[0])
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -75,10 +82,12 @@ class AdaptiveSweeper(BasicSweeper):
         returns.append(self.launch_jobs(alive, alive))
 
         if plan.max_seeds:
-            returns += self.seed_looks(jobs, plan, nuisance, study)
+            returns += self.seed_looks(jobs, plan, nuisance, study, has_claims)
         return returns
 
-    def seed_looks(self, jobs: list[list[str]], plan: adaptive.Plan, nuisance: list[str], study: dict) -> list:
+    def seed_looks(
+        self, jobs: list[list[str]], plan: adaptive.Plan, nuisance: list[str], study: dict, has_claims: bool
+    ) -> list:
         """Seeds where claims are still open (ablate.adaptive.seed_looks), judged at the plan's corrected level."""
         from ablate.analysis.looks import job_settings, open_arms_of_records  # pandas only when seeds adapt
 
@@ -87,8 +96,6 @@ class AdaptiveSweeper(BasicSweeper):
         initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
         confidence = plan.confidence(initial)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        claims_file = conf_dir / "claims" / f"{name}.yaml"
-        has_claims = claims_file.is_file() and bool(OmegaConf.load(claims_file).get("claims"))
         returns = []
 
         def open_settings(launched: list[list[str]]) -> list:
