@@ -57,7 +57,7 @@ class Plan:
         reasons = ["still compared by an open claim"] if has_claims else []
         if self.half_width is not None:
             reasons.append(f"wider than ±{self.half_width:g} points")
-        line = f"adaptive seeds: {wanted} values {' or '.join(reasons) or 'open'}"
+        line = f"adaptive seeds: {wanted} value{'' if wanted == 1 else 's'} {' or '.join(reasons) or 'open'}"
         if has_claims:
             looks = self.looks(initial_seeds)
             return f"{line} (claims judged at {self.confidence(initial_seeds):.2%}, Bonferroni over {looks} looks)"

@@ -232,28 +232,29 @@ def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_th
 def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares(tmp_path):
     # One BN net alone: depth_bn's claims compare two nets, so none is open for it, and only the target can add a
     # seed. 128 updates at LR 0.1 take it well off chance (5% on 20 classes; 12-20% on every seed tried), where
-    # TINY's 8 would leave it near the line, and two seeds never agree within ±0.5 points of 128 test images.
+    # TINY's 8 would leave it near the line; three seeds are within ±0.5 points of 128 test images only if all three
+    # score alike to the image.
     study = (
         "+sweep=depth_bn",
         "model=allconv5",
         "optim.lr=0.1",
-        "seed=0,1",
+        "seed=0,1,2",
         *TINY,
         "data.train_size=1024",
         "data.limit.train=1024",
         "trainer.epochs=4",
     )
-    without = sweep(tmp_path, *study, "study.more_seeds={max:3,per_look:1}")
+    without = sweep(tmp_path, *study, "study.more_seeds={max:4,per_look:1}")
     assert "adaptive seeds: 0 values still compared by an open claim (" in without.stderr + without.stdout
-    assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1]
+    assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
 
-    result = sweep(tmp_path, *study, "study.more_seeds={max:3,per_look:1,half_width:0.5}")
-    assert "adaptive seeds: 1 values still compared by an open claim or wider than ±0.5 points" in (
+    result = sweep(tmp_path, *study, "study.more_seeds={max:4,per_look:1,half_width:0.5}")
+    assert "adaptive seeds: 1 value still compared by an open claim or wider than ±0.5 points" in (
         result.stderr + result.stdout
     )
-    assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
+    assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2, 3]
     runs = table(tmp_path, "depth_bn")
-    plan = json.loads(runs.loc[runs["seed"] == 2, "plan"].iloc[0])
+    plan = json.loads(runs.loc[runs["seed"] == 3, "plan"].iloc[0])
     assert plan["more_seeds"]["half_width"] == 0.5  # the report reads the target from here
 
 
