@@ -22,6 +22,9 @@ from ablate.index import write_index
 
 RUNS_CSV = "runs.csv"
 SKIPPED_CSV = "skipped.csv"  # the record folders the last local collect left out, with why
+# Every completed record's metrics.jsonl, one row per evaluation keyed by identity: a report's learning curves and
+# its "what this budget measured" line come from the curves, and a clone of committed results has no runs/.
+CURVES_CSV = "curves.csv"
 
 # Override keys that never become columns: where and how a run was computed, not what it computed.
 NOT_SWEPT_ROOTS = ("sweep", "paths", "logger", "launcher", "study", "resume", "retry_diverged", "hydra", "budget")
@@ -270,9 +273,35 @@ def write_study_table(study_dir: Path, results_dir: Path) -> Path:
             f"study={study}: {study_dir} does not exist; run the study first: python -m ablate +sweep={study}"
         )
     skipped = []
-    path = write_table(table(local_records(study_dir, skipped)), results_dir)
+    records = local_records(study_dir, skipped)
+    path = write_table(table(records), results_dir)
+    write_curves(curves_table(records), results_dir)
     write_skipped(skipped, results_dir)
     write_index(study_dir)
+    return path
+
+
+def curves_table(records: list[dict]) -> pd.DataFrame:
+    """identity, then every metrics.jsonl column, one row per evaluation of each completed training record (a
+    stopped run's curve stays in its record: the report draws the completed ones). A range test's metrics.jsonl is
+    its LR sweep, not a curve over training, and stays in its record too."""
+    frames = []
+    for r in records:
+        summary = r["summary"]
+        if summary.get("status") != "completed" or summary.get("mode", "train") != "train":
+            continue
+        rows = record.read_metrics(r["record_dir"])  # collect checked it (record.metrics_damage)
+        if rows:
+            frames.append(pd.DataFrame(rows).assign(identity=summary.get("identity")))
+    if not frames:
+        return pd.DataFrame(columns=["identity"])
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["identity", *(c for c in frame.columns if c != "identity")]]
+
+
+def write_curves(frame: pd.DataFrame, results_dir: Path) -> Path:
+    path = Path(results_dir) / CURVES_CSV
+    record.atomic_write_text(path, frame.to_csv(index=False))
     return path
 
 

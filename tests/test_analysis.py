@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
+from ablate import collect
 from ablate.analysis import analyze
 from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
@@ -735,10 +736,40 @@ def test_analysing_the_committed_tables_without_their_records_keeps_the_curves_f
     reference = tmp_path / "reference"
     table = Path("synthetic", "cpu", "depth")
     shutil.copytree(ROOT / "results" / "reference" / table, reference / table)
+    (reference / table / "curves.csv").unlink(missing_ok=True)  # as committed before collect wrote the curves
     curves = reference / table / "figures" / "learning_curves.png"
     before = curves.read_bytes()
     assert main(["depth", "--results", str(reference)]) == 0
     assert curves.read_bytes() == before
+
+
+def test_a_clone_without_the_records_redraws_the_curves_and_what_the_budget_measured_from_curves_csv(
+    tmp_path, monkeypatch
+):
+    captured = drawn_figures(monkeypatch)
+    rows = near_chance_rows(tmp_path / "runs")
+    for row in depth_rows(tmp_path / "runs", {"allconv6": (6, 0.6)}):
+        rows.append({**row, "data.classes": 20})
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    records = [
+        {"summary": {"identity": r["identity"], "status": r["status"]}, "record_dir": r["record_dir"]} for r in rows
+    ]
+    collect.write_curves(collect.curves_table(records), results / "depth")
+
+    def report_and_curves():
+        text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+        measured = next(line for line in text.splitlines() if line.startswith("- **What this budget measured**"))
+        lines = captured.pop("learning_curves.png").axes[0].get_lines()
+        return text, measured, {line.get_label(): list(line.get_ydata()) for line in lines}
+
+    text, measured, drawn = report_and_curves()
+    assert "not known" not in measured and "curves.csv" not in text
+    shutil.rmtree(tmp_path / "runs")
+    text_without, measured_without, drawn_without = report_and_curves()
+    assert (measured_without, drawn_without) == (measured, drawn)
+    assert "from `curves.csv` beside the table for 12 (records not on this machine)" in text_without
+    (results / "depth" / "curves.csv").unlink()  # neither records nor curves: the reading is not known
+    assert "not known" in analyze("depth", results_dir=results, conf_dir=conf).read_text()
 
 
 def test_committed_tables_carry_no_absolute_paths():

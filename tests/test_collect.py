@@ -220,6 +220,25 @@ def test_local_records_read_summary_and_config_from_each_record_folder(tmp_path)
     assert not list((tmp_path / "results" / "depth").glob(".*"))  # no temp file left behind
 
 
+def test_collect_keeps_each_completed_runs_curve_beside_the_table(tmp_path):
+    # A clone of the committed results has no runs/: the report's learning curves are redrawn from this copy.
+    study_dir = tmp_path / "runs" / "depth"
+    curves = {
+        "aaaaaaaaaaaa": ("completed", [{"epoch": 1, "val/acc": 0.25, "lr": 0.03}, {"epoch": 2, "val/acc": 0.5}]),
+        "bbbbbbbbbbbb": ("stopped", [{"epoch": 1, "val/acc": 0.125, "lr": 0.03}]),
+    }
+    for identity, (status, rows) in curves.items():
+        folder = study_dir / identity
+        record.atomic_write_json(folder / record.SUMMARY, summary(identity=identity, status=status))
+        record.atomic_write_text(folder / record.CONFIG, yaml.safe_dump(config()))
+        record.write_metrics(folder, rows)
+    collect.write_study_table(study_dir, tmp_path / "results" / "depth")
+    saved = pd.read_csv(tmp_path / "results" / "depth" / collect.CURVES_CSV)
+    assert list(saved.columns) == ["identity", "epoch", "lr", "val/acc"]
+    assert list(saved["identity"]) == ["aaaaaaaaaaaa"] * 2  # the stopped run's curve stays in its record
+    assert list(saved["val/acc"]) == [0.25, 0.5] and saved["lr"].isna().tolist() == [False, True]
+
+
 def test_missing_study_folder_is_one_line_naming_it_and_the_command(tmp_path):
     with pytest.raises(ConfigError) as error:
         collect.write_study_table(tmp_path / "runs" / "width", tmp_path / "results" / "width")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ablate.analysis.curves import RECORDS_ONLY, Curves
 from ablate.analysis.selection import CHANCE_MARGIN, COLLAPSE_RISE, Arm
-from ablate.record import read_metrics
 
 UNTRAINED, LATE, CLIMBING, PLATEAU = "at chance", "late start", "still climbing", "plateau"
 COLLAPSED = "collapsed"
@@ -58,27 +58,24 @@ def classify(curve: list[tuple[float, float]], chance: float, lr: list[tuple[flo
     return PLATEAU
 
 
-def mean_curve(arm: Arm, key: str = "val/acc") -> list[tuple[float, float]]:
+def mean_curve(arm: Arm, key: str = "val/acc", curves: Curves = RECORDS_ONLY) -> list[tuple[float, float]]:
     """The arm's `key` (a metrics.jsonl column) per evaluated epoch, averaged over its completed seeds."""
-    rows = []
-    for record_dir in arm.completed["record_dir"]:
-        for row in read_metrics(str(record_dir)) or []:
-            if key in row and "epoch" in row:
-                rows.append((row["epoch"], row[key]))
-    if not rows:
+    tables = [curves.of(run) for _, run in arm.completed.iterrows()]
+    tables = [t[["epoch", key]].dropna() for t in tables if t is not None and {"epoch", key} <= set(t.columns)]
+    if not tables:
         return []
-    table = pd.DataFrame(rows, columns=["epoch", "value"]).groupby("epoch")["value"].mean()
-    return list(table.items())
+    table = pd.concat(tables).groupby("epoch")[key].mean()
+    return [(float(epoch), float(value)) for epoch, value in table.items()]
 
 
-def readings(arms: list[Arm]) -> dict[str, str]:
+def readings(arms: list[Arm], curves: Curves = RECORDS_ONLY) -> dict[str, str]:
     """Each arm's reading, by label (arms without a class count or curve are left out)."""
     found = {}
     for arm in arms:
         classes = arm.x("data.classes")
-        curve = mean_curve(arm)
+        curve = mean_curve(arm, curves=curves)
         if curve and math.isfinite(classes) and classes > 0:
-            found[arm.label] = classify(curve, 1.0 / classes, mean_curve(arm, "lr"))
+            found[arm.label] = classify(curve, 1.0 / classes, mean_curve(arm, "lr", curves))
     return found
 
 

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from ablate.analysis.curves import RECORDS_ONLY, Curves
 from ablate.analysis.selection import Arm
 from ablate.analysis.stats import Interval, t_band
 from ablate.analysis.study import fmt
-from ablate.record import atomic_write, read_metrics, read_range_test
+from ablate.record import atomic_write, read_range_test
 
 AXIS_NAMES = {
     "depth": "depth (layers: convs + classifier)",
@@ -24,8 +25,9 @@ AXIS_NAMES = {
 }
 # Axes spanning a factor of this or more are drawn on a log2 scale (params, MACs, batch sizes, widths).
 LOG_SPAN = 4.0
-# Figures drawn from the records' metrics.jsonl rather than from runs.csv: on a machine without the records (a fresh
-# clone of the committed results) they cannot be redrawn, and are kept rather than deleted as stale.
+# Figures drawn from the runs' curves rather than from runs.csv: on a machine with neither the records nor the
+# curves.csv beside the table (results committed before collect wrote it) they cannot be redrawn, and are kept
+# rather than deleted as stale. A range test's LR sweep is in its record alone.
 FROM_RECORDS = frozenset({"learning_curves.png", "val_acc_vs_iteration.png", "lr_range.png"})
 # Points of vertical space between the labels of values drawn at one x (allconv8_1, 8_2, 8_3 are all depth 8).
 LABEL_SPACING_POINTS = 10
@@ -181,7 +183,9 @@ def lines_vs(arms: list[Arm], x_key: str, line_key: str, path: Path, title: str)
     return save(fig, path)
 
 
-def learning_curves(arms: list[Arm], path: Path, title: str, x: str = "epoch") -> Path | None:
+def learning_curves(
+    arms: list[Arm], path: Path, title: str, x: str = "epoch", curves: Curves = RECORDS_ONLY
+) -> Path | None:
     """Val accuracy and train loss per evaluation, mean over seeds with a shaded 95% band, one line per value."""
     panels = [("val/acc", "val accuracy (%)", 100.0), ("train/loss", "train loss", 1.0)]
     if x == "step":
@@ -190,11 +194,11 @@ def learning_curves(arms: list[Arm], path: Path, title: str, x: str = "epoch") -
     arms = [a for a in arms if a.seeds]
     drawn = False
     for arm, color in zip(arms, _colors(len(arms))):
-        curves = [read_curve(d) for d in arm.completed["record_dir"]]
-        curves = [c for c in curves if c is not None and x in c.columns]
-        drawn = drawn or bool(curves)
+        tables = [curves.of(run) for _, run in arm.completed.iterrows()]
+        tables = [t for t in tables if t is not None and x in t.columns]
+        drawn = drawn or bool(tables)
         for ax, (metric, _, scale) in zip(axes, panels):
-            grid, matrix = _align(curves, x, metric)
+            grid, matrix = _align(tables, x, metric)
             if grid is None:
                 continue
             mean, low, high = t_band(matrix * scale)
@@ -265,12 +269,6 @@ def lr_range(arms: list[Arm], path: Path, title: str) -> Path | None:
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
-
-
-def read_curve(record_dir) -> pd.DataFrame | None:
-    """The record's metrics.jsonl as a table (None without one)."""
-    rows = read_metrics(str(record_dir))
-    return pd.DataFrame(rows) if rows else None
 
 
 def read_lr_range(record_dir):

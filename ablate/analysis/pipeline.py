@@ -9,12 +9,12 @@ import numpy as np
 from ablate import collect
 from ablate.analysis import budget, figures, report, wandb_run
 from ablate.analysis.claims import judge, parse_claims
+from ablate.analysis.curves import Curves
 from ablate.analysis.saturation import curve_keys, saturation
 from ablate.analysis.selection import Selection, select
 from ablate.analysis.stats import METHODS
 from ablate.analysis.study import Study, check_one_setup, load_runs, load_study, runs_path, where_slug
 from ablate.errors import ConfigError
-from ablate.record import METRICS as METRICS_FILE
 from ablate.record import Damaged, atomic_write_text, read_metrics
 
 DEFAULT_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -60,21 +60,22 @@ def analyze(
         out_dir = results_dir / study / where_slug(where) if where else results_dir / study
     out_dir = Path(out_dir)
     companion = companion_arms(spec, results_dir, conf_dir, metric, ci, where)
-    drawn = draw(selection, keys, out_dir / "figures", companion)
-    records_here = any((Path(str(d)) / METRICS_FILE).is_file() for d in runs["record_dir"])
+    run_curves = Curves.beside(runs_path(study, results_dir).parent)
+    drawn = draw(selection, keys, out_dir / "figures", companion, run_curves)
+    curves_here = any(run_curves.found(runs))
     for stale in set((out_dir / "figures").glob("*.png")) - {path for _, path in drawn}:
-        if not records_here and stale.name in figures.FROM_RECORDS:
-            continue  # drawn from records that are not on this machine (a fresh clone): not stale, only not redrawn
+        if not curves_here and stale.name in figures.FROM_RECORDS:
+            continue  # drawn from curves that are not on this machine (an old clone): not stale, only not redrawn
         stale.unlink()  # a figure this table no longer supports would sit beside the report as if current
     analysis = report.Analysis(
         selection=selection,
         verdicts=verdicts,
         curves=curves,
         figures=drawn,
-        inputs=inputs(selection, results_dir, conf_dir, skipped),
+        inputs=inputs(selection, results_dir, conf_dir, skipped, run_curves),
         range_tests=range_tests(selection),
         where=dict(where or {}),
-        readings=budget.readings(selection.arms),
+        readings=budget.readings(selection.arms, run_curves),
         compute=budget.compute(runs, list(spec.scientific), list(spec.nuisance)),
     )
     path = out_dir / "report.md"
@@ -104,19 +105,23 @@ def drop_damaged(runs):
     return runs[keep], skipped
 
 
-def inputs(selection: Selection, results_dir: Path, conf_dir: Path, skipped: list[dict]) -> report.Inputs:
+def inputs(
+    selection: Selection, results_dir: Path, conf_dir: Path, skipped: list[dict], curves: Curves
+) -> report.Inputs:
     """The files the numbers came from, as the report names them."""
     spec, runs = selection.study, selection.runs
     sweep_file = conf_dir / "sweep" / f"{spec.name}.yaml"
     claims_file = next((p for p in spec.sources if p.parent.name == "claims"), None)
-    records = runs.loc[runs["status"] == "completed", "record_dir"]
+    completed = runs[runs["status"] == "completed"]
+    in_records, saved = curves.found(completed)
     return report.Inputs(
         runs_table=shown(runs_path(spec.name, results_dir)),
         sweep_file=shown(sweep_file),
         sweep_read=sweep_file in spec.sources,
         claims_file=None if claims_file is None else shown(claims_file),
-        records_with_curves=sum((Path(str(d)) / METRICS_FILE).is_file() for d in records),
-        completed_records=len(records),
+        records_with_curves=in_records,
+        saved_curves=saved,
+        completed_records=len(completed),
         skipped=tuple((shown(Path(str(s["record_dir"]))), str(s["reason"])) for s in skipped),
     )
 
@@ -146,7 +151,9 @@ def companion_arms(spec: Study, results_dir: Path, conf_dir: Path, metric: str, 
         return None
 
 
-def draw(selection: Selection, keys: tuple[str, ...], folder: Path, companion) -> list[tuple[str, Path]]:
+def draw(
+    selection: Selection, keys: tuple[str, ...], folder: Path, companion, curves: Curves
+) -> list[tuple[str, Path]]:
     """Every figure this study's data supports, as (caption, path); `keys` are its saturation curves' x axes."""
     spec = selection.study
     # Every title names the dataset: the same study on the embedded data and on CIFAR-10 are different curves.
@@ -197,6 +204,7 @@ def draw(selection: Selection, keys: tuple[str, ...], folder: Path, companion) -
                     folder / "val_acc_vs_iteration.png",
                     f"{name}: per policy, mean and 95% band over seeds",
                     x="step",
+                    curves=curves,
                 ),
             )
         )
@@ -215,6 +223,7 @@ def draw(selection: Selection, keys: tuple[str, ...], folder: Path, companion) -
                     folder / "learning_curves.png",
                     f"{name}: mean and 95% band over seeds",
                     x="step" if held else "epoch",
+                    curves=curves,
                 ),
             )
         )

@@ -27,6 +27,7 @@ class Inputs:
     sweep_read: bool  # False: the axes came from the command line, the records' config.yaml or the table
     claims_file: Path | None
     records_with_curves: int  # completed records holding a metrics.jsonl
+    saved_curves: int  # completed runs whose record is not here, with their curve in curves.csv beside the table
     completed_records: int
     skipped: tuple[tuple[Path, str], ...] = ()  # (record folder, why) for each record collect or analyze left out
 
@@ -196,10 +197,13 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         files.append(f"`{inputs.claims_file}`")
     if not inputs.sweep_read:
         files.append(f"no `{inputs.sweep_file}`: axes from the command line, the records' config.yaml or the table")
-    files.append(
+    curves_text = (
         f"per-evaluation curves from `metrics.jsonl` in {inputs.records_with_curves} of "
         f"{inputs.completed_records} completed records"
     )
+    if inputs.saved_curves:
+        curves_text += f", from `curves.csv` beside the table for {inputs.saved_curves} (records not on this machine)"
+    files.append(curves_text)
     files.append(
         f"{len(inputs.skipped)} records skipped"
         + "".join(f"; `{folder}`: {reason}" for folder, reason in inputs.skipped)
