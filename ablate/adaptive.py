@@ -13,6 +13,12 @@ Looking at the data after each batch of seeds inflates the error rate, so every 
 Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
 family-wise error at alpha whatever the data do.
 
+Grid extension (`study.extend_grid`): a value whose best setting on val sits at the end of a numeric nuisance axis
+may have its optimum outside the grid, and would be compared at a worse setting than its rivals. After the grid, such
+a value runs at the next point past that end (the end times its ratio to its neighbour: 0.1 after 0.03 and 0.01 is
+0.3), on the best setting's seeds and to the full budget, up to `extend_grid` steps. It reads val alone, as the
+selection does, so the claims' test intervals are not looked at and need no correction for it.
+
 The functions here are pure (job override lists and numbers in, decisions out); the Hydra sweeper in
 hydra_plugins/ablate_sweeper launches what they decide.
 """
@@ -24,6 +30,9 @@ from dataclasses import dataclass
 from ablate.errors import ConfigError
 
 SEED = "seed"
+# Marks a job the grid extension added (its step, from 1): a column of runs.csv, so the report can say which
+# settings lie past the sweep's grid. Not part of what a job measures (group_of) nor of its record's identity.
+GRID_STEP = "study.grid_step"
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class Plan:
     seeds_per_look: int = 2  # seeds added to each open value at each look
     alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
     half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
+    extend_grid: int = 0  # steps past a numeric nuisance grid's end, where a value's best setting sat on it; 0 = none
 
     @property
     def halving(self) -> bool:
@@ -95,7 +105,14 @@ def plan_from(node: dict | None) -> Plan:
             f"study.more_seeds.half_width={half_width}: must be a positive number of points (a value whose 95% "
             "interval is wider gets more seeds), or null; e.g. 3"
         )
+    extend = node.get("extend_grid", Plan.extend_grid) or 0
+    if isinstance(extend, bool) or not isinstance(extend, int) or extend < 0:
+        raise ConfigError(
+            f"study.extend_grid={extend}: must be an integer >= 0 (steps past a grid's end where a value's best "
+            "setting sits on it; 0 = none); e.g. 2"
+        )
     return Plan(
+        extend_grid=extend,
         rungs=rungs,
         eta=eta,
         max_seeds=max_seeds,
@@ -135,7 +152,7 @@ def check_halving(jobs: Sequence[Sequence[str]], hold: str, updates) -> None:
 
 def group_of(job: Sequence[str], nuisance: Iterable[str]) -> tuple:
     """What a job measures: every override but the nuisance keys and the seed."""
-    skip = {*nuisance, SEED}
+    skip = {*nuisance, SEED, GRID_STEP}
     return tuple(sorted((k, v) for k, v in parse(job).items() if k not in skip))
 
 
@@ -180,6 +197,75 @@ def survivors(
         group: set(keep_best({s: _mean(v) for s, v in settings.items()}, eta)) for group, settings in by_setting.items()
     }
     return [job for job in jobs if setting_of(job, nuisance) in kept[group_of(job, nuisance)] or pinned(job)]
+
+
+def beyond_edges(
+    jobs: Sequence[Sequence[str]], final_val: dict[tuple, float], nuisance: Sequence[str]
+) -> list[list[str]]:
+    """New jobs one grid step past the end of a numeric nuisance axis, for each value whose best setting sits there.
+
+    `jobs` are every job launched so far (a stopped one counts as tried); `final_val` maps tuple(job) to the val
+    accuracy at the end of each job that ran to it. A value's best setting is the one with the best mean over seeds
+    (a diverged seed sinks it, as in halving). For each numeric key of that setting at the smallest or largest value
+    the value tried (the other keys held), the next point out is the end times its ratio to its neighbour, rounded
+    to 2 significant digits; it runs at every seed of the best setting. Nothing is proposed twice."""
+    by_group: dict[tuple, list[Sequence[str]]] = {}
+    for job in jobs:
+        by_group.setdefault(group_of(job, nuisance), []).append(job)
+    tried = {(group_of(j, nuisance), setting_of(j, nuisance)) for j in jobs}
+    new = []
+    for group, group_jobs in by_group.items():
+        scores: dict[tuple, list[float]] = {}
+        for job in group_jobs:
+            if tuple(job) in final_val:
+                scores.setdefault(setting_of(job, nuisance), []).append(final_val[tuple(job)])
+        if not scores:
+            continue
+        best = max(scores, key=lambda setting: _finite(_mean(scores[setting])))  # a tie keeps the earlier setting
+        if not math.isfinite(_mean(scores[best])):
+            continue  # every setting diverged somewhere: no edge to read
+        best_jobs = [j for j in group_jobs if setting_of(j, nuisance) == best and tuple(j) in final_val]
+        for i, (key, text) in enumerate(best):
+            line = [_number(s[i][1]) for s in {setting_of(j, nuisance) for j in group_jobs} if _others(s, best, i)]
+            line = sorted(v for v in line if v is not None)
+            value = _number(text)
+            if value is None or len(line) < 2 or value <= 0 or line[0] <= 0:
+                continue
+            if value == line[-1]:
+                step = value * value / line[-2]
+            elif value == line[0]:
+                step = value * value / line[1]
+            else:
+                continue
+            step_text = f"{float(f'{step:.2g}'):g}"
+            setting = tuple((k, step_text if k == key else v) for k, v in best)
+            if (group, setting) in tried:
+                continue
+            tried.add((group, setting))
+            new += [with_value(job, key, step_text) for job in best_jobs]
+    return new
+
+
+def with_value(job: Sequence[str], key: str, value: str) -> list[str]:
+    """The same job with `key` set to `value` (its own override replaced, keeping any +/++ prefix)."""
+    out = []
+    for text in job:
+        name, _, _ = text.partition("=")
+        out.append(f"{name}={value}" if name.lstrip("+~") == key else text)
+    return out
+
+
+def _others(setting: tuple, best: tuple, i: int) -> bool:
+    """Whether `setting` holds every key of `best` but the i-th at best's values."""
+    return all(a == b for j, (a, b) in enumerate(zip(setting, best)) if j != i)
+
+
+def _number(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def with_seed(job: Sequence[str], seed: int) -> list[str]:

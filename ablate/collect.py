@@ -51,6 +51,7 @@ SETUP_COLUMNS = (
 RECORD_COLUMNS = (
     *SETUP_COLUMNS,
     "plan",
+    "grid_step",
     "data.classes",
     "depth",
     "params",
@@ -200,6 +201,8 @@ def row(r: dict, swept: list[str]) -> dict:
         # level, so a table keeps it without the records. A study extended later (study.more_seeds.max=16) leaves
         # rows of both plans.
         "plan": plan_of(config),
+        # A setting past the sweep's grid, run by the grid extension at this step (none: the grid's own).
+        "grid_step": record.select(config, "study.grid_step"),
         "depth": model.get("depth"),
         "params": model.get("params"),
         "macs": model.get("macs"),
@@ -223,11 +226,11 @@ def row(r: dict, swept: list[str]) -> dict:
 
 
 def plan_of(config: dict) -> dict | None:
-    """The record's study.seeds/halving/more_seeds (ablate/adaptive.py); None for a run outside a study."""
+    """The record's study.seeds/halving/more_seeds/extend_grid (ablate/adaptive.py); None outside a study."""
     study = config.get("study") if isinstance(config, dict) else None
     if not isinstance(study, dict):
         return None
-    plan = {key: study[key] for key in ("seeds", "halving", "more_seeds") if key in study}
+    plan = {key: study[key] for key in ("seeds", "halving", "more_seeds", "extend_grid") if key in study}
     return plan or None
 
 

@@ -50,6 +50,38 @@ def test_a_setting_with_a_diverged_seed_ranks_below_every_setting_that_trained_o
     assert all("optim.lr=0.1" not in job for job in kept)
 
 
+def test_a_value_whose_best_setting_sits_on_the_grids_end_runs_one_step_past_it_on_the_same_seeds():
+    jobs = grid(models=("top", "inside", "bottom", "sunk"))
+    best = {"top": "0.1", "inside": "0.03", "bottom": "0.01", "sunk": "0.1"}
+    final = {tuple(j): 0.9 if adaptive.parse(j)["optim.lr"] == best[adaptive.parse(j)["model"]] else 0.5 for j in jobs}
+    final[tuple(grid(models=("sunk",))[0])] = math.nan  # sunk: LR 0.1 diverged on seed 0, so 0.03 is its best
+    del final[tuple(grid(models=("top",))[5])]  # a stopped run (top, 0.01, seed 1) was tried but has no final
+    new = adaptive.beyond_edges(jobs, final, ["optim.lr"])
+    # One step out: the end times its ratio to its neighbour (0.1 * 0.1 / 0.03; 0.01 * 0.01 / 0.03), 2 digits.
+    assert new == [
+        ["model=top", "optim.lr=0.33", "seed=0"],
+        ["model=top", "optim.lr=0.33", "seed=1"],
+        ["model=bottom", "optim.lr=0.0033", "seed=0"],
+        ["model=bottom", "optim.lr=0.0033", "seed=1"],
+    ]
+    # Once tried, a point is not proposed again: where it did not win, the best is now inside the tried values.
+    final.update({tuple(j): 0.6 for j in new})
+    assert adaptive.beyond_edges([*jobs, *new], final, ["optim.lr"]) == []
+    # Where it won, the next step goes on from it; a categorical key (sched) is never extended.
+    final.update({tuple(j): 0.95 for j in new if "model=top" in j})
+    assert [j[1] for j in adaptive.beyond_edges([*jobs, *new], final, ["optim.lr"])] == ["optim.lr=1.1"] * 2
+    scheds = [["model=a", f"sched={s}", "seed=0"] for s in ("step", "fixed")]
+    assert adaptive.beyond_edges(scheds, {tuple(scheds[0]): 0.9, tuple(scheds[1]): 0.1}, ["sched"]) == []
+
+
+def test_grid_extension_is_a_count_of_steps_and_a_bad_one_is_one_line():
+    assert adaptive.plan_from({"extend_grid": 2}).extend_grid == 2
+    assert adaptive.plan_from({}).extend_grid == 0
+    for bad in (-1, 1.5, True, "two"):
+        with pytest.raises(ConfigError, match=r"^study.extend_grid=.*e\.g\. 2$"):
+            adaptive.plan_from({"extend_grid": bad})
+
+
 @pytest.mark.parametrize(
     ("epochs", "rungs", "expected"),
     [(10, (0.3,), [3]), (30, (0.2,), [6]), (4, (0.1,), [1]), (1, (0.5,), []), (10, (0.25, 0.5), [2, 5])],

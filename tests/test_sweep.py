@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ablate import record
+from ablate.analysis import analyze
 from ablate.collect import HEAD_COLUMNS, RECORD_COLUMNS
 from ablate.optim import effective_lr
 from ablate.resolvers import override_value
@@ -256,6 +257,42 @@ def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares
     runs = table(tmp_path, "depth_bn")
     plan = json.loads(runs.loc[runs["seed"] == 3, "plan"].iloc[0])
     assert plan["more_seeds"]["half_width"] == 0.5  # the report reads the target from here
+
+
+def test_a_best_lr_on_the_grids_end_gets_one_step_past_it_and_the_report_names_it(tmp_path):
+    # LR 1e-5 leaves the BN net at chance and 0.01 takes it off in 128 updates (the test above), so 0.01, the grid's
+    # top, is best: the extension runs 0.01 * 0.01 / 1e-5 = 10 on both seeds. 10 cannot beat it (it diverges or
+    # stays lower), so 0.01 is then inside the tried values and the second step allowed finds nothing to extend.
+    study = (
+        "+sweep=depth_bn",
+        "model=allconv5",
+        "optim.lr=0.01,0.00001",
+        "seed=0,1",
+        *TINY,
+        "data.train_size=1024",
+        "data.limit.train=1024",
+        "trainer.epochs=4",
+        "study.halving=null",
+        "study.extend_grid=2",
+    )
+    result = sweep(tmp_path, *study)
+    log = result.stderr + result.stdout
+    assert "grid extension 1/2: 2 runs past the grid's end, where a value's best setting on val sat on it" in log
+    assert "(optim.lr=10)" in log and "grid extension 2/2" not in log
+    lrs = sorted((s["lr"]["base"], s["seed"]) for s in records(tmp_path, "depth_bn"))
+    assert lrs == [(1e-05, 0), (1e-05, 1), (0.01, 0), (0.01, 1), (10.0, 0), (10.0, 1)]
+    runs = table(tmp_path, "depth_bn")
+    assert {json.loads(p)["extend_grid"] for p in runs["plan"]} == {2}
+    assert runs.loc[runs["optim.lr"] == 10.0, "grid_step"].tolist() == [1, 1]
+    assert runs.loc[runs["optim.lr"] != 10.0, "grid_step"].isna().all()  # the grid's own settings
+    report = analyze(
+        "depth_bn", results_dir=tmp_path / "results" / "synthetic" / BUDGET, conf_dir=ROOT / "ablate" / "conf"
+    ).read_text()
+    assert (
+        "| grid extension | up to 2 steps past a numeric grid's end, for a value whose best setting on val sat on it "
+        "(`study.extend_grid`): allconv5: `optim.lr`=10 (step 1) |" in report
+    )
+    assert "is the largest value tried" not in report
 
 
 def test_halving_never_stops_a_setting_that_a_claim_compares(tmp_path):

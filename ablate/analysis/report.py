@@ -225,6 +225,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ("scientific axis (compared)", ", ".join(f"`{k}`" for k in spec.scientific)),
         ("nuisance axes (tuned on val)", nuisance or "none"),
         ("successive halving", _halving_text(spec, runs)),
+        *([("grid extension", _extension_text(spec, runs))] if spec.plan.extend_grid else []),
         (
             "seeds",
             ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
@@ -483,6 +484,28 @@ def _halving_text(spec: Study, runs: pd.DataFrame) -> str:
     return (
         f"{rungs}, the {_kept_share(plan.eta)} of each value's settings by mean val accuracy continued, the rest "
         f"stopped (`study.halving`: eta {plan.eta})"
+    )
+
+
+def _extension_text(spec: Study, runs: pd.DataFrame) -> str:
+    """Where the grid was extended: the settings the extension ran, per scientific value, with their step."""
+    steps = pd.to_numeric(runs["grid_step"], errors="coerce") if "grid_step" in runs else pd.Series(dtype=float)
+    added = runs[steps.reindex(runs.index).fillna(0) > 0]
+    ran = []
+    for label, rows in added.groupby([*spec.scientific], sort=False, dropna=False):
+        name = ", ".join(fmt(v) for v in (label if isinstance(label, tuple) else (label,)))
+        settings = rows.drop_duplicates(subset=[*spec.nuisance])
+        ran.append(
+            f"{name}: "
+            + ", ".join(
+                " ".join(f"`{k}`={fmt(row[k])}" for k in spec.nuisance) + f" (step {int(row['grid_step'])})"
+                for _, row in settings.iterrows()
+            )
+        )
+    done = "; ".join(ran) if ran else "no value's best setting sat on a grid's end"
+    return (
+        f"up to {spec.plan.extend_grid} steps past a numeric grid's end, for a value whose best setting on val sat on "
+        f"it (`study.extend_grid`): {done}"
     )
 
 

@@ -81,9 +81,34 @@ class AdaptiveSweeper(BasicSweeper):
                 alive = kept
         returns.append(self.launch_jobs(alive, alive))
 
+        if plan.extend_grid and nuisance:
+            jobs, extended = self.extend_grid(jobs, alive, plan.extend_grid, nuisance)
+            returns += extended
+
         if plan.max_seeds:
             returns += self.seed_looks(jobs, plan, nuisance, study, has_claims)
         return returns
+
+    def extend_grid(
+        self, jobs: list[list[str]], finished: list[list[str]], steps: int, nuisance: list[str]
+    ) -> tuple[list[list[str]], list]:
+        """Runs past the grid's end where a value's best setting on val sits on it (ablate.adaptive.beyond_edges),
+        up to `steps` times; returns every job launched so far and the batches."""
+        returns = []
+        for step in range(1, steps + 1):
+            final = {tuple(job): self.final_val_acc(job) for job in finished}
+            new = adaptive.beyond_edges(jobs, {k: v for k, v in final.items() if not math.isnan(v)}, nuisance)
+            if not new:
+                break
+            new = [[*job, f"+{adaptive.GRID_STEP}={step}"] for job in new]
+            settings = sorted({", ".join(f"{k}={v}" for k, v in adaptive.setting_of(j, nuisance)) for j in new})
+            log.info(
+                f"grid extension {step}/{steps}: {len(new)} runs past the grid's end, where a value's best setting "
+                f"on val sat on it ({'; '.join(settings)})"
+            )
+            returns.append(self.launch_jobs(new, new))
+            jobs, finished = [*jobs, *new], [*finished, *new]
+        return jobs, returns
 
     def seed_looks(
         self, jobs: list[list[str]], plan: adaptive.Plan, nuisance: list[str], study: dict, has_claims: bool
@@ -129,6 +154,19 @@ class AdaptiveSweeper(BasicSweeper):
             if result.hydra_cfg is not None:
                 self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
         return results
+
+    def final_val_acc(self, job: list[str]) -> float:
+        """The val accuracy a completed job ended at, from its record's summary (NaN for any other status: a
+        diverged run's last evaluation came before it diverged)."""
+        record_dir = self.record_dirs.get(tuple(job))
+        try:
+            summary = json.loads((record_dir / "summary.json").read_text()) if record_dir else {}
+        except (OSError, ValueError):
+            return math.nan
+        if summary.get("status") != "completed":
+            return math.nan
+        value = (summary.get("final") or {}).get("val/acc")
+        return float(value) if isinstance(value, (int, float)) else math.nan
 
     def val_acc_at(self, job: list[str], epoch: int) -> float:
         """The job's val accuracy after `epoch` epochs, from its record (NaN when it has none: failed, diverged)."""
