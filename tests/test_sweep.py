@@ -2,6 +2,7 @@
 a sweep killed with SIGKILL and started again, failing and diverging jobs, and the table a sweep leaves."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -293,6 +294,51 @@ def test_a_best_lr_on_the_grids_end_gets_one_step_past_it_and_the_report_names_i
         "(`study.extend_grid`): allconv5: `optim.lr`=10 (step 1) |" in report
     )
     assert "is the largest value tried" not in report
+
+
+def test_the_extension_reads_a_value_only_from_a_completed_record_and_any_other_as_nan(tmp_path):
+    # A diverged run's last val accuracy came before it diverged: read as a score it could make a grid's end look
+    # best and send the extension further into divergence.
+    from hydra_plugins.ablate_sweeper import AdaptiveSweeper
+
+    sweeper = object.__new__(AdaptiveSweeper)  # only its record bookkeeping, no Hydra context
+    sweeper.record_dirs = {}
+    for status in ("completed", "diverged", "stopped", "interrupted"):
+        (tmp_path / status).mkdir()
+        summary = {"status": status, "final": {"val/acc": 42.0}}
+        (tmp_path / status / record.SUMMARY).write_text(json.dumps(summary))
+        sweeper.record_dirs[(status,)] = tmp_path / status
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / record.SUMMARY).write_text('{"status": "compl')
+    sweeper.record_dirs[("torn",)] = tmp_path / "torn"
+
+    assert sweeper.final_val_acc(["completed"]) == 42.0
+    for job in (["diverged"], ["stopped"], ["interrupted"], ["torn"], ["never launched"]):
+        assert math.isnan(sweeper.final_val_acc(job)), job
+
+
+def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(tmp_path):
+    # LR 1e-5 leaves the BN net at chance and 0.001 is the grid's top, so the extension runs 0.001 * 0.001 / 1e-5 =
+    # 0.1, which takes it furthest (the test above): the value's chosen setting is then the extension's, and the
+    # precision target's added seed trains at 0.1, filed as the extension's step like the seeds it joins.
+    study = (
+        "+sweep=depth_bn",
+        "model=allconv5",
+        "optim.lr=0.001,0.00001",
+        "seed=0,1",
+        *TINY,
+        "data.train_size=1024",
+        "data.limit.train=1024",
+        "trainer.epochs=4",
+        "study.halving=null",
+        "study.extend_grid=1",
+        "study.more_seeds={max:3,per_look:1,half_width:0.5}",
+    )
+    sweep(tmp_path, *study)
+    lrs = sorted((s["lr"]["base"], s["seed"]) for s in records(tmp_path, "depth_bn"))
+    assert lrs == [(1e-05, 0), (1e-05, 1), (0.001, 0), (0.001, 1), (0.1, 0), (0.1, 1), (0.1, 2)]
+    runs = table(tmp_path, "depth_bn")
+    assert runs.loc[runs["optim.lr"] == 0.1, "grid_step"].tolist() == [1, 1, 1]
 
 
 def test_halving_never_stops_a_setting_that_a_claim_compares(tmp_path):
