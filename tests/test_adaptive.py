@@ -172,7 +172,7 @@ class Toy:
     def open_settings(self, plan, spec=SPEC):
         def look(launched):
             self.looks += 1
-            arms, _ = open_arms(pd.DataFrame(self.rows), spec, plan.confidence(2), plan.half_width)
+            arms, _ = open_arms(pd.DataFrame(self.rows), spec, plan.confidence(2), plan.half_width, plan.max_seeds)
             return job_settings(arms, launched, ["optim.lr"])
 
         return look
@@ -232,6 +232,40 @@ def test_a_value_wider_than_the_precision_target_gets_seeds_until_its_interval_i
     # Without a precision target the same study adds nothing: no claim asks for seeds.
     plain = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
     assert open_arms(pd.DataFrame(toy.rows[:4]), no_claims, plain.confidence(2), plain.half_width)[0] == []
+
+
+def test_a_value_whose_seeds_spread_too_far_for_the_target_at_the_cap_gets_no_seeds_for_it(caplog):
+    # c's three seeds lie 40 points apart (sd 20): even at the low end of what three seeds allow for the spread
+    # (sd 11.6), 8 seeds would give ±9.7 points, so seeds for the ±3 target would be spent in vain. b's two seeds
+    # lie 12 apart (sd 8.5, low end 4.3: ±2.9 at 8 seeds): they might get there, and do.
+    toy = Toy(
+        {
+            "b": [0.74, 0.86, 0.80, 0.79, 0.81, 0.80, 0.80, 0.80],
+            "c": [0.40, 0.80, 0.60, 0.45, 0.75, 0.50, 0.70, 0.55],
+        }
+    )
+    plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3, "half_width": 3}})
+    jobs = grid(models=("b", "c"), lrs=("0.03",), seeds=(0, 1, 2))
+    toy.launch(jobs)
+    no_claims = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=())
+    with caplog.at_level("INFO"):
+        batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, no_claims))
+    assert {adaptive.parse(job)["model"] for batch in batches for job in batch} == {"b"}
+    assert (
+        "precision target: c gets no seeds for it: its 3 seeds spread so far that 8 would give ±9.7 points at best, "
+        "not ±3" in caplog.text
+    )
+    # A claim comparing c still adds its seeds: a difference can resolve where a mean stays wide.
+    toy = Toy({"b": [0.90] * 8, "c": [0.40, 0.80, 0.60, 0.70, 0.75, 0.70, 0.72, 0.74]})
+    claims = Study(
+        name="toy",
+        scientific=("model",),
+        nuisance=("optim.lr",),
+        claims=({"id": "b_beats_c", "text": "b > c", "kind": "greater", "left": ["b"], "right": ["c"]},),
+    )
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, claims))
+    assert "c" in {adaptive.parse(job)["model"] for job in batches[0]}
 
 
 def test_halving_keeps_a_setting_that_a_claim_compares_whatever_its_rank():

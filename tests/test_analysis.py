@@ -878,6 +878,34 @@ def test_the_report_states_the_halving_plan_its_table_ran_under_and_not_todays_b
     assert "ranked below the settings of its value that continued" in text
 
 
+def test_the_report_says_which_values_missed_the_precision_target_and_why_they_got_no_more_seeds(tmp_path):
+    # Test accuracy per seed at one LR, against ±3 points with a cap of 8: allconv5's three seeds agree; allconv6
+    # reached the cap still 10 points apart; allconv7_1's three seeds lie 40 points apart, so even 8 seeds would
+    # not do (a test of ablate.analysis.looks.out_of_reach); allconv8_1's might have, but the sweep ended first.
+    accs = {
+        "allconv5": [0.60, 0.61, 0.60],
+        "allconv6": [0.60, 0.70] * 4,
+        "allconv7_1": [0.40, 0.80, 0.60],
+        "allconv8_1": [0.74, 0.86, 0.80],
+    }
+    root = tmp_path / "runs"
+    rows = [
+        {**run_row(root, val=acc, test=acc, seed=seed, model=model, **{"optim.lr": 0.01}), "seed": seed}
+        for model, seeds in accs.items()
+        for seed, acc in enumerate(seeds)
+    ]
+    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "half_width": 3}}
+    (root / rows[0]["identity"] / "config.yaml").write_text(OmegaConf.to_yaml({"study": study}))
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert (
+        "| precision target | 95% interval within ±3 points for 1 of 4 values; wider: "
+        "allconv6 ±4.5 (8 seeds, the cap); "
+        "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it); "
+        "allconv8_1 ±14.9 (3 seeds, below the cap: the sweep was cut or its looks ran out) |"
+    ) in text
+
+
 @pytest.mark.parametrize(
     ("precision", "why"),
     [

@@ -5,6 +5,7 @@ The adaptive-seed loop (ablate.adaptive.seed_looks, driven by hydra_plugins/abla
 and after each batch of seeds; the report asks the same question of the finished table.
 """
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,14 +15,22 @@ from omegaconf import OmegaConf
 from ablate import adaptive, collect
 from ablate.analysis.claims import INCONCLUSIVE, Claim, Verdict, judge, parse_claims, pinned_selectors
 from ablate.analysis.selection import Arm, select
+from ablate.analysis.stats import reachable_half_width
 from ablate.analysis.study import Study, load_study, same
+
+log = logging.getLogger(__name__)
 
 
 def open_arms(
-    runs: pd.DataFrame, spec: Study, confidence: float, half_width: float | None = None
+    runs: pd.DataFrame,
+    spec: Study,
+    confidence: float,
+    half_width: float | None = None,
+    max_seeds: int | None = None,
 ) -> tuple[list[Arm], list[Verdict]]:
     """The arms that inconclusive claims compare, then (with `half_width`, in points) the chosen arms whose 95%
-    interval of test accuracy is wider than ±half_width, and every claim's verdict, at `confidence`.
+    interval of test accuracy is wider than ±half_width and that `max_seeds` seeds could bring within it
+    (out_of_reach), and every claim's verdict, at `confidence`.
 
     An arm at chance is left out: more seeds of a net that did not train cannot settle a claim about nets (the
     report says the budget measured trainability there), nor make its chance-level accuracy any more telling; so is
@@ -45,7 +54,14 @@ def open_arms(
     if half_width is not None:
         for arm in selection.arms:
             if arm.seeds > 0 and not arm.at_chance and too_wide(arm, half_width):
-                wanted.setdefault(arm.label, arm)
+                if max_seeds is None or not out_of_reach(arm, half_width, max_seeds):
+                    wanted.setdefault(arm.label, arm)
+                elif arm.label not in wanted:
+                    reach = reachable_half_width(arm.test_accs, max_seeds) * 100
+                    log.info(
+                        f"precision target: {arm.label} gets no seeds for it: its {arm.seeds} seeds spread so far "
+                        f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
+                    )
     return list(wanted.values()), verdicts
 
 
@@ -55,8 +71,21 @@ def too_wide(arm: Arm, half_width: float) -> bool:
     return not arm.test.bounded or (arm.test.high - arm.test.low) / 2 * 100 > half_width
 
 
+def out_of_reach(arm: Arm, half_width: float, max_seeds: int) -> bool:
+    """Whether even `max_seeds` seeds could not bring the arm's 95% interval within ±half_width points, its seeds'
+    spread taken at the low end of what they allow (stats.reachable_half_width): seeds added for precision there
+    would be spent without reaching the target. Claims still get their seeds: a difference can resolve where a
+    mean stays wide."""
+    return reachable_half_width(arm.test_accs, max_seeds) * 100 > half_width
+
+
 def open_arms_of_records(
-    study_dir: Path, study: dict, conf_dir: Path, confidence: float, half_width: float | None = None
+    study_dir: Path,
+    study: dict,
+    conf_dir: Path,
+    confidence: float,
+    half_width: float | None = None,
+    max_seeds: int | None = None,
 ) -> list[Arm]:
     """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
     and the claims of `conf_dir`/claims/<study>.yaml."""
@@ -67,7 +96,7 @@ def open_arms_of_records(
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
         return []
-    return open_arms(runs, spec, confidence, half_width)[0]
+    return open_arms(runs, spec, confidence, half_width, max_seeds)[0]
 
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:

@@ -10,9 +10,10 @@ import pandas as pd
 from ablate import adaptive
 from ablate.analysis import budget
 from ablate.analysis.claims import Verdict
+from ablate.analysis.looks import out_of_reach, too_wide
 from ablate.analysis.saturation import MODEL_SIZES, Saturation
 from ablate.analysis.selection import METRICS, Selection
-from ablate.analysis.stats import CONFIDENCE, Interval
+from ablate.analysis.stats import CONFIDENCE, Interval, reachable_half_width
 from ablate.analysis.study import STATUSES, Study, fmt, is_missing, same, where_slug
 
 CI_NAMES = {"t": "Student t over seeds", "bootstrap": "percentile bootstrap over seeds (10,000 resamples)"}
@@ -237,6 +238,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
                 else ""
             ),
         ),
+        *([("precision target", _precision_text(selection))] if spec.plan.half_width and spec.plan.max_seeds else []),
         ("runs", f"{len(runs)}: {status_text}"),
         ("git commit", _counted(runs, ["git_commit"], lambda v: f"`{str(v['git_commit'])[:12]}`")),
         (
@@ -485,6 +487,32 @@ def _halving_text(spec: Study, runs: pd.DataFrame) -> str:
         f"{rungs}, the {_kept_share(plan.eta)} of each value's settings by mean val accuracy continued, the rest "
         f"stopped (`study.halving`: eta {plan.eta})"
     )
+
+
+def _precision_text(selection: Selection) -> str:
+    """How each value stands against the plan's interval target, and why a wider one got no more seeds."""
+    plan = selection.study.plan
+    target, cap = plan.half_width, plan.max_seeds
+    arms = [a for a in selection.arms if a.seeds > 0]
+    wide = [a for a in arms if too_wide(a, target)]
+    text = f"95% interval within ±{target:g} points for {len(arms) - len(wide)} of {len(arms)} values"
+    if not wide:
+        return text
+    why = []
+    for arm in wide:
+        half = (arm.test.high - arm.test.low) / 2 * 100 if arm.test.bounded else np.inf
+        seeds = f"{arm.seeds} seed{'' if arm.seeds == 1 else 's'}"
+        if arm.at_chance:
+            reason = "at chance: seeds cannot train it"
+        elif arm.seeds >= cap:
+            reason = "the cap"
+        elif out_of_reach(arm, target, cap):
+            reach = reachable_half_width(arm.test_accs, cap) * 100
+            reason = f"out of reach: {cap} would give ±{reach:.1f} at best, so none were added for it"
+        else:
+            reason = "below the cap: the sweep was cut or its looks ran out"
+        why.append(f"{arm.label} ±{half:.1f} ({seeds}, {reason})")
+    return text + "; wider: " + "; ".join(why)
 
 
 def _extension_text(spec: Study, runs: pd.DataFrame) -> str:

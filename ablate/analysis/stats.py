@@ -48,6 +48,17 @@ def mean_ci(values, method: str = "t", confidence: float = CONFIDENCE) -> Interv
     return Interval(mean, mean - half, mean + half)
 
 
+def reachable_half_width(values, seeds: int, confidence: float = CONFIDENCE) -> float:
+    """The narrowest half-width of the Student t interval that `seeds` seeds could plausibly give: the seeds' spread
+    taken at the 95% lower confidence bound of its standard deviation (chi-square), so that a few seeds that happen
+    to spread wide do not rule a value out. 0 with fewer than two values: no spread known, nothing ruled out."""
+    x = _clean(values)
+    if len(x) < 2 or seeds < 2:
+        return 0.0
+    sd_low = x.std(ddof=1) * np.sqrt((len(x) - 1) / stats.chi2.ppf(0.95, len(x) - 1))
+    return float(stats.t.ppf(0.5 + confidence / 2, seeds - 1) * sd_low / np.sqrt(seeds))
+
+
 def diff_ci(a, b, method: str = "t", confidence: float = CONFIDENCE) -> Interval:
     """mean(a) - mean(b) for independent seeds: Welch's t interval, or a bootstrap resampling each side."""
     x, y = _clean(a), _clean(b)

@@ -124,7 +124,7 @@ class AdaptiveSweeper(BasicSweeper):
         returns = []
 
         def open_settings(launched: list[list[str]]) -> list:
-            arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width)
+            arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds)
             wanted = job_settings(arms, launched, nuisance)
             log.info(plan.look_line(len(wanted), initial, has_claims))
             return wanted
