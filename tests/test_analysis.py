@@ -878,6 +878,22 @@ def test_the_report_states_the_halving_plan_its_table_ran_under_and_not_todays_b
     assert "ranked below the settings of its value that continued" in text
 
 
+def test_a_tie_on_val_goes_to_the_net_with_fewer_params_in_the_answer_and_on_every_curve(tmp_path):
+    # mobilenet_width's widths 1 and 0.75 tied on val to the last digit: the answer named 1 (listed first) while
+    # the saturation section named 0.75 (smaller x). Here allconv5, listed first and shallower, has more params:
+    # the answer and the depth and params curves all name allconv6 (every run has the same macs: no curve).
+    root = tmp_path / "runs"
+    rows = []
+    for model, depth, params, test in (("allconv5", 5, 9000, 0.70), ("allconv6", 6, 6000, 0.75)):
+        for seed in (0, 1, 2):
+            row = run_row(root, val=0.80, test=test + seed / 100, seed=seed, model=model, **{"optim.lr": 0.01})
+            rows.append({**row, "seed": seed, "depth": depth, "params": params})
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert "- **Best on val**: allconv6, test 76.00" in text
+    assert text.count("- Best on val: **allconv6**") == 2 and "- Best on val: **allconv5**" not in text
+
+
 def test_the_report_says_which_values_missed_the_precision_target_and_why_they_got_no_more_seeds(tmp_path):
     # Test accuracy per seed at one LR, against ±3 points with a cap of 8: allconv5's three seeds agree; allconv6
     # reached the cap still 10 points apart; allconv7_1's three seeds lie 40 points apart, so even 8 seeds would

@@ -12,7 +12,7 @@ from ablate.analysis import budget
 from ablate.analysis.claims import Verdict
 from ablate.analysis.looks import out_of_reach, too_wide
 from ablate.analysis.saturation import MODEL_SIZES, Saturation
-from ablate.analysis.selection import METRICS, Selection
+from ablate.analysis.selection import METRICS, Selection, val_rank
 from ablate.analysis.stats import CONFIDENCE, Interval, reachable_half_width
 from ablate.analysis.study import STATUSES, Study, fmt, is_missing, same, where_slug
 
@@ -105,7 +105,7 @@ def _answer(analysis: Analysis) -> list[str]:
         )
     measured = [a for a in selection.arms if np.isfinite(a.test.mean)]
     if measured:
-        best = max(measured, key=lambda a: a.val.mean if np.isfinite(a.val.mean) else -np.inf)
+        best = max(measured, key=val_rank)
         lines.append(f"- **Best on val**: {best.label}, test {_interval(best.test)} %.")
     tier = _counted(runs, ["budget"], lambda v: f"`{fmt(v['budget'])}`") if "budget" in runs else "-"
     finished = runs[runs["status"] == "completed"]

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ablate.analysis.selection import Arm
+from ablate.analysis.selection import Arm, val_rank
 from ablate.analysis.stats import Interval, diff_ci
 from ablate.analysis.study import Study
 
@@ -59,13 +59,13 @@ def saturation(arms: list[Arm], key: str, margin: float, method: str = "t") -> S
         x = arm.x(key)
         if arm.seeds == 0 or not np.isfinite(x) or not np.isfinite(arm.val.mean):
             continue
-        if x not in by_x or arm.val.mean > by_x[x].val.mean:
+        if x not in by_x or val_rank(arm) > val_rank(by_x[x]):
             by_x[x] = arm
     if len(by_x) < 2:
         return None
     xs = sorted(by_x)
-    # The best is chosen on val like every other choice here; test only reports it.
-    best_x = max(xs, key=lambda x: by_x[x].val.mean)
+    # The best is chosen on val like every other choice here (and like the report's answer); test only reports it.
+    best_x = max(xs, key=lambda x: val_rank(by_x[x]))
     best = by_x[best_x]
     levels = tuple(
         Level(x, by_x[x], _ZERO if x == best_x else diff_ci(by_x[x].test_accs, best.test_accs, method)) for x in xs

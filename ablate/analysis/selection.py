@@ -112,6 +112,13 @@ class Selection:
         return build_arm(self.runs, values, setting, self.metric, self.method, pinned=pinned)
 
 
+def val_rank(arm: Arm) -> tuple[float, float]:
+    """How the report ranks values on val: the mean over seeds, a tie going to the value with fewer parameters
+    (the cheaper net does as well); max() keeps the first of any tie left."""
+    params = arm.x("params")
+    return (arm.val.mean if np.isfinite(arm.val.mean) else -np.inf, -params if np.isfinite(params) else 0.0)
+
+
 def select(
     runs: pd.DataFrame, study: Study, metric: str = "final", method: str = "t", confidence: float = CONFIDENCE
 ) -> Selection:
