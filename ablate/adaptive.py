@@ -274,6 +274,13 @@ def with_seed(job: Sequence[str], seed: int) -> list[str]:
     return [*out, f"{SEED}={seed}"]
 
 
+def with_grid_step(job: Sequence[str], step: int) -> list[str]:
+    """The job filed as grid extension step `step`: a step past an extension's own run replaces its mark (Hydra
+    refuses to append a key twice)."""
+    out = [text for text in job if parse([text]).keys() != {GRID_STEP}]
+    return [*out, f"+{GRID_STEP}={step}"]
+
+
 def more_seeds(
     jobs: Sequence[Sequence[str]], wanted: Iterable[tuple[tuple, tuple]], nuisance: Sequence[str], plan: Plan
 ) -> list[list[str]]:

@@ -74,6 +74,13 @@ def test_a_value_whose_best_setting_sits_on_the_grids_end_runs_one_step_past_it_
     assert adaptive.beyond_edges(scheds, {tuple(scheds[0]): 0.9, tuple(scheds[1]): 0.1}, ["sched"]) == []
 
 
+def test_a_step_past_an_extensions_own_run_carries_one_step_mark_the_new_one():
+    first = adaptive.with_grid_step(["model=top", "optim.lr=0.33", "seed=0"], 1)
+    assert first == ["model=top", "optim.lr=0.33", "seed=0", "+study.grid_step=1"]
+    second = adaptive.with_grid_step(adaptive.with_value(first, "optim.lr", "1.1"), 2)
+    assert second == ["model=top", "optim.lr=1.1", "seed=0", "+study.grid_step=2"]
+
+
 def test_grid_extension_is_a_count_of_steps_and_a_bad_one_is_one_line():
     assert adaptive.plan_from({"extend_grid": 2}).extend_grid == 2
     assert adaptive.plan_from({}).extend_grid == 0

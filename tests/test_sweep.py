@@ -318,10 +318,11 @@ def test_the_extension_reads_a_value_only_from_a_completed_record_and_any_other_
 
 
 def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(tmp_path):
-    # LR 1e-5 leaves the BN net at chance and 0.001 is the grid's top, so the extension runs 0.001 * 0.001 / 1e-5 =
-    # 0.1, which takes it furthest (the test above): the value's chosen setting is then the extension's, and the
-    # precision target's added seed trains at 0.1, filed as the extension's step like the seeds it joins (two seeds
-    # a point or two apart: ±3 is wider than two give and within what three could).
+    # LR 1e-5 leaves the BN net at chance and 0.001 is the grid's top, so the first step runs 0.001 * 0.001 / 1e-5 =
+    # 0.1, which takes it furthest (the test above), and the second, from 0.1, runs 0.1 * 0.1 / 0.001 = 10, which
+    # cannot beat it. The value's chosen setting is then the first step's, and the precision target's added seed
+    # trains at 0.1, filed as that step like the seeds it joins (two seeds a point or two apart: ±3 is wider than
+    # two give and within what three could).
     study = (
         "+sweep=depth_bn",
         "model=allconv5",
@@ -332,14 +333,17 @@ def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(
         "data.limit.train=1024",
         "trainer.epochs=4",
         "study.halving=null",
-        "study.extend_grid=1",
+        "study.extend_grid=2",
         "study.more_seeds={max:3,per_look:1,half_width:3}",
     )
-    sweep(tmp_path, *study)
+    result = sweep(tmp_path, *study)
+    log = result.stderr + result.stdout
+    assert "grid extension 1/2: 2 runs" in log and "grid extension 2/2: 2 runs" in log
     lrs = sorted((s["lr"]["base"], s["seed"]) for s in records(tmp_path, "depth_bn"))
-    assert lrs == [(1e-05, 0), (1e-05, 1), (0.001, 0), (0.001, 1), (0.1, 0), (0.1, 1), (0.1, 2)]
+    assert lrs == [(1e-05, 0), (1e-05, 1), (0.001, 0), (0.001, 1), (0.1, 0), (0.1, 1), (0.1, 2), (10.0, 0), (10.0, 1)]
     runs = table(tmp_path, "depth_bn")
     assert runs.loc[runs["optim.lr"] == 0.1, "grid_step"].tolist() == [1, 1, 1]
+    assert runs.loc[runs["optim.lr"] == 10.0, "grid_step"].tolist() == [2, 2]
 
 
 def test_halving_never_stops_a_setting_that_a_claim_compares(tmp_path):

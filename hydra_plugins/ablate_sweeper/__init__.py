@@ -100,7 +100,7 @@ class AdaptiveSweeper(BasicSweeper):
             new = adaptive.beyond_edges(jobs, {k: v for k, v in final.items() if not math.isnan(v)}, nuisance)
             if not new:
                 break
-            new = [[*job, f"+{adaptive.GRID_STEP}={step}"] for job in new]
+            new = [adaptive.with_grid_step(job, step) for job in new]
             settings = sorted({", ".join(f"{k}={v}" for k, v in adaptive.setting_of(j, nuisance)) for j in new})
             log.info(
                 f"grid extension {step}/{steps}: {len(new)} runs past the grid's end, where a value's best setting "
