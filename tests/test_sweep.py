@@ -260,22 +260,25 @@ def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares
     assert plan["more_seeds"]["half_width"] == 1.5  # the report reads the target from here
 
 
+# One BN net on two seeds, 128 updates, grid extension up to 2 steps and no halving: the extension tests' study.
+EXTENDED_BN_NET = (
+    "+sweep=depth_bn",
+    "model=allconv5",
+    "seed=0,1",
+    *TINY,
+    "data.train_size=1024",
+    "data.limit.train=1024",
+    "trainer.epochs=4",
+    "study.halving=null",
+    "study.extend_grid=2",
+)
+
+
 def test_a_best_lr_on_the_grids_end_gets_one_step_past_it_and_the_report_names_it(tmp_path):
     # LR 1e-5 leaves the BN net at chance and 0.01 takes it off in 128 updates (the test above), so 0.01, the grid's
     # top, is best: the extension runs 0.01 * 0.01 / 1e-5 = 10 on both seeds. 10 cannot beat it (it diverges or
     # stays lower), so 0.01 is then inside the tried values and the second step allowed finds nothing to extend.
-    study = (
-        "+sweep=depth_bn",
-        "model=allconv5",
-        "optim.lr=0.01,0.00001",
-        "seed=0,1",
-        *TINY,
-        "data.train_size=1024",
-        "data.limit.train=1024",
-        "trainer.epochs=4",
-        "study.halving=null",
-        "study.extend_grid=2",
-    )
+    study = ("optim.lr=0.01,0.00001", *EXTENDED_BN_NET)
     result = sweep(tmp_path, *study)
     log = result.stderr + result.stdout
     assert "grid extension 1/2: 2 runs past the grid's end, where a value's best setting on val sat on it" in log
@@ -323,19 +326,7 @@ def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(
     # cannot beat it. The value's chosen setting is then the first step's, and the precision target's added seed
     # trains at 0.1, filed as that step like the seeds it joins (two seeds a point or two apart: ±3 is wider than
     # two give and within what three could).
-    study = (
-        "+sweep=depth_bn",
-        "model=allconv5",
-        "optim.lr=0.001,0.00001",
-        "seed=0,1",
-        *TINY,
-        "data.train_size=1024",
-        "data.limit.train=1024",
-        "trainer.epochs=4",
-        "study.halving=null",
-        "study.extend_grid=2",
-        "study.more_seeds={max:3,per_look:1,half_width:3}",
-    )
+    study = ("optim.lr=0.001,0.00001", *EXTENDED_BN_NET, "study.more_seeds={max:3,per_look:1,half_width:3}")
     result = sweep(tmp_path, *study)
     log = result.stderr + result.stdout
     assert "grid extension 1/2: 2 runs" in log and "grid extension 2/2: 2 runs" in log
