@@ -13,6 +13,11 @@ Looking at the data after each batch of seeds inflates the error rate, so every 
 Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
 family-wise error at alpha whatever the data do.
 
+A time limit (`study.minutes`) bounds what the sweeper decides as it goes, not the grid: the grid and its rungs
+always run whole (without them there is no answer), and no grid-extension step or seed look starts once the sweep has
+run that long. A look started just before the limit runs to its end, so a study ends within about one look of it.
+The claims keep their Bonferroni level: fewer looks than planned only makes it stricter than it needs to be.
+
 Grid extension (`study.extend_grid`): a value whose best setting on val sits at the end of a numeric nuisance axis
 may have its optimum outside the grid, and would be compared at a worse setting than its rivals. After the grid, such
 a value runs at the next point past that end (the end times its ratio to its neighbour: 0.1 after 0.03 and 0.01 is
@@ -23,12 +28,14 @@ The functions here are pure (job override lists and numbers in, decisions out); 
 hydra_plugins/ablate_sweeper launches what they decide.
 """
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ablate.errors import ConfigError
 
+log = logging.getLogger(__name__)
 SEED = "seed"
 # Marks a job the grid extension added (its step, from 1): a column of runs.csv, so the report can say which
 # settings lie past the sweep's grid. Not part of what a job measures (group_of) nor of its record's identity.
@@ -46,10 +53,22 @@ class Plan:
     alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
     half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
     extend_grid: int = 0  # steps past a numeric nuisance grid's end, where a value's best setting sat on it; 0 = none
+    minutes: float | None = None  # no extension step or seed look starts after the sweep has run this long; None = off
 
     @property
     def halving(self) -> bool:
         return bool(self.rungs)
+
+    def out_of_time(self, elapsed_minutes: float) -> bool:
+        """Whether the sweep has spent its time limit: nothing more that the sweeper decides as it goes starts."""
+        return self.minutes is not None and elapsed_minutes >= self.minutes
+
+    def time_line(self, elapsed_minutes: float, what: str) -> str:
+        """The sweep log's line for what the time limit stopped."""
+        return (
+            f"time limit: the sweep has run {elapsed_minutes:.0f} of study.minutes={self.minutes:g} minutes: {what}; "
+            "run it again with study.minutes=null to go on from its records"
+        )
 
     def looks(self, initial_seeds: int) -> int:
         """The number of times the claims are judged: after the grid, then after each batch of seeds."""
@@ -111,7 +130,14 @@ def plan_from(node: dict | None) -> Plan:
             f"study.extend_grid={extend}: must be an integer >= 0 (steps past a grid's end where a value's best "
             "setting sits on it; 0 = none); e.g. 2"
         )
+    minutes = node.get("minutes")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
+        raise ConfigError(
+            f"study.minutes={minutes}: must be a number of minutes >= 0 (no grid-extension step or seed look starts "
+            "after the sweep has run that long), or null for no limit; e.g. 45"
+        )
     return Plan(
+        minutes=None if minutes is None else float(minutes),
         extend_grid=extend,
         rungs=rungs,
         eta=eta,
@@ -303,16 +329,24 @@ def seed_looks(
     nuisance: Sequence[str],
     launch: Callable[[list[list[str]]], object],
     open_settings: Callable[[list[list[str]]], list[tuple[tuple, tuple]]],
+    elapsed_minutes: Callable[[], float] = lambda: 0.0,
 ) -> list[list[list[str]]]:
-    """The adaptive-seed loop: look at the claims, add seeds where one is open, until none is or the plan's looks
-    are spent. `open_settings(launched)` names the (group, setting) pairs open claims compare; `launch` runs jobs.
+    """The adaptive-seed loop: look at the claims, add seeds where one is open, until none is, the plan's looks
+    are spent or its time limit has passed (`elapsed_minutes()`: the sweep's wall time so far).
+    `open_settings(launched)` names the (group, setting) pairs open claims compare; `launch` runs jobs.
     Returns the batches launched, one per look that found something open."""
     launched = [list(j) for j in jobs]
     initial = len({parse(j).get(SEED) for j in jobs})
     batches = []
     for _ in range(1, plan.looks(initial)):
-        new = more_seeds(launched, open_settings(launched), nuisance, plan)
+        wanted = open_settings(launched)
+        new = more_seeds(launched, wanted, nuisance, plan)
         if not new:
+            break
+        elapsed = elapsed_minutes()
+        if plan.out_of_time(elapsed):
+            still = len(dict.fromkeys(wanted))
+            log.info(plan.time_line(elapsed, f"{still} value{'' if still == 1 else 's'} still open get no more seeds"))
             break
         launch(new)
         launched += new

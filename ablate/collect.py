@@ -226,11 +226,11 @@ def row(r: dict, swept: list[str]) -> dict:
 
 
 def plan_of(config: dict) -> dict | None:
-    """The record's study.seeds/halving/more_seeds/extend_grid (ablate/adaptive.py); None outside a study."""
+    """The record's study.seeds/halving/more_seeds/extend_grid/minutes (ablate/adaptive.py); None outside a study."""
     study = config.get("study") if isinstance(config, dict) else None
     if not isinstance(study, dict):
         return None
-    plan = {key: study[key] for key in ("seeds", "halving", "more_seeds", "extend_grid") if key in study}
+    plan = {key: study[key] for key in ("seeds", "halving", "more_seeds", "extend_grid", "minutes") if key in study}
     return plan or None
 
 

@@ -108,6 +108,9 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
         ({"more_seeds": {"max": 8, "alpha": 1.5}}, "study.more_seeds.alpha"),
         ({"more_seeds": {"max": 8, "half_width": 0}}, "study.more_seeds.half_width"),
         ({"more_seeds": {"max": 8, "half_width": "3 points"}}, "study.more_seeds.half_width"),
+        ({"minutes": -1}, "study.minutes"),
+        ({"minutes": "an hour"}, "study.minutes"),
+        ({"minutes": True}, "study.minutes"),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(node, key):
@@ -211,6 +214,30 @@ def test_a_claim_that_never_resolves_stops_at_the_seed_cap():
     batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan))
     assert [len(b) for b in batches] == [4, 4]  # 2 -> 4 -> 6 seeds each, then the plan's looks are spent
     assert max(row["seed"] for row in toy.rows) == 5
+
+
+def test_no_look_starts_once_the_time_limit_has_passed_and_the_log_says_what_it_left_open(caplog):
+    # The claim of the test above never resolves; the looks would go 2 -> 4 -> 6 seeds. The first look starts at
+    # 10 of 30 minutes, the second would start at 31: none does, and a and b stay open at 4 seeds.
+    same = [0.75, 0.77] * 4
+    toy = Toy({"a": same, "b": list(reversed(same))})
+    plan = adaptive.plan_from({"more_seeds": {"max": 6, "per_look": 2}, "minutes": 30})
+    assert plan.minutes == 30 and adaptive.plan_from({}).minutes is None
+    jobs = grid(lrs=("0.03",))
+    toy.launch(jobs)
+    clock = iter([10.0, 31.0])
+    look = toy.open_settings(plan)
+    with caplog.at_level("INFO"):
+        batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, look, lambda: next(clock))
+    assert [len(b) for b in batches] == [4]
+    assert max(row["seed"] for row in toy.rows) == 3
+    assert (
+        "time limit: the sweep has run 31 of study.minutes=30 minutes: 2 values still open get no more seeds; "
+        "run it again with study.minutes=null to go on from its records" in caplog.text
+    )
+    # No limit (null): the same clock changes nothing, the plan's looks run out first.
+    plain = adaptive.plan_from({"more_seeds": {"max": 6, "per_look": 2}, "minutes": None})
+    assert not plain.out_of_time(10**6)
 
 
 def test_values_at_chance_get_no_seeds_more_seeds_cannot_train_them():

@@ -894,10 +894,20 @@ def test_a_tie_on_val_goes_to_the_net_with_fewer_params_in_the_answer_and_on_eve
     assert text.count("- Best on val: **allconv6**") == 2 and "- Best on val: **allconv5**" not in text
 
 
-def test_the_report_says_which_values_missed_the_precision_target_and_why_they_got_no_more_seeds(tmp_path):
+@pytest.mark.parametrize(
+    ("limit", "ended"),
+    [
+        ({}, "the sweep was cut or its looks ran out"),
+        ({"minutes": 45}, "the time limit (study.minutes=45), a cut or the planned looks ended the seeds"),
+    ],
+)
+def test_the_report_says_which_values_missed_the_precision_target_and_why_they_got_no_more_seeds(
+    tmp_path, limit, ended
+):
     # Test accuracy per seed at one LR, against ±3 points with a cap of 8: allconv5's three seeds agree; allconv6
     # reached the cap still 10 points apart; allconv7_1's three seeds lie 40 points apart, so even 8 seeds would
-    # not do (a test of ablate.analysis.looks.out_of_reach); allconv8_1's might have, but the sweep ended first.
+    # not do (a test of ablate.analysis.looks.out_of_reach); allconv8_1's might have, but the sweep ended first,
+    # which a study with a time limit may owe to it.
     accs = {
         "allconv5": [0.60, 0.61, 0.60],
         "allconv6": [0.60, 0.70] * 4,
@@ -910,7 +920,7 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         for model, seeds in accs.items()
         for seed, acc in enumerate(seeds)
     ]
-    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "half_width": 3}}
+    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "half_width": 3}, **limit}
     (root / rows[0]["identity"] / "config.yaml").write_text(OmegaConf.to_yaml({"study": study}))
     results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
     text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
@@ -918,7 +928,7 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         "| precision target | 95% interval within ±3 points for 1 of 4 values; wider: "
         "allconv6 ±4.5 (8 seeds, the cap); "
         "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it); "
-        "allconv8_1 ±14.9 (3 seeds, below the cap: the sweep was cut or its looks ran out) |"
+        f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}) |"
     ) in text
 
 

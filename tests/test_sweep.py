@@ -279,7 +279,15 @@ def test_a_best_lr_on_the_grids_end_gets_one_step_past_it_and_the_report_names_i
     # top, is best: the extension runs 0.01 * 0.01 / 1e-5 = 10 on both seeds. 10 cannot beat it (it diverges or
     # stays lower), so 0.01 is then inside the tried values and the second step allowed finds nothing to extend.
     study = ("optim.lr=0.01,0.00001", *EXTENDED_BN_NET)
+    # A time limit already spent: the grid still runs whole, the extension does not start ...
+    limited = sweep(tmp_path, *study, "study.minutes=0")
+    assert "time limit: the sweep has run 0 of study.minutes=0 minutes: grid extension step 1/2 does not start" in (
+        limited.stderr + limited.stdout
+    )
+    assert len(records(tmp_path, "depth_bn")) == 4
+    # ... and the same sweep without it goes on from those records.
     result = sweep(tmp_path, *study)
+    assert counts(result)["skipped"] == 4
     log = result.stderr + result.stdout
     assert "grid extension 1/2: 2 runs past the grid's end, where a value's best setting on val sat on it" in log
     assert "(optim.lr=10)" in log and "grid extension 2/2" not in log

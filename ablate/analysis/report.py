@@ -510,7 +510,11 @@ def _precision_text(selection: Selection) -> str:
             reach = reachable_half_width(arm.test_accs, cap) * 100
             reason = f"out of reach: {cap} would give ±{reach:.1f} at best, so none were added for it"
         else:
-            reason = "below the cap: the sweep was cut or its looks ran out"
+            reason = "below the cap: " + (
+                f"the time limit (study.minutes={plan.minutes:g}), a cut or the planned looks ended the seeds"
+                if plan.minutes is not None
+                else "the sweep was cut or its looks ran out"
+            )
         why.append(f"{arm.label} ±{half:.1f} ({seeds}, {reason})")
     return text + "; wider: " + "; ".join(why)
 

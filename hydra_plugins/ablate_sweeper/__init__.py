@@ -7,6 +7,7 @@ Hydra finds sweepers only in the `hydra_plugins` namespace, hence this package b
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class AdaptiveSweeper(BasicSweeper):
     """The basic sweeper's grid, launched in rungs (halving) and then in looks (adaptive seeds)."""
 
     def sweep(self, arguments: list[str]) -> Any:
+        self.started = time.monotonic()  # study.minutes counts from here
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         jobs = self.split_arguments(overrides, None)[0]
@@ -82,23 +84,31 @@ class AdaptiveSweeper(BasicSweeper):
         returns.append(self.launch_jobs(alive, alive))
 
         if plan.extend_grid and nuisance:
-            jobs, extended = self.extend_grid(jobs, alive, plan.extend_grid, nuisance)
+            jobs, extended = self.extend_grid(jobs, alive, plan, nuisance)
             returns += extended
 
         if plan.max_seeds:
             returns += self.seed_looks(jobs, plan, nuisance, study, has_claims)
         return returns
 
+    def elapsed_minutes(self) -> float:
+        return (time.monotonic() - self.started) / 60
+
     def extend_grid(
-        self, jobs: list[list[str]], finished: list[list[str]], steps: int, nuisance: list[str]
+        self, jobs: list[list[str]], finished: list[list[str]], plan: adaptive.Plan, nuisance: list[str]
     ) -> tuple[list[list[str]], list]:
         """Runs past the grid's end where a value's best setting on val sits on it (ablate.adaptive.beyond_edges),
-        up to `steps` times; returns every job launched so far and the batches."""
+        up to `plan.extend_grid` times, each while the plan's time limit allows; returns every job launched so far
+        and the batches."""
         returns = []
+        steps = plan.extend_grid
         for step in range(1, steps + 1):
             final = {tuple(job): self.final_val_acc(job) for job in finished}
             new = adaptive.beyond_edges(jobs, {k: v for k, v in final.items() if not math.isnan(v)}, nuisance)
             if not new:
+                break
+            if plan.out_of_time(self.elapsed_minutes()):
+                log.info(plan.time_line(self.elapsed_minutes(), f"grid extension step {step}/{steps} does not start"))
                 break
             new = [adaptive.with_grid_step(job, step) for job in new]
             settings = sorted({", ".join(f"{k}={v}" for k, v in adaptive.setting_of(j, nuisance)) for j in new})
@@ -132,7 +142,7 @@ class AdaptiveSweeper(BasicSweeper):
         def launch(new: list[list[str]]) -> None:
             returns.append(self.launch_jobs(new, new))
 
-        adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings)
+        adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes)
         return returns
 
     def claims_conf_dir(self, name: str) -> Path:
