@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
-from ablate import collect
+from ablate import adaptive, collect
 from ablate.analysis import analyze
 from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
@@ -963,3 +963,20 @@ def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_
     assert "3 of 4 seeds completed" in five
     assert "seeds completed" not in six and "1 of 6 seeds at chance" in six
     assert f"| seeds | 0, 1, 2, 3, 4, 5 (3 for every value, up to 8 {why} |" in text
+
+
+def test_the_extension_row_lists_each_values_added_settings_in_step_order(tmp_path):
+    # The table comes in record-folder order, where a second step's run can sort before the first's.
+    from ablate.analysis.report import _extension_text
+
+    rows = [
+        run_row(tmp_path, model="allconv5", grid_step=np.nan, **{"optim.lr": 0.03}),
+        run_row(tmp_path, model="allconv5", grid_step=2, **{"optim.lr": 0.27}),
+        run_row(tmp_path, model="allconv6", grid_step=1, **{"optim.lr": 0.09}),
+        run_row(tmp_path, model="allconv5", grid_step=1, **{"optim.lr": 0.09}),
+    ]
+    spec = Study(name="depth", scientific=("model",), nuisance=("optim.lr",), plan=adaptive.Plan(extend_grid=2))
+    assert _extension_text(spec, pd.DataFrame(rows)).endswith(
+        "(`study.extend_grid`): allconv5: `optim.lr`=0.09 (step 1), `optim.lr`=0.27 (step 2); "
+        "allconv6: `optim.lr`=0.09 (step 1)"
+    )

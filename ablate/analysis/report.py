@@ -14,7 +14,7 @@ from ablate.analysis.looks import out_of_reach, too_wide
 from ablate.analysis.saturation import MODEL_SIZES, Saturation
 from ablate.analysis.selection import METRICS, Selection, val_rank
 from ablate.analysis.stats import CONFIDENCE, Interval, reachable_half_width
-from ablate.analysis.study import STATUSES, Study, fmt, is_missing, same, where_slug
+from ablate.analysis.study import STATUSES, Study, fmt, is_missing, same, sort_key, where_slug
 
 CI_NAMES = {"t": "Student t over seeds", "bootstrap": "percentile bootstrap over seeds (10,000 resamples)"}
 
@@ -522,10 +522,15 @@ def _precision_text(selection: Selection) -> str:
 def _extension_text(spec: Study, runs: pd.DataFrame) -> str:
     """Where the grid was extended: the settings the extension ran, per scientific value, with their step."""
     steps = pd.to_numeric(runs["grid_step"], errors="coerce") if "grid_step" in runs else pd.Series(dtype=float)
-    added = runs[steps.reindex(runs.index).fillna(0) > 0]
+    steps = steps.reindex(runs.index).fillna(0)
+    # Values in the study's order, each one's settings in step order (the table comes in record-folder order, where a
+    # second step's run can sort before the first's).
+    added = runs[steps > 0].assign(_step=steps[steps > 0]).sort_values("_step", kind="stable")
+    groups = list(added.groupby([*spec.scientific], sort=False, dropna=False))
+    groups.sort(key=lambda group: sort_key(spec, dict(zip(spec.scientific, _as_tuple(group[0]), strict=True))))
     ran = []
-    for label, rows in added.groupby([*spec.scientific], sort=False, dropna=False):
-        name = ", ".join(fmt(v) for v in (label if isinstance(label, tuple) else (label,)))
+    for label, rows in groups:
+        name = ", ".join(fmt(v) for v in _as_tuple(label))
         settings = rows.drop_duplicates(subset=[*spec.nuisance])
         ran.append(
             f"{name}: "
@@ -539,6 +544,11 @@ def _extension_text(spec: Study, runs: pd.DataFrame) -> str:
         f"up to {spec.plan.extend_grid} steps past a numeric grid's end, for a value whose best setting on val sat on "
         f"it (`study.extend_grid`): {done}"
     )
+
+
+def _as_tuple(label) -> tuple:
+    """A groupby label as a tuple whether it grouped by one key or several."""
+    return label if isinstance(label, tuple) else (label,)
 
 
 def _run_length(runs: pd.DataFrame) -> str:
