@@ -679,12 +679,14 @@ def test_seeds_requested_come_from_the_runs_not_the_sweep_files_default(tmp_path
     assert "| seeds | 0 (1 requested) |" in text and "of 3 seeds completed" not in text
 
 
-def drawn_figures(monkeypatch) -> dict:
-    """Capture each figure the analysis saves, by file name, instead of only writing the PNG."""
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """Capture each figure the analysis saves, by file name, instead of only writing the PNG; the figures stay open
+    for the test to read and close after it."""
     from ablate.analysis import figures
 
     captured = {}
-    save = figures.save
+    save, close = figures.save, figures.plt.close
 
     def capture(fig, path):
         captured[Path(path).name] = fig
@@ -693,11 +695,13 @@ def drawn_figures(monkeypatch) -> dict:
 
     monkeypatch.setattr(figures, "save", capture)
     monkeypatch.setattr(figures.plt, "close", lambda fig=None: None)
-    return captured
+    yield captured
+    for fig in captured.values():
+        close(fig)
 
 
-def test_every_accuracy_figure_has_a_chance_line_a_dataset_title_and_axes_within_0_100(tmp_path, monkeypatch):
-    captured = drawn_figures(monkeypatch)
+def test_every_accuracy_figure_has_a_chance_line_a_dataset_title_and_axes_within_0_100(tmp_path, drawn_figures):
+    captured = drawn_figures
     rows = near_chance_rows(tmp_path / "runs")
     for row in depth_rows(tmp_path / "runs", {"allconv8_1": (8, 0.3), "allconv8_2": (8, 0.3), "allconv8_3": (8, 0.3)}):
         rows.append({**row, "data.classes": 20})
@@ -718,8 +722,8 @@ def test_every_accuracy_figure_has_a_chance_line_a_dataset_title_and_axes_within
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
-def test_a_curve_with_one_evaluation_is_drawn_as_a_point(tmp_path, monkeypatch):
-    captured = drawn_figures(monkeypatch)
+def test_a_curve_with_one_evaluation_is_drawn_as_a_point(tmp_path, drawn_figures):
+    captured = drawn_figures
     rows = near_chance_rows(tmp_path / "runs")
     for row in rows:  # one evaluation per run
         metrics = Path(row["record_dir"]) / "metrics.jsonl"
@@ -744,9 +748,9 @@ def test_analysing_the_committed_tables_without_their_records_keeps_the_curves_f
 
 
 def test_a_clone_without_the_records_redraws_the_curves_and_what_the_budget_measured_from_curves_csv(
-    tmp_path, monkeypatch
+    tmp_path, drawn_figures
 ):
-    captured = drawn_figures(monkeypatch)
+    captured = drawn_figures
     rows = near_chance_rows(tmp_path / "runs")
     for row in depth_rows(tmp_path / "runs", {"allconv6": (6, 0.6)}):
         rows.append({**row, "data.classes": 20})
