@@ -934,6 +934,8 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it); "
         f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}) |"
     ) in text
+    limit_row = "| time limit | 45 minutes (`study.minutes`): the grid ran whole; no grid-extension step or seed look"
+    assert (limit_row in text) == bool(limit)
 
 
 @pytest.mark.parametrize(

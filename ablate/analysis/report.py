@@ -227,6 +227,17 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ("nuisance axes (tuned on val)", nuisance or "none"),
         ("successive halving", _halving_text(spec, runs)),
         *([("grid extension", _extension_text(spec, runs))] if spec.plan.extend_grid else []),
+        *(
+            [
+                (
+                    "time limit",
+                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid ran whole; no grid-extension step or "
+                    "seed look started after that (the sweep's log says what it left)",
+                )
+            ]
+            if spec.plan.minutes is not None
+            else []
+        ),
         (
             "seeds",
             ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
