@@ -982,7 +982,23 @@ def test_the_extension_row_lists_each_values_added_settings_in_step_order(tmp_pa
         run_row(tmp_path, model="allconv5", grid_step=1, **{"optim.lr": 0.09}),
     ]
     spec = Study(name="depth", scientific=("model",), nuisance=("optim.lr",), plan=adaptive.Plan(extend_grid=2))
-    assert _extension_text(spec, pd.DataFrame(rows)).endswith(
+    assert _extension_text(spec, pd.DataFrame(rows), ["allconv5"]).endswith(
         "(`study.extend_grid`): allconv5: `optim.lr`=0.09 (step 1), `optim.lr`=0.27 (step 2); "
         "allconv6: `optim.lr`=0.09 (step 1)"
     )
+
+
+def test_an_extension_that_never_ran_is_not_reported_as_not_needed(tmp_path):
+    # The grid alone: found on MobileNet depth, whose grid outlasted its time limit, so the extension never started
+    # while five values' best LR sat on the grid's top.
+    from ablate.analysis.report import _extension_text
+
+    rows = pd.DataFrame([run_row(tmp_path, model="allconv5", **{"optim.lr": 0.03})])
+    limited = Study(
+        name="depth", scientific=("model",), nuisance=("optim.lr",), plan=adaptive.Plan(extend_grid=2, minutes=45)
+    )
+    assert _extension_text(limited, rows, ["allconv5", "allconv6"]).endswith(
+        "none ran, though the best setting of allconv5, allconv6 sits on a grid's end (flags below): "
+        "the time limit (study.minutes=45) or a cut ended the sweep before it"
+    )
+    assert _extension_text(limited, rows, []).endswith("no value's best setting sat on a grid's end")

@@ -226,7 +226,11 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ("scientific axis (compared)", ", ".join(f"`{k}`" for k in spec.scientific)),
         ("nuisance axes (tuned on val)", nuisance or "none"),
         ("successive halving", _halving_text(spec, runs)),
-        *([("grid extension", _extension_text(spec, runs))] if spec.plan.extend_grid else []),
+        *(
+            [("grid extension", _extension_text(spec, runs, [a.label for a in selection.arms if _on_edge(a)]))]
+            if spec.plan.extend_grid
+            else []
+        ),
         *(
             [
                 (
@@ -311,7 +315,7 @@ def _results_table(selection: Selection, table_dir: Path) -> list[str]:
             "; ".join(arm.flags),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    edge = [f for arm in selection.arms for f in arm.flags if "widen" in f]
+    edge = [f for arm in selection.arms for f in arm.flags if _is_edge_flag(f)]
     if edge:
         lines += [
             "",
@@ -530,8 +534,9 @@ def _precision_text(selection: Selection) -> str:
     return text + "; wider: " + "; ".join(why)
 
 
-def _extension_text(spec: Study, runs: pd.DataFrame) -> str:
-    """Where the grid was extended: the settings the extension ran, per scientific value, with their step."""
+def _extension_text(spec: Study, runs: pd.DataFrame, edge_labels: list[str]) -> str:
+    """Where the grid was extended: the settings the extension ran, per scientific value, with their step; where it
+    ran nothing, whether that is because no best setting sat on an end (`edge_labels`: the values whose best does)."""
     steps = pd.to_numeric(runs["grid_step"], errors="coerce") if "grid_step" in runs else pd.Series(dtype=float)
     steps = steps.reindex(runs.index).fillna(0)
     # Values in the study's order, each one's settings in step order (the table comes in record-folder order, where a
@@ -550,11 +555,30 @@ def _extension_text(spec: Study, runs: pd.DataFrame) -> str:
                 for _, row in settings.iterrows()
             )
         )
-    done = "; ".join(ran) if ran else "no value's best setting sat on a grid's end"
+    if ran:
+        done = "; ".join(ran)
+    elif not edge_labels:
+        done = "no value's best setting sat on a grid's end"
+    else:
+        # The sweep stopped before its extension: a time limit already spent after the grid, or a cut.
+        first = f"the time limit (study.minutes={spec.plan.minutes:g}) or a cut" if spec.plan.minutes else "a cut"
+        done = (
+            f"none ran, though the best setting of {', '.join(edge_labels)} sits on a grid's end (flags below): "
+            f"{first} ended the sweep before it"
+        )
     return (
         f"up to {spec.plan.extend_grid} steps past a numeric grid's end, for a value whose best setting on val sat on "
         f"it (`study.extend_grid`): {done}"
     )
+
+
+def _is_edge_flag(flag: str) -> bool:
+    """An arm flag that says its best setting is a grid's end (ablate.analysis.selection._edge_flags)."""
+    return "widen" in flag
+
+
+def _on_edge(arm) -> bool:
+    return any(map(_is_edge_flag, arm.flags))
 
 
 def _as_tuple(label) -> tuple:
