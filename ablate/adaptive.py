@@ -13,10 +13,11 @@ Looking at the data after each batch of seeds inflates the error rate, so every 
 Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
 family-wise error at alpha whatever the data do.
 
-A time limit (`study.minutes`) bounds what the sweeper decides as it goes, not the grid: the grid and its rungs
-always run whole (without them there is no answer), and no grid-extension step or seed look starts once the sweep has
-run that long. A look started just before the limit runs to its end, so a study ends within about one look of it.
-The claims keep their Bonferroni level: fewer looks than planned only makes it stricter than it needs to be.
+A time limit (`study.minutes`) bounds what the sweeper decides as it goes, not the grid, nor the claims: the grid
+and its rungs always run whole (without them there is no answer); once the sweep has run that long no
+grid-extension step starts and the seed looks add seeds only to the values an open claim compares, not to values
+that are merely wider than the precision target. A verdict is what the study is for, and a claim compares a few
+values where the precision target reaches them all. The claims keep their Bonferroni level and their look schedule.
 
 Grid extension (`study.extend_grid`): a value whose best setting on val sits at the end of a numeric nuisance axis
 may have its optimum outside the grid, and would be compared at a worse setting than its rivals. After the grid, such
@@ -53,14 +54,14 @@ class Plan:
     alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
     half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
     extend_grid: int = 0  # steps past a numeric nuisance grid's end, where a value's best setting sat on it; 0 = none
-    minutes: float | None = None  # no extension step or seed look starts after the sweep has run this long; None = off
+    minutes: float | None = None  # after this long, no extension step and seeds for open claims only; None = off
 
     @property
     def halving(self) -> bool:
         return bool(self.rungs)
 
     def out_of_time(self, elapsed_minutes: float) -> bool:
-        """Whether the sweep has spent its time limit: nothing more that the sweeper decides as it goes starts."""
+        """Whether the sweep has spent its time limit: from here on it adds only what an open claim needs."""
         return self.minutes is not None and elapsed_minutes >= self.minutes
 
     def time_line(self, elapsed_minutes: float, what: str) -> str:
@@ -328,25 +329,41 @@ def seed_looks(
     plan: Plan,
     nuisance: Sequence[str],
     launch: Callable[[list[list[str]]], object],
-    open_settings: Callable[[list[list[str]]], list[tuple[tuple, tuple]]],
+    open_settings: Callable[[list[list[str]]], tuple[list[tuple[tuple, tuple]], list[tuple[tuple, tuple]]]],
     elapsed_minutes: Callable[[], float] = lambda: 0.0,
 ) -> list[list[list[str]]]:
-    """The adaptive-seed loop: look at the claims, add seeds where one is open, until none is, the plan's looks
-    are spent or its time limit has passed (`elapsed_minutes()`: the sweep's wall time so far).
-    `open_settings(launched)` names the (group, setting) pairs open claims compare; `launch` runs jobs.
-    Returns the batches launched, one per look that found something open."""
+    """The adaptive-seed loop: look at the claims, add seeds where one is open or a value is wider than the
+    precision target, until nothing is or the plan's looks are spent.
+    `open_settings(launched)` names the (group, setting) pairs open claims compare and, apart, those wider than the
+    target; `launch` runs jobs. Once the time limit has passed (`elapsed_minutes()`: the sweep's wall time so far)
+    a look adds seeds for the claims only: a verdict is what the study is for, and a claim's few values cost little
+    beside the precision target's many. Returns the batches launched, one per look that found something to add."""
     launched = [list(j) for j in jobs]
     initial = len({parse(j).get(SEED) for j in jobs})
     batches = []
+    told = False
     for _ in range(1, plan.looks(initial)):
-        wanted = open_settings(launched)
-        new = more_seeds(launched, wanted, nuisance, plan)
-        if not new:
-            break
+        for_claims, for_precision = open_settings(launched)
         elapsed = elapsed_minutes()
         if plan.out_of_time(elapsed):
-            still = len(dict.fromkeys(wanted))
-            log.info(plan.time_line(elapsed, f"{still} value{'' if still == 1 else 's'} still open get no more seeds"))
+            wide = [
+                s
+                for s in dict.fromkeys(for_precision)
+                if s not in for_claims and more_seeds(launched, [s], nuisance, plan)
+            ]
+            if wide and not told:
+                told = True
+                log.info(
+                    plan.time_line(
+                        elapsed,
+                        f"{len(wide)} value{'' if len(wide) == 1 else 's'} wider than the precision target "
+                        f"get{'s' if len(wide) == 1 else ''} no "
+                        "more seeds; values an open claim compares still do",
+                    )
+                )
+            for_precision = []
+        new = more_seeds(launched, [*for_claims, *for_precision], nuisance, plan)
+        if not new:
             break
         launch(new)
         launched += new

@@ -182,8 +182,8 @@ class Toy:
     def open_settings(self, plan, spec=SPEC):
         def look(launched):
             self.looks += 1
-            arms, _ = open_arms(pd.DataFrame(self.rows), spec, plan.confidence(2), plan.half_width, plan.max_seeds)
-            return job_settings(arms, launched, ["optim.lr"])
+            found = open_arms(pd.DataFrame(self.rows), spec, plan.confidence(2), plan.half_width, plan.max_seeds)
+            return tuple(job_settings(arms, launched, ["optim.lr"]) for arms in (found.claims, found.precision))
 
         return look
 
@@ -201,8 +201,7 @@ def test_seeds_are_added_to_the_compared_values_until_the_claim_resolves_then_th
     assert sorted(map(tuple, batches[0])) == sorted(
         (f"model={m}", "optim.lr=0.03", f"seed={s}") for m in ("a", "b") for s in (2, 3, 4)
     )
-    _, verdicts = open_arms(pd.DataFrame(toy.rows), SPEC, plan.confidence(2))
-    assert verdicts[0].verdict == "supported"
+    assert open_arms(pd.DataFrame(toy.rows), SPEC, plan.confidence(2)).verdicts[0].verdict == "supported"
 
 
 def test_a_claim_that_never_resolves_stops_at_the_seed_cap():
@@ -216,28 +215,38 @@ def test_a_claim_that_never_resolves_stops_at_the_seed_cap():
     assert max(row["seed"] for row in toy.rows) == 5
 
 
-def test_no_look_starts_once_the_time_limit_has_passed_and_the_log_says_what_it_left_open(caplog):
-    # The claim of the test above never resolves; the looks would go 2 -> 4 -> 6 seeds. The first look starts at
-    # 10 of 30 minutes, the second would start at 31: none does, and a and b stay open at 4 seeds.
+def test_past_the_time_limit_seeds_go_to_open_claims_only_and_the_log_says_what_the_limit_left(caplog):
+    # a and b: a claim that never resolves (their seeds overlap); c: no claim reads it, but its seeds spread wider
+    # than the ±3-point target. The first look starts at 10 of 30 minutes and feeds all three; the later ones start
+    # past the limit and feed a and b alone, up to the cap of 8 (2 -> 4 -> 6 -> 8), while c stays at 4 seeds.
     same = [0.75, 0.77] * 4
-    toy = Toy({"a": same, "b": list(reversed(same))})
-    plan = adaptive.plan_from({"more_seeds": {"max": 6, "per_look": 2}, "minutes": 30})
+    toy = Toy({"a": same, "b": list(reversed(same)), "c": [0.76, 0.80, 0.75, 0.81, 0.78, 0.78, 0.78, 0.78]})
+    plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 2, "half_width": 3}, "minutes": 30})
     assert plan.minutes == 30 and adaptive.plan_from({}).minutes is None
-    jobs = grid(lrs=("0.03",))
+    jobs = grid(models=("a", "b", "c"), lrs=("0.03",))
     toy.launch(jobs)
-    clock = iter([10.0, 31.0])
+    clock = iter([10.0, 31.0, 40.0])
     look = toy.open_settings(plan)
     with caplog.at_level("INFO"):
         batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, look, lambda: next(clock))
-    assert [len(b) for b in batches] == [4]
-    assert max(row["seed"] for row in toy.rows) == 3
-    assert (
-        "time limit: the sweep has run 31 of study.minutes=30 minutes: 2 values still open get no more seeds; "
-        "run it again with study.minutes=null to go on from its records" in caplog.text
+    models = [sorted({adaptive.parse(job)["model"] for job in batch}) for batch in batches]
+    assert models == [["a", "b", "c"], ["a", "b"], ["a", "b"]]
+    seeds = {m: max(row["seed"] for row in toy.rows if row["model"] == m) + 1 for m in "abc"}
+    assert seeds == {"a": 8, "b": 8, "c": 4}
+    line = (
+        "time limit: the sweep has run 31 of study.minutes=30 minutes: 1 value wider than the precision target gets no "
+        "more seeds; values an open claim compares still do; run it again with study.minutes=null to go on from its "
+        "records"
     )
-    # No limit (null): the same clock changes nothing, the plan's looks run out first.
-    plain = adaptive.plan_from({"more_seeds": {"max": 6, "per_look": 2}, "minutes": None})
+    assert line in caplog.text and caplog.text.count("time limit:") == 1  # once, not at every late look
+    # No limit (null): the same clock changes nothing, c gets its seeds until it is within ±3 points or capped.
+    plain = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 2, "half_width": 3}, "minutes": None})
     assert not plain.out_of_time(10**6)
+    toy = Toy(toy.accs)
+    toy.launch(jobs)
+    clock = iter([10.0, 31.0, 40.0])
+    batches = adaptive.seed_looks(jobs, plain, ["optim.lr"], toy.launch, toy.open_settings(plain), lambda: next(clock))
+    assert "c" in {adaptive.parse(job)["model"] for job in batches[1]}
 
 
 def test_values_at_chance_get_no_seeds_more_seeds_cannot_train_them():
@@ -261,11 +270,10 @@ def test_a_value_wider_than_the_precision_target_gets_seeds_until_its_interval_i
         [("model=b", "optim.lr=0.03", f"seed={s}") for s in (2, 3, 4)],
         [("model=b", "optim.lr=0.03", f"seed={s}") for s in (5, 6, 7)],
     ]
-    arms, _ = open_arms(pd.DataFrame(toy.rows), no_claims, plan.confidence(2), plan.half_width)
-    assert arms == []  # b is now inside ±3 points: nothing left to add
+    assert open_arms(pd.DataFrame(toy.rows), no_claims, plan.confidence(2), plan.half_width).arms == []  # b: ±2.7
     # Without a precision target the same study adds nothing: no claim asks for seeds.
     plain = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
-    assert open_arms(pd.DataFrame(toy.rows[:4]), no_claims, plain.confidence(2), plain.half_width)[0] == []
+    assert open_arms(pd.DataFrame(toy.rows[:4]), no_claims, plain.confidence(2), plain.half_width).arms == []
 
 
 def test_a_value_whose_seeds_spread_too_far_for_the_target_at_the_cap_gets_no_seeds_for_it(caplog):

@@ -902,7 +902,7 @@ def test_a_tie_on_val_goes_to_the_net_with_fewer_params_in_the_answer_and_on_eve
     ("limit", "ended"),
     [
         ({}, "the sweep was cut or its looks ran out"),
-        ({"minutes": 45}, "the time limit (study.minutes=45), a cut or the planned looks ended the seeds"),
+        ({"minutes": 45}, "the time limit (study.minutes=45), a cut or the planned looks ended its seeds"),
     ],
 )
 def test_the_report_says_which_values_missed_the_precision_target_and_why_they_got_no_more_seeds(
@@ -934,7 +934,10 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it); "
         f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}) |"
     ) in text
-    limit_row = "| time limit | 45 minutes (`study.minutes`): the grid ran whole; no grid-extension step or seed look"
+    limit_row = (
+        "| time limit | 45 minutes (`study.minutes`): the grid ran whole; after that no grid-extension step started, "
+        "and seeds went only to values an open claim compared, not to the precision target"
+    )
     assert (limit_row in text) == bool(limit)
 
 

@@ -7,6 +7,7 @@ and after each batch of seeds; the report asks the same question of the finished
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -21,15 +22,30 @@ from ablate.analysis.study import Study, load_study, same
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Open:
+    """What a look found: the arms open claims compare, the other arms wider than the precision target, and every
+    claim's verdict. The two lists are kept apart because a study's time limit ends the seeds for precision, not
+    the seeds for claims (ablate.adaptive.seed_looks)."""
+
+    claims: list[Arm] = field(default_factory=list)
+    precision: list[Arm] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def arms(self) -> list[Arm]:
+        return [*self.claims, *self.precision]
+
+
 def open_arms(
     runs: pd.DataFrame,
     spec: Study,
     confidence: float,
     half_width: float | None = None,
     max_seeds: int | None = None,
-) -> tuple[list[Arm], list[Verdict]]:
-    """The arms that inconclusive claims compare, then (with `half_width`, in points) the chosen arms whose 95%
-    interval of test accuracy is wider than ±half_width and that `max_seeds` seeds could bring within it
+) -> Open:
+    """The arms that inconclusive claims compare, the other chosen arms whose 95% interval of test accuracy is
+    wider than ±half_width points (with `half_width`) and that `max_seeds` seeds could bring within it
     (out_of_reach), and every claim's verdict, at `confidence`.
 
     An arm at chance is left out: more seeds of a net that did not train cannot settle a claim about nets (the
@@ -38,6 +54,7 @@ def open_arms(
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     wanted: dict[str, Arm] = {}
+    wide: dict[str, Arm] = {}
     for verdict in verdicts:
         if verdict.verdict != INCONCLUSIVE:
             continue
@@ -54,15 +71,17 @@ def open_arms(
     if half_width is not None:
         for arm in selection.arms:
             if arm.seeds > 0 and not arm.at_chance and too_wide(arm, half_width):
+                if arm.label in wanted:
+                    continue
                 if max_seeds is None or not out_of_reach(arm, half_width, max_seeds):
-                    wanted.setdefault(arm.label, arm)
-                elif arm.label not in wanted:
+                    wide.setdefault(arm.label, arm)
+                else:
                     reach = reachable_half_width(arm.test_accs, max_seeds) * 100
                     log.info(
                         f"precision target: {arm.label} gets no seeds for it: its {arm.seeds} seeds spread so far "
                         f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
                     )
-    return list(wanted.values()), verdicts
+    return Open(list(wanted.values()), list(wide.values()), verdicts)
 
 
 def too_wide(arm: Arm, half_width: float) -> bool:
@@ -86,17 +105,17 @@ def open_arms_of_records(
     confidence: float,
     half_width: float | None = None,
     max_seeds: int | None = None,
-) -> list[Arm]:
+) -> Open:
     """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
     and the claims of `conf_dir`/claims/<study>.yaml."""
     name = str(study["name"])
     runs = collect.table(collect.local_records(Path(study_dir)))
     if runs.empty or not (runs["status"] == "completed").any():
-        return []
+        return Open()
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
-        return []
-    return open_arms(runs, spec, confidence, half_width, max_seeds)[0]
+        return Open()
+    return open_arms(runs, spec, confidence, half_width, max_seeds)
 
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:

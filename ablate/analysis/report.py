@@ -235,8 +235,9 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
             [
                 (
                     "time limit",
-                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid ran whole; no grid-extension step or "
-                    "seed look started after that (the sweep's log says what it left)",
+                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid ran whole; after that no "
+                    "grid-extension step started, and seeds went only to values an open claim compared, not to the "
+                    "precision target (the sweep's log says what it left)",
                 )
             ]
             if spec.plan.minutes is not None
@@ -526,7 +527,7 @@ def _precision_text(selection: Selection) -> str:
             reason = f"out of reach: {cap} would give ±{reach:.1f} at best, so none were added for it"
         else:
             reason = "below the cap: " + (
-                f"the time limit (study.minutes={plan.minutes:g}), a cut or the planned looks ended the seeds"
+                f"the time limit (study.minutes={plan.minutes:g}), a cut or the planned looks ended its seeds"
                 if plan.minutes is not None
                 else "the sweep was cut or its looks ran out"
             )

@@ -133,11 +133,13 @@ class AdaptiveSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         returns = []
 
-        def open_settings(launched: list[list[str]]) -> list:
-            arms = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds)
-            wanted = job_settings(arms, launched, nuisance)
-            log.info(plan.look_line(len(wanted), initial, has_claims))
-            return wanted
+        def open_settings(launched: list[list[str]]) -> tuple[list, list]:
+            found = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds)
+            for_claims, for_precision = (
+                job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision)
+            )
+            log.info(plan.look_line(len(for_claims) + len(for_precision), initial, has_claims))
+            return for_claims, for_precision
 
         def launch(new: list[list[str]]) -> None:
             returns.append(self.launch_jobs(new, new))
