@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from ablate.analysis import analyze
 from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
 from ablate.analysis.selection import select
-from ablate.analysis.stats import Interval, diff_ci, mean_ci
+from ablate.analysis.stats import Interval, diff_ci, mean_ci, t_band
 from ablate.analysis.study import Study, load_runs
 from ablate.analyze import main
 from ablate.errors import ConfigError
@@ -165,6 +166,20 @@ def test_bootstrap_intervals_agree_with_scipy_bootstrap():
 def test_one_seed_has_no_interval():
     assert not mean_ci([0.7]).bounded
     assert not diff_ci([0.7], [0.6, 0.65]).bounded
+
+
+def test_a_curve_band_is_the_mean_interval_per_point_and_the_point_itself_where_one_seed_reached_it():
+    # Three seeds' curves; the third stopped after two points (NaN), so the last point has two seeds, and a fourth
+    # column only one seed reached: no spread there, the band is the point, without numpy's dof warning.
+    curves = np.array([[0.1, 0.5, 0.70, 0.9], [0.2, 0.6, 0.72, np.nan], [0.3, 0.7, np.nan, np.nan]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, low, high = t_band(curves)
+    for point in range(3):
+        seeds = curves[:, point][~np.isnan(curves[:, point])]
+        interval = mean_ci(seeds)
+        assert (mean[point], low[point], high[point]) == pytest.approx((interval.mean, interval.low, interval.high))
+    assert (mean[3], low[3], high[3]) == (0.9, 0.9, 0.9)
 
 
 # ---- selection: on val, reported on test -----------------------------------------------------------------

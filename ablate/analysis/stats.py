@@ -86,11 +86,12 @@ def diff_ci(a, b, method: str = "t", confidence: float = CONFIDENCE) -> Interval
 def t_band(matrix: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-column mean and Student t band of a (seeds x points) array with NaN for missing points (curves)."""
     n = np.sum(~np.isnan(matrix), axis=0)
+    spread = n >= 2  # a point one seed reached has no spread: its band is the point
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.nanmean(matrix, axis=0)
-        sem = np.nanstd(matrix, axis=0, ddof=1) / np.sqrt(n)
-        half = np.where(n >= 2, stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)) * sem, 0.0)
-    half = np.nan_to_num(half)
+        squares = np.nansum((matrix - mean) ** 2, axis=0)
+        sem = np.sqrt(np.where(spread, squares / np.maximum(n - 1, 1), 0.0) / np.maximum(n, 1))
+        half = np.where(spread, stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)) * sem, 0.0)
     return mean, mean - half, mean + half
 
 
