@@ -81,13 +81,17 @@ class Plan:
         """The two-sided confidence of each claim's interval under the fixed look schedule (Bonferroni)."""
         return 1 - self.alpha / self.looks(initial_seeds)
 
-    def look_line(self, wanted: int, initial_seeds: int, has_claims: bool) -> str:
-        """What a look decided, for the sweep's log: why `wanted` values get seeds, and the level claims are judged
-        at (a study without claims, such as mobilenet_width, adds seeds for the precision target only)."""
-        reasons = ["still compared by an open claim"] if has_claims else []
+    def look_line(self, for_claims: int, for_precision: int, initial_seeds: int, has_claims: bool) -> str:
+        """What a look found, for the sweep's log: how many values an open claim compares, how many others are
+        wider than the precision target (kept apart: the time limit ends only the latter's seeds), and the level
+        claims are judged at (a study without claims, such as mobilenet_width, has the precision target alone)."""
+        parts = [f"{_values(for_claims)} still compared by an open claim"] if has_claims else []
         if self.half_width is not None:
-            reasons.append(f"wider than ±{self.half_width:g} points")
-        line = f"adaptive seeds: {wanted} value{'' if wanted == 1 else 's'} {' or '.join(reasons) or 'open'}"
+            counted = (
+                f"{for_precision} other{'' if for_precision == 1 else 's'}" if has_claims else _values(for_precision)
+            )
+            parts.append(f"{counted} wider than ±{self.half_width:g} points")
+        line = f"adaptive seeds: {' and '.join(parts) or _values(for_claims + for_precision) + ' open'}"
         if has_claims:
             looks = self.looks(initial_seeds)
             return f"{line} (claims judged at {self.confidence(initial_seeds):.2%}, Bonferroni over {looks} looks)"
@@ -356,7 +360,7 @@ def seed_looks(
                 log.info(
                     plan.time_line(
                         elapsed,
-                        f"{len(wide)} value{'' if len(wide) == 1 else 's'} wider than the precision target "
+                        f"{_values(len(wide))} wider than the precision target "
                         f"get{'s' if len(wide) == 1 else ''} no "
                         "more seeds; values an open claim compares still do",
                     )
@@ -369,6 +373,10 @@ def seed_looks(
         launched += new
         batches.append(new)
     return batches
+
+
+def _values(count: int) -> str:
+    return f"{count} value{'' if count == 1 else 's'}"
 
 
 def _mean(values: list[float]) -> float:

@@ -127,17 +127,17 @@ def test_every_look_is_judged_at_the_bonferroni_level_of_the_planned_looks():
 
 def test_the_log_of_a_look_names_its_reasons_and_a_level_only_where_there_are_claims():
     plan = adaptive.plan_from({"more_seeds": {"max": 16, "per_look": 3, "half_width": 3}})
-    assert plan.look_line(2, 3, has_claims=True) == (
-        "adaptive seeds: 2 values still compared by an open claim or wider than ±3 points "
+    assert plan.look_line(2, 1, 3, has_claims=True) == (
+        "adaptive seeds: 2 values still compared by an open claim and 1 other wider than ±3 points "
         "(claims judged at 99.17%, Bonferroni over 6 looks)"
     )
     # mobilenet_width states no claims: its seeds serve the precision target, and no level is judged at all.
     assert (
-        plan.look_line(3, 3, has_claims=False)
+        plan.look_line(0, 3, 3, has_claims=False)
         == "adaptive seeds: 3 values wider than ±3 points (the study states no claims)"
     )
     claims_only = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
-    assert claims_only.look_line(0, 3, has_claims=True).startswith(
+    assert claims_only.look_line(0, 0, 3, has_claims=True).startswith(
         "adaptive seeds: 0 values still compared by an open claim ("
     )
 

@@ -255,7 +255,7 @@ def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
 
     result = sweep(tmp_path, *study, "study.more_seeds={max:4,per_look:1,half_width:1.5}")
-    assert "adaptive seeds: 1 value still compared by an open claim or wider than ±1.5 points" in (
+    assert "adaptive seeds: 0 values still compared by an open claim and 1 other wider than ±1.5 points" in (
         result.stderr + result.stdout
     )
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2, 3]

@@ -138,7 +138,7 @@ class AdaptiveSweeper(BasicSweeper):
             for_claims, for_precision = (
                 job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision)
             )
-            log.info(plan.look_line(len(for_claims) + len(for_precision), initial, has_claims))
+            log.info(plan.look_line(len(for_claims), len(for_precision), initial, has_claims))
             return for_claims, for_precision
 
         def launch(new: list[list[str]]) -> None:
