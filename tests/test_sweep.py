@@ -617,6 +617,25 @@ def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(t
     assert not study_dir(tmp_path, "bn_pair").exists() or not any(study_dir(tmp_path, "bn_pair").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [("study.minutes=soon", "study.minutes=soon: must be a number of minutes"), ("study.extend_grid=-1", "e.g. 2")],
+)
+def test_a_bad_plan_value_on_the_command_line_is_one_line_before_any_job(tmp_path, override, names):
+    result = subprocess.run(
+        command(tmp_path, "+sweep=depth_bn", "model=allconv5", "seed=0", *TINY, override),
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("ablate: error:")]
+    assert names in line and override.split("=")[0] in line
+    assert "Launching" not in result.stdout + result.stderr
+
+
 def test_the_progress_total_counts_the_grid_and_is_unknown_where_the_sweeper_decides_as_it_goes(compose):
     from ablate.sweep import job_count
 
