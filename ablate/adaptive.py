@@ -360,9 +360,8 @@ def seed_looks(
                 log.info(
                     plan.time_line(
                         elapsed,
-                        f"{_values(len(wide))} wider than the precision target "
-                        f"get{'s' if len(wide) == 1 else ''} no "
-                        "more seeds; values an open claim compares still do",
+                        f"no more seeds for {_values(len(wide))} wider than the precision target; values an open "
+                        "claim compares still get them",
                     )
                 )
             for_precision = []

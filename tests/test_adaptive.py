@@ -234,9 +234,9 @@ def test_past_the_time_limit_seeds_go_to_open_claims_only_and_the_log_says_what_
     seeds = {m: max(row["seed"] for row in toy.rows if row["model"] == m) + 1 for m in "abc"}
     assert seeds == {"a": 8, "b": 8, "c": 4}
     line = (
-        "time limit: the sweep has run 31 of study.minutes=30 minutes: 1 value wider than the precision target gets no "
-        "more seeds; values an open claim compares still do; run it again with study.minutes=null to go on from its "
-        "records"
+        "time limit: the sweep has run 31 of study.minutes=30 minutes: no more seeds for 1 value wider than the "
+        "precision target; values an open claim compares still get them; run it again with study.minutes=null to go "
+        "on from its records"
     )
     assert line in caplog.text and caplog.text.count("time limit:") == 1  # once, not at every late look
     # No limit (null): the same clock changes nothing, c gets its seeds until it is within ±3 points or capped.

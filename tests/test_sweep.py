@@ -251,7 +251,7 @@ def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
     # Past a time limit the target adds nothing (no claim is open here): the limit bounds precision, not claims.
     late = sweep(tmp_path, *study, "study.more_seeds={max:4,per_look:1,half_width:1.5}", "study.minutes=0")
-    assert "minutes: 1 value wider than the precision target gets no more seeds" in late.stderr + late.stdout
+    assert "minutes: no more seeds for 1 value wider than the precision target" in late.stderr + late.stdout
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
 
     result = sweep(tmp_path, *study, "study.more_seeds={max:4,per_look:1,half_width:1.5}")

@@ -53,7 +53,7 @@ def open_arms(
     a side with no runs at all."""
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
-    wanted: dict[str, Arm] = {}
+    compared: dict[str, Arm] = {}
     wide: dict[str, Arm] = {}
     for verdict in verdicts:
         if verdict.verdict != INCONCLUSIVE:
@@ -67,11 +67,11 @@ def open_arms(
             if any(arm.at_chance for arm in sides):
                 continue
             for arm in sides:
-                wanted.setdefault(arm.label, arm)
+                compared.setdefault(arm.label, arm)
     if half_width is not None:
         for arm in selection.arms:
             if arm.seeds > 0 and not arm.at_chance and too_wide(arm, half_width):
-                if arm.label in wanted:
+                if arm.label in compared:
                     continue
                 if max_seeds is None or not out_of_reach(arm, half_width, max_seeds):
                     wide.setdefault(arm.label, arm)
@@ -81,7 +81,7 @@ def open_arms(
                         f"precision target: {arm.label} gets no seeds for it: its {arm.seeds} seeds spread so far "
                         f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
                     )
-    return Open(list(wanted.values()), list(wide.values()), verdicts)
+    return Open(list(compared.values()), list(wide.values()), verdicts)
 
 
 def too_wide(arm: Arm, half_width: float) -> bool:
