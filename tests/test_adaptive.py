@@ -160,6 +160,7 @@ class Toy:
         self.accs = accs
         self.rows: list[dict] = []
         self.looks = 0
+        self.told: set[str] = set()  # as the sweeper keeps it over its looks
 
     def launch(self, jobs):
         for job in jobs:
@@ -182,7 +183,8 @@ class Toy:
     def open_settings(self, plan, spec=SPEC):
         def look(launched):
             self.looks += 1
-            found = open_arms(pd.DataFrame(self.rows), spec, plan.confidence(2), plan.half_width, plan.max_seeds)
+            rows = pd.DataFrame(self.rows)
+            found = open_arms(rows, spec, plan.confidence(2), plan.half_width, plan.max_seeds, self.told)
             return tuple(job_settings(arms, launched, ["optim.lr"]) for arms in (found.claims, found.precision))
 
         return look
@@ -297,6 +299,7 @@ def test_a_value_whose_seeds_spread_too_far_for_the_target_at_the_cap_gets_no_se
         "precision target: c gets no seeds for it: its 3 seeds spread so far that 8 would give ±9.7 points at best, "
         "not ±3" in caplog.text
     )
+    assert len(batches) == 2 and caplog.text.count("precision target: c gets no seeds") == 1  # once, not per look
     # A claim comparing c still adds its seeds: a difference can resolve where a mean stays wide.
     toy = Toy({"b": [0.90] * 8, "c": [0.40, 0.80, 0.60, 0.70, 0.75, 0.70, 0.72, 0.74]})
     claims = Study(

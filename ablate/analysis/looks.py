@@ -43,14 +43,17 @@ def open_arms(
     confidence: float,
     half_width: float | None = None,
     max_seeds: int | None = None,
+    told: set[str] | None = None,
 ) -> Open:
     """The arms that inconclusive claims compare, the other chosen arms whose 95% interval of test accuracy is
     wider than ±half_width points (with `half_width`) and that `max_seeds` seeds could bring within it
-    (out_of_reach), and every claim's verdict, at `confidence`.
+    (out_of_reach), and every claim's verdict, at `confidence`. An arm whose target is out of reach is logged once
+    per `told` (the labels already logged: the sweeper keeps one set over its looks).
 
     An arm at chance is left out: more seeds of a net that did not train cannot settle a claim about nets (the
     report says the budget measured trainability there), nor make its chance-level accuracy any more telling; so is
     a side with no runs at all."""
+    told = set() if told is None else told
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     compared: dict[str, Arm] = {}
@@ -75,7 +78,8 @@ def open_arms(
                     continue
                 if max_seeds is None or not out_of_reach(arm, half_width, max_seeds):
                     wide.setdefault(arm.label, arm)
-                else:
+                elif arm.label not in told:
+                    told.add(arm.label)
                     reach = reachable_half_width(arm.test_accs, max_seeds) * 100
                     log.info(
                         f"precision target: {arm.label} gets no seeds for it: its {arm.seeds} seeds spread so far "
@@ -105,6 +109,7 @@ def open_arms_of_records(
     confidence: float,
     half_width: float | None = None,
     max_seeds: int | None = None,
+    told: set[str] | None = None,
 ) -> Open:
     """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
     and the claims of `conf_dir`/claims/<study>.yaml."""
@@ -115,7 +120,7 @@ def open_arms_of_records(
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
         return Open()
-    return open_arms(runs, spec, confidence, half_width, max_seeds)
+    return open_arms(runs, spec, confidence, half_width, max_seeds, told)
 
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:

@@ -133,8 +133,10 @@ class AdaptiveSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         returns = []
 
+        told: set[str] = set()  # values whose precision target is out of reach, logged at the first look that saw it
+
         def open_settings(launched: list[list[str]]) -> tuple[list, list]:
-            found = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds)
+            found = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds, told)
             for_claims, for_precision = (
                 job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision)
             )
