@@ -950,8 +950,8 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}) |"
     ) in text
     limit_row = (
-        "| time limit | 45 minutes (`study.minutes`): the grid ran whole; after that no grid-extension step started, "
-        "and seeds went only to values an open claim compared, not to the precision target"
+        "| time limit | 45 minutes (`study.minutes`): the grid runs whole; past the limit no grid-extension step "
+        "starts, and seeds go only to values an open claim compares, not to the precision target"
     )
     assert (limit_row in text) == bool(limit)
 

@@ -235,9 +235,11 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
             [
                 (
                     "time limit",
-                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid ran whole; after that no "
-                    "grid-extension step started, and seeds went only to values an open claim compared, not to the "
-                    "precision target (the sweep's log says what it left)",
+                    # The rule, not whether it bound: a study resumed from its records restarts the clock, so
+                    # only each invocation's log knows whether the limit was reached.
+                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid runs whole; past the limit no "
+                    "grid-extension step starts, and seeds go only to values an open claim compares, not to the "
+                    "precision target (the sweep's log says whether it was reached and what it left)",
                 )
             ]
             if spec.plan.minutes is not None
