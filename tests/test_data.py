@@ -236,28 +236,33 @@ def pixels(path, side):
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
+# What every folder-based loader's config holds besides its source: 12 px, no augmentation, a 25% val split.
+PIPELINE = {
+    "resolution": 12,
+    "resize": None,
+    "pad": 0,
+    "flip": False,
+    "mean": [0, 0, 0],
+    "std": None,
+    "val_fraction": 0.25,
+    "split_seed": 0,
+    "in_memory": "auto",
+}
+
+
 def folder_config(root, **overrides):
-    config = {
+    source = {
         "_target_": "ablate.data.folders.imagefolder",
         "name": "folder",
         "root": root and str(root),
         "test_fraction": 0.25,
         "test_split_seed": 0,
-        "resolution": 12,
-        "resize": None,
-        "pad": 0,
-        "flip": False,
-        "mean": [0, 0, 0],
-        "std": None,
-        "val_fraction": 0.25,
-        "split_seed": 0,
-        "in_memory": "auto",
     }
-    return {**config, **overrides}
+    return {**source, **PIPELINE, **overrides}
 
 
 def list_config(root, **overrides):
-    config = {
+    source = {
         "_target_": "ablate.data.folders.caffe_list",
         "name": "lists",
         "root": root and str(root),
@@ -265,17 +270,8 @@ def list_config(root, **overrides):
         "val_list": "val.txt",
         "test_list": None,
         "label_names": None,
-        "resolution": 12,
-        "resize": None,
-        "pad": 0,
-        "flip": False,
-        "mean": [0, 0, 0],
-        "std": None,
-        "val_fraction": 0.25,
-        "split_seed": 0,
-        "in_memory": "auto",
     }
-    return {**config, **overrides}
+    return {**source, **PIPELINE, **overrides}
 
 
 def all_eval_images(data, split):
