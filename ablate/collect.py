@@ -323,11 +323,24 @@ def read_skipped(results_dir: Path) -> list[dict]:
         return []
 
 
-def record_folders(study_root: Path) -> list[Path]:
+def record_folders(study_root: Path, data: str | None = None, budget: str | None = None) -> list[Path]:
     """The folders under runs/<study>/ that hold records: one per dataset and budget (<data>/<budget>/), or the
-    study folder itself in the layout before them."""
+    study folder itself in the layout before them; `data` and `budget` keep only that dataset's or budget's (a
+    study run on two datasets rewrites one table without touching the other's)."""
     study_root = Path(study_root)
-    return sorted({summary.parent.parent for summary in study_root.glob(f"**/{record.SUMMARY}")})
+    folders = sorted({summary.parent.parent for summary in study_root.glob(f"**/{record.SUMMARY}")})
+    if data is None and budget is None:
+        return folders
+    kept = [f for f in folders if _matches(f.relative_to(study_root).parts, data, budget)]
+    if folders and not kept:
+        have = ", ".join("/".join(f.relative_to(study_root).parts) or "." for f in folders)
+        asked = " ".join(f"--{k} {v}" for k, v in (("data", data), ("budget", budget)) if v is not None)
+        raise ConfigError(f"{asked}: no records under {study_root} for it; the study has <data>/<budget> {have}")
+    return kept
+
+
+def _matches(parts: tuple[str, ...], data: str | None, budget: str | None) -> bool:
+    return len(parts) == 2 and data in (None, parts[0]) and budget in (None, parts[1])
 
 
 def wandb_records(study: str, entity: str | None, project: str | None) -> list[dict]:
@@ -350,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         default="local",
         help="local: the record folders (the truth); wandb: the runs mirrored to W&B",
     )
+    parser.add_argument("--data", default=None, help="only the records of this dataset (data.name, e.g. ghim12)")
+    parser.add_argument("--budget", default=None, help="only the records of this budget (budget.name, e.g. cpu)")
     parser.add_argument("--entity", default=None, help="W&B entity (with --source wandb; default: yours)")
     parser.add_argument("--project", default=None, help="W&B project (with --source wandb)")
     args = parser.parse_args(argv)
@@ -361,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             paths = [write_table(table(records), Path(args.results) / args.study)]
         else:
             study_root = Path(args.runs) / args.study
-            folders = record_folders(study_root) or [study_root]  # none: write_study_table says what to run
+            # none: write_study_table says what to run
+            folders = record_folders(study_root, args.data, args.budget) or [study_root]
             # Each dataset and budget gets its own table: <results>/<data>/<budget>/<study>/runs.csv.
             paths = [
                 write_study_table(folder, Path(args.results) / folder.relative_to(study_root) / args.study)

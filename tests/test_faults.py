@@ -25,7 +25,7 @@ from conftest import ROOT
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from ablate import record, sweep
+from ablate import collect, record, sweep
 from ablate import train as train_module
 from ablate.data import cache
 from ablate.train import run
@@ -591,6 +591,24 @@ def test_a_finished_record_with_a_cut_metrics_file_is_retrained_and_a_lost_confi
     config = (record_dir / record.CONFIG).read_text()
     (record_dir / record.CONFIG).unlink()
     assert run_in()[0]["outcome"] == "skipped" and (record_dir / record.CONFIG).read_text() == config
+
+
+def test_collect_of_one_dataset_leaves_the_other_datasets_table_alone(two_sweeps, tmp_path, capsys):
+    source, _, _ = two_sweeps
+    runs, results = tmp_path / "runs" / "depth", tmp_path / "results"
+    for data in ("synthetic", "ghim12"):
+        shutil.copytree(source / "runs" / "depth" / "synthetic" / "smoke", runs / data / "smoke")
+    kept = results / "synthetic" / "smoke" / "depth" / "runs.csv"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("a table committed earlier\n")
+    args = ["depth", "--runs", str(tmp_path / "runs"), "--results", str(results)]
+    assert collect.main([*args, "--data", "ghim12", "--budget", "smoke"]) == 0
+    assert len(pd.read_csv(results / "ghim12" / "smoke" / "depth" / "runs.csv")) == 2
+    assert kept.read_text() == "a table committed earlier\n"
+    capsys.readouterr()
+    assert collect.main([*args, "--data", "cifar10jpg"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--data cifar10jpg" in error and "ghim12/smoke" in error
 
 
 def test_collect_and_analyze_name_every_record_they_skip_and_the_report_counts_them(two_sweeps, tmp_path):
