@@ -372,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.source == "wandb":
             if not args.project:
                 raise ConfigError("--project: required with --source wandb; e.g. --project ablate")
+            if args.data or args.budget:  # W&B runs are one table per study; analyze's --where splits it
+                raise ConfigError(
+                    "--data/--budget: pick local record folders; with --source wandb, collect all and analyze with "
+                    "--where data=<name>"
+                )
             records = wandb_records(args.study, args.entity, args.project)
             paths = [write_table(table(records), Path(args.results) / args.study)]
         else:

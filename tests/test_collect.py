@@ -270,3 +270,10 @@ def test_wandb_source_feeds_the_same_table(monkeypatch, tmp_path):
 def test_wandb_source_needs_a_project(tmp_path, capsys):
     assert collect.main(["depth", "--source", "wandb", "--results", str(tmp_path)]) == 2
     assert "--project" in capsys.readouterr().err
+
+
+def test_wandb_source_refuses_the_local_folder_filters_rather_than_ignoring_them(tmp_path, capsys):
+    args = ["depth", "--source", "wandb", "--project", "ablate", "--results", str(tmp_path), "--data", "ghim12"]
+    assert collect.main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--where data=" in error
