@@ -335,7 +335,7 @@ def record_folders(study_root: Path, data: str | None = None, budget: str | None
     if folders and not kept:
         have = ", ".join("/".join(f.relative_to(study_root).parts) or "." for f in folders)
         asked = " ".join(f"--{k} {v}" for k, v in (("data", data), ("budget", budget)) if v is not None)
-        raise ConfigError(f"{asked}: no records under {study_root} for it; the study has <data>/<budget> {have}")
+        raise ConfigError(f"{asked}: {study_root} has no records of it; pick one of its <data>/<budget>: {have}")
     return kept
 
 
