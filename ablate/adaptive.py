@@ -6,10 +6,13 @@ ranks below the best 1/eta of their scientific value stop (recorded `stopped`, w
 others continue from their checkpoints, so a survivor ends exactly as a run trained in one go.
 
 Adaptive seeds: after the grid, every claim still inconclusive adds `seeds_per_look` seeds to each scientific value it
-compares (at the setting chosen on val), up to `max_seeds`, until the claims resolve. With `half_width`, a value
-whose 95% interval of test accuracy is wider than that many points gets seeds the same way (a fixed-width
-interval, Chow & Robbins 1965), so a curve is drawn to a stated precision whether or not a claim reads it.
-Looking at the data after each batch of seeds inflates the error rate, so every look is judged at a
+compares (at the setting chosen on val), up to `max_seeds`, until the claims resolve. With `futility`, a comparison
+whose chance to resolve at `max_seeds` (predictive power, stats.resolve_chance) is below it adds
+none: a null difference under a directional claim would otherwise take its values to the cap in vain.
+Stopping for futility only leaves a claim inconclusive, so it costs power, never the family-wise error. With
+`half_width`, a value whose 95% interval of test accuracy is wider than that many points gets seeds the same way
+(a fixed-width interval, Chow & Robbins 1965), so a curve is drawn to a stated precision whether or not a claim
+reads it. Looking at the data after each batch of seeds inflates the error rate, so every look is judged at a
 Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
 family-wise error at alpha whatever the data do.
 
@@ -53,6 +56,7 @@ class Plan:
     seeds_per_look: int = 2  # seeds added to each open value at each look
     alpha: float = 0.05  # family-wise error rate of the claim checks over all looks
     half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
+    futility: float | None = None  # no seeds for a comparison less likely than this to resolve at max_seeds; None = off
     extend_grid: int = 0  # steps past a numeric nuisance grid's end, where a value's best setting sat on it; 0 = none
     minutes: float | None = None  # after this long, no extension step and seeds for open claims only; None = off
 
@@ -129,6 +133,14 @@ def plan_from(node: dict | None) -> Plan:
             f"study.more_seeds.half_width={half_width}: must be a positive number of points (a value whose 95% "
             "interval is wider gets more seeds), or null; e.g. 3"
         )
+    futility = seeds.get("futility")
+    if futility is not None and (
+        isinstance(futility, bool) or not isinstance(futility, (int, float)) or not 0 < futility < 1
+    ):
+        raise ConfigError(
+            f"study.more_seeds.futility={futility}: must be a probability in (0, 1) (a comparison less likely than "
+            "this to resolve at the seed cap gets no more seeds), or null; e.g. 0.1"
+        )
     extend = node.get("extend_grid", Plan.extend_grid) or 0
     if isinstance(extend, bool) or not isinstance(extend, int) or extend < 0:
         raise ConfigError(
@@ -150,6 +162,7 @@ def plan_from(node: dict | None) -> Plan:
         seeds_per_look=per_look,
         alpha=float(alpha),
         half_width=None if half_width is None else float(half_width),
+        futility=None if futility is None else float(futility),
     )
 
 

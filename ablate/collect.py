@@ -231,7 +231,15 @@ def plan_of(config: dict) -> dict | None:
     if not isinstance(study, dict):
         return None
     plan = {key: study[key] for key in ("seeds", "halving", "more_seeds", "extend_grid", "minutes") if key in study}
-    return plan or None
+    return _without_nulls(plan) or None
+
+
+def _without_nulls(node):
+    """The plan without its null keys: null means off, as an absent key does, so a key added to the budgets later
+    (study.more_seeds.futility: null) does not make records of one plan read as two."""
+    if isinstance(node, dict):
+        return {key: _without_nulls(value) for key, value in node.items() if value is not None}
+    return node
 
 
 def value_of(summary: dict, config: dict, key: str):

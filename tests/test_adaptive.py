@@ -111,6 +111,8 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
         ({"minutes": -1}, "study.minutes"),
         ({"minutes": "an hour"}, "study.minutes"),
         ({"minutes": True}, "study.minutes"),
+        ({"more_seeds": {"max": 8, "futility": 1.5}}, "study.more_seeds.futility"),
+        ({"more_seeds": {"max": 8, "futility": True}}, "study.more_seeds.futility"),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(node, key):
@@ -184,7 +186,7 @@ class Toy:
         def look(launched):
             self.looks += 1
             rows = pd.DataFrame(self.rows)
-            found = open_arms(rows, spec, plan.confidence(2), plan.half_width, plan.max_seeds, self.told)
+            found = open_arms(rows, spec, plan.confidence(2), plan.half_width, plan.max_seeds, self.told, plan.futility)
             return tuple(job_settings(arms, launched, ["optim.lr"]) for arms in (found.claims, found.precision))
 
         return look
@@ -249,6 +251,44 @@ def test_past_the_time_limit_seeds_go_to_open_claims_only_and_the_log_says_what_
     clock = iter([10.0, 31.0, 40.0])
     batches = adaptive.seed_looks(jobs, plain, ["optim.lr"], toy.launch, toy.open_settings(plain), lambda: next(clock))
     assert "c" in {adaptive.parse(job)["model"] for job in batches[1]}
+
+
+def test_a_comparison_that_cannot_resolve_at_the_cap_gets_no_seeds_with_the_futility_rule(caplog):
+    # b > a is claimed, but their seeds agree to within a point (a null difference, spread 1 point): no cap in reach
+    # separates them, and without the rule they go to the cap of 16 in vain. With it, they stop at 6: at 3 seeds the
+    # rule still allows that the true difference is a point either way (16% chance to resolve), at 6 it does not
+    # (3%). d > c is 4 points apart with seeds 6 points apart: 3 and 6 seeds leave it open, 9 resolve it; with the
+    # rule too, it keeps getting them.
+    null = [0.750, 0.760, 0.755] * 6
+    toy = Toy({"a": null, "b": list(reversed(null)), "c": [0.70, 0.76, 0.73] * 6, "d": [0.74, 0.80, 0.77] * 6})
+    spec = Study(
+        name="toy",
+        scientific=("model",),
+        nuisance=("optim.lr",),
+        claims=(
+            {"id": "b_beats_a", "text": "b > a", "kind": "greater", "left": ["b"], "right": ["a"]},
+            {"id": "d_beats_c", "text": "d > c", "kind": "greater", "left": ["d"], "right": ["c"]},
+        ),
+    )
+    jobs = grid(models="abcd", lrs=("0.03",), seeds=(0, 1, 2))
+    plain = adaptive.plan_from({"more_seeds": {"max": 16, "per_look": 3}})
+    toy.launch(jobs)
+    adaptive.seed_looks(jobs, plain, ["optim.lr"], toy.launch, toy.open_settings(plain, spec))
+    assert {m: sum(r["model"] == m for r in toy.rows) for m in "abcd"} == {"a": 16, "b": 16, "c": 9, "d": 9}
+
+    ruled = adaptive.plan_from({"more_seeds": {"max": 16, "per_look": 3, "futility": 0.1}})
+    toy = Toy(toy.accs)
+    toy.launch(jobs)
+    with caplog.at_level("INFO"):
+        adaptive.seed_looks(jobs, ruled, ["optim.lr"], toy.launch, toy.open_settings(ruled, spec))
+    assert {m: sum(r["model"] == m for r in toy.rows) for m in "abcd"} == {"a": 6, "b": 6, "c": 9, "d": 9}
+    assert "futility: b vs a gets no seeds: its difference, +0.0 points at 6 and 6 seeds, would resolve at 16" in (
+        caplog.text
+    )
+    assert caplog.text.count("futility: b vs a") == 1  # once, not at every look
+    # Either way d > c resolves: the rule only stops seeds where they would not have settled anything.
+    verdicts = open_arms(pd.DataFrame(toy.rows), spec, ruled.confidence(3)).verdicts
+    assert [v.verdict for v in verdicts] == ["inconclusive", "supported"]
 
 
 def test_values_at_chance_get_no_seeds_more_seeds_cannot_train_them():
@@ -375,3 +415,54 @@ def test_rung_check_measures_how_often_a_rung_keeps_the_setting_best_at_the_end(
     assert "| allconv6 | 100% | 100% | 100% | 100% |" in capsys.readouterr().out
     assert rung_check.main([str(tmp_path), "--where", "trainer.epochs=30"]) == 2  # nothing matches: one line
     assert "no completed records" in capsys.readouterr().err
+
+
+def test_futility_check_replays_a_finished_tables_looks_and_counts_what_the_rule_saves(tmp_path, capsys):
+    # scripts/futility_check.py on the table the futility test's sweep makes without the rule: a and b (a null
+    # difference under "b > a") went to the cap of 16 seeds, c and d resolved at 9. Replayed, the rule stops b vs a
+    # at the look after 6 seeds: 10 seeds of each saved, nothing it stopped resolved later.
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "futility_check", CONF_DIR.parents[1] / "scripts" / "futility_check.py"
+    )
+    futility_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(futility_check)
+    null = [0.750, 0.760, 0.755] * 6
+    accs = {"a": null, "b": list(reversed(null)), "c": [0.70, 0.76, 0.73] * 6, "d": [0.74, 0.80, 0.77] * 6}
+    plan = json.dumps({"seeds": [0, 1, 2], "more_seeds": {"max": 16, "per_look": 3}})
+    rows = [
+        {
+            "status": "completed",
+            "seed": seed,
+            "model": model,
+            "optim.lr": 0.03,
+            "data.classes": 10,
+            "final/val/acc": accs[model][seed],
+            "final/test/acc": accs[model][seed],
+            "wall_seconds": 60.0,
+            "record_dir": f"r/{model}{seed}",
+            "plan": plan,
+        }
+        for model, count in {"a": 16, "b": 16, "c": 9, "d": 9}.items()
+        for seed in range(count)
+    ]
+    table = tmp_path / "results" / "toy" / "runs.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(table, index=False)
+    conf = tmp_path / "conf"
+    (conf / "claims").mkdir(parents=True)
+    (conf / "claims" / "toy.yaml").write_text(
+        "claims:\n"
+        "  - {id: b_beats_a, text: b > a, kind: greater, left: [b], right: [a]}\n"
+        "  - {id: d_beats_c, text: d > c, kind: greater, left: [d], right: [c]}\n"
+    )
+    assert futility_check.main([str(table), "--futility", "0.1", "--conf", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "1 comparisons futile, 0 of them resolved later; 20 seeds, 0.33 h of 0.83 h saved" in out
+    assert "futile at 6 seeds: b vs a (ended inconclusive)" in out
+    # A far smaller threshold stops it only at the last look, where one seed more cannot move a null difference.
+    futility_check.main([str(table), "--futility", "1e-9", "--conf", str(conf)])
+    out = capsys.readouterr().out
+    assert "futile at 15 seeds: b vs a" in out and "1 comparisons futile, 0 resolved later; 2 seeds" in out

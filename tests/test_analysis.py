@@ -15,10 +15,10 @@ from scipy import stats
 
 from ablate import adaptive, collect
 from ablate.analysis import analyze
-from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, judge, pair_verdict, parse_claims
+from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, boundaries, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
 from ablate.analysis.selection import select
-from ablate.analysis.stats import Interval, diff_ci, mean_ci, t_band
+from ablate.analysis.stats import Interval, diff_ci, mean_ci, resolve_chance, t_band
 from ablate.analysis.study import Study, load_runs
 from ablate.analyze import main
 from ablate.errors import ConfigError
@@ -342,6 +342,52 @@ def policy_rows(root: Path) -> list[dict]:
         row = run_row(root, val=acc, test=acc, sched="inv", **{"optim.lr": 0.01})
         rows.append({**row, "seed": seed})
     return rows
+
+
+def test_an_interval_is_inconclusive_exactly_where_it_holds_one_of_the_kinds_boundaries():
+    # resolve_chance reads a verdict's rule as its boundaries: the two must agree on every interval.
+    rng = np.random.default_rng(0)
+    for kind in ("greater", "less", "approx", "at_least"):
+        for _ in range(2000):
+            low, high = sorted(rng.uniform(-0.06, 0.06, 2))
+            margin = float(rng.choice([0.0, 0.02]))
+            holds = any(low <= b <= high for b in boundaries(kind, margin))
+            assert (pair_verdict(kind, Interval((low + high) / 2, low, high), margin) == "inconclusive") == holds
+
+
+def test_the_chance_to_resolve_at_the_cap_is_high_for_a_clear_difference_and_low_for_a_null_one():
+    a, b = [0.80, 0.82, 0.81], [0.70, 0.72, 0.71]  # 10 points apart, seeds 1 point apart
+    assert resolve_chance(a, b, 16, (0.0,)) > 0.99
+    same = [0.75, 0.76, 0.755] * 3
+    assert resolve_chance(same, same, 16, (0.0,)) < 0.05  # a null difference under a directional claim, 9 seeds
+    assert resolve_chance(same[:3], same[:3], 16, (0.0,)) > 0.3  # ... which 3 seeds cannot yet tell from a small one
+    # Noisy seeds: a 4-point difference with seeds 6 points apart is open at 3 seeds and likely to resolve at 16.
+    assert 0.5 < resolve_chance([0.74, 0.80, 0.77], [0.70, 0.76, 0.73], 16, (0.0,)) < 1
+    # Equivalence: within a 2-point margin the chance grows with the cap; a difference right on the margin stays low.
+    near, other = [0.74, 0.77, 0.755], [0.745, 0.765, 0.75]
+    chances = [resolve_chance(near, other, cap, (-0.02, 0.02)) for cap in (4, 8, 16)]
+    assert chances == sorted(chances) and chances[0] < 0.01 and chances[-1] > 0.7
+    assert resolve_chance([0.775, 0.785, 0.78], [0.755, 0.765, 0.76], 16, (-0.02, 0.02)) < 0.5
+    # Nothing to project from with one seed on a side: nothing ruled out. At the cap already, no seed to come:
+    # today's interval decides (1: resolved, 0: not).
+    assert resolve_chance([0.8], b, 16, (0.0,)) == 1.0
+    assert resolve_chance(a, b, 3, (0.0,)) == 1.0 and resolve_chance(same, same, 3, (0.0,)) == 0.0
+
+
+def test_the_chance_to_resolve_agrees_with_simulated_seeds():
+    # Predictive power by simulation: draw each side's true mean from what its seeds allow, the missing seeds around
+    # it, and read the final interval; the formula holds the spread at today's, so compare loosely.
+    rng = np.random.default_rng(1)
+    a, b = np.array([0.74, 0.79, 0.77]), np.array([0.72, 0.76, 0.73])
+    resolved, trials = 0, 4000
+    for _ in range(trials):
+        sides = []
+        for x in (a, b):
+            true = rng.normal(x.mean(), x.std(ddof=1) / np.sqrt(len(x)))
+            sides.append(np.concatenate([x, rng.normal(true, x.std(ddof=1), 13)]))
+        interval = diff_ci(*sides, confidence=0.99)
+        resolved += not interval.low <= 0.0 <= interval.high
+    assert resolve_chance(a, b, 16, (0.0,), 0.99) == pytest.approx(resolved / trials, abs=0.1)
 
 
 def test_every_claim_verdict_is_reachable_with_its_numbers(tmp_path):

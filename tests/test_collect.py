@@ -134,6 +134,10 @@ def test_the_plan_a_study_was_launched_with_is_a_column_so_the_table_judges_clai
     assert json.loads(row["plan"]) == plan  # and not the axes: those are columns of their own
     (single,) = collect.table([rec(summary(), {k: v for k, v in config().items() if k != "study"})]).to_dict("records")
     assert pd.isna(single["plan"])  # a run outside a study
+    # A null key is off, as an absent one: a key added to the budgets later keeps older records at the same plan.
+    later = {**plan, "more_seeds": {**plan["more_seeds"], "futility": None}, "minutes": None}
+    (row,) = collect.table([rec(summary(), config(study={**config()["study"], **later}))]).to_dict("records")
+    assert json.loads(row["plan"]) == plan
 
 
 def test_keys_that_do_not_change_a_result_are_not_columns():

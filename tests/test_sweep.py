@@ -618,7 +618,11 @@ def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(t
 
 @pytest.mark.parametrize(
     ("override", "names"),
-    [("study.minutes=soon", "study.minutes=soon: must be a number of minutes"), ("study.extend_grid=-1", "e.g. 2")],
+    [
+        ("study.minutes=soon", "study.minutes=soon: must be a number of minutes"),
+        ("study.extend_grid=-1", "e.g. 2"),
+        ("study.more_seeds={max:2,per_look:1,futility:10}", "study.more_seeds.futility=10: must be a probability"),
+    ],
 )
 def test_a_bad_plan_value_on_the_command_line_is_one_line_before_any_job(tmp_path, override, names):
     line = error_line(tmp_path, "+sweep=depth_bn", "model=allconv5", "seed=0", *TINY, override)

@@ -189,6 +189,18 @@ def pair_verdict(kind: str, diff: Interval, margin: float) -> str:
     raise ValueError(f"no pairwise rule for kind {kind!r}")
 
 
+def boundaries(kind: str, margin: float) -> tuple[float, ...]:
+    """The thresholds of pair_verdict's rule for `kind`: an interval of left - right that holds none of them
+    resolves the comparison (supported or contradicted), one that holds any leaves it inconclusive."""
+    if kind == "greater":
+        return (margin,)
+    if kind in ("less", "at_least"):
+        return (-margin,)
+    if kind == "approx":
+        return (-margin, margin)
+    raise ValueError(f"no pairwise rule for kind {kind!r}")
+
+
 def combine(verdicts) -> str:
     if not verdicts:
         return INCONCLUSIVE

@@ -14,9 +14,18 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ablate import adaptive, collect
-from ablate.analysis.claims import INCONCLUSIVE, Claim, Verdict, judge, parse_claims, pinned_selectors
+from ablate.analysis.claims import (
+    INCONCLUSIVE,
+    Claim,
+    Comparison,
+    Verdict,
+    boundaries,
+    judge,
+    parse_claims,
+    pinned_selectors,
+)
 from ablate.analysis.selection import Arm, select
-from ablate.analysis.stats import reachable_half_width
+from ablate.analysis.stats import reachable_half_width, resolve_chance
 from ablate.analysis.study import Study, load_study, same
 
 log = logging.getLogger(__name__)
@@ -44,11 +53,17 @@ def open_arms(
     half_width: float | None = None,
     max_seeds: int | None = None,
     told: set[str] | None = None,
+    futility: float | None = None,
 ) -> Open:
     """The arms that inconclusive claims compare, the other chosen arms whose 95% interval of test accuracy is
     wider than ±half_width points (with `half_width`) and that `max_seeds` seeds could bring within it
     (out_of_reach), and every claim's verdict, at `confidence`. An arm whose target is out of reach is logged once
     per `told` (the labels already logged: the sweeper keeps one set over its looks).
+
+    With `futility` (and `max_seeds`), an open comparison whose chance to resolve at `max_seeds` seeds a side is
+    below it (futile) adds no seeds: the seeds would most likely end at the cap with the claim still open. Dropping
+    a comparison only ever leaves it inconclusive, so this costs power, never a false verdict (a non-binding
+    futility rule); it is logged once per `told`, as the precision target's out-of-reach arms are.
 
     An arm at chance is left out: more seeds of a net that did not train cannot settle a claim about nets (the
     report says the budget measured trainability there), nor make its chance-level accuracy any more telling; so is
@@ -69,6 +84,12 @@ def open_arms(
                 continue
             if any(arm.at_chance for arm in sides):
                 continue
+            if (
+                futility is not None
+                and max_seeds
+                and futile(comparison, verdict.margin, max_seeds, confidence, futility, told)
+            ):
+                continue
             for arm in sides:
                 compared.setdefault(arm.label, arm)
     if half_width is not None:
@@ -86,6 +107,32 @@ def open_arms(
                         f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
                     )
     return Open(list(compared.values()), list(wide.values()), verdicts)
+
+
+def futile(
+    comparison: Comparison,
+    margin: float,
+    max_seeds: int,
+    confidence: float,
+    futility: float,
+    told: set[str] | None = None,
+) -> bool:
+    """Whether the open comparison's chance to resolve with both sides at `max_seeds` seeds, at `confidence`, is
+    below `futility` (resolve_chance: predictive power); logged once per `told`."""
+    a, b = comparison.arms
+    chance = resolve_chance(a.test_accs, b.test_accs, max_seeds, boundaries(comparison.kind, margin), confidence)
+    if chance >= futility:
+        return False
+    key = f"futility: {comparison.left} vs {comparison.right}"
+    if told is None or key not in told:
+        if told is not None:
+            told.add(key)
+        log.info(
+            f"{key} gets no seeds: its difference, {comparison.diff.mean * 100:+.1f} points at "
+            f"{a.seeds} and {b.seeds} seeds, would resolve at {max_seeds} seeds with {chance:.0%} chance, "
+            f"under study.more_seeds.futility={futility:g}"
+        )
+    return True
 
 
 def too_wide(arm: Arm, half_width: float) -> bool:
@@ -110,6 +157,7 @@ def open_arms_of_records(
     half_width: float | None = None,
     max_seeds: int | None = None,
     told: set[str] | None = None,
+    futility: float | None = None,
 ) -> Open:
     """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
     and the claims of `conf_dir`/claims/<study>.yaml."""
@@ -120,7 +168,7 @@ def open_arms_of_records(
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
         return Open()
-    return open_arms(runs, spec, confidence, half_width, max_seeds, told)
+    return open_arms(runs, spec, confidence, half_width, max_seeds, told, futility)
 
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:

@@ -132,7 +132,12 @@ def _answer(analysis: Analysis) -> list[str]:
 def _why_seeds(plan) -> str:
     """What made the study add seeds to a value (ablate.adaptive.Plan)."""
     wide = f" or the 95% interval was wider than ±{plan.half_width:g} points" if plan.half_width is not None else ""
-    return "a claim was open" + wide
+    futile = (
+        f" and at least {plan.futility:.0%} likely to resolve at the cap (study.more_seeds.futility)"
+        if plan.futility is not None
+        else ""
+    )
+    return "a claim was open" + futile + wide
 
 
 def _claims_level(spec) -> str:

@@ -133,10 +133,13 @@ class AdaptiveSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         returns = []
 
-        told: set[str] = set()  # values whose precision target is out of reach, logged at the first look that saw it
+        # values whose precision target is out of reach and futile comparisons, logged at the first look that saw them
+        told: set[str] = set()
 
         def open_settings(launched: list[list[str]]) -> tuple[list, list]:
-            found = open_arms_of_records(sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds, told)
+            found = open_arms_of_records(
+                sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds, told, plan.futility
+            )
             for_claims, for_precision = (
                 job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision)
             )
