@@ -1007,6 +1007,10 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
     [
         ({}, "where a claim was open)"),
         ({"half_width": 3}, "where a claim was open or the 95% interval was wider than ±3 points)"),
+        (
+            {"futility": 0.1},
+            "where a claim was open and at least 10% likely to resolve at the cap (study.more_seeds.futility))",
+        ),
     ],
 )
 def test_under_adaptive_seeds_a_value_is_flagged_only_for_seeds_it_lost_not_for_seeds_it_never_needed(
