@@ -84,7 +84,7 @@ def resolve_chance(a, b, seeds: int, boundaries, confidence: float = CONFIDENCE)
     seeds allow (normal around their mean, flat prior) at their present spread; the seeds still to come move the
     final difference around today's by that much, and the final interval's half-width is taken at today's spreads.
     Conditional power (the true means taken as today's) is the better-known rule but trusts a 3-seed mean: replayed
-    on the committed reports (scripts/futility_check.py) it stopped 44 comparisons at 10%, 9 of which resolved with
+    on the committed reports (scripts/futility_check.py) it stopped 45 comparisons at 10%, 9 of which resolved with
     the seeds it would have withheld; this one stopped 33, 2 of them. 1 where a side has fewer than two seeds:
     nothing to project from, nothing ruled out."""
     x, y = _clean(a), _clean(b)
