@@ -344,15 +344,29 @@ def policy_rows(root: Path) -> list[dict]:
     return rows
 
 
-def test_an_interval_is_inconclusive_exactly_where_it_holds_one_of_the_kinds_boundaries():
-    # resolve_chance reads a verdict's rule as its boundaries: the two must agree on every interval.
+# The module docstring's table, written out: pair_verdict derives it from each kind's boundaries (the same facts
+# resolve_chance reads), so it is checked against the table itself on random intervals.
+TABLE = {
+    "greater": lambda lo, hi, m: SUPPORTED if lo > m else CONTRADICTED if hi < m else INCONCLUSIVE,
+    "less": lambda lo, hi, m: SUPPORTED if hi < -m else CONTRADICTED if lo > -m else INCONCLUSIVE,
+    "approx": lambda lo, hi, m: (
+        SUPPORTED if -m < lo and hi < m else CONTRADICTED if lo > m or hi < -m else INCONCLUSIVE
+    ),
+    "at_least": lambda lo, hi, m: SUPPORTED if lo > -m else CONTRADICTED if hi < -m else INCONCLUSIVE,
+}
+
+
+def test_pair_verdicts_follow_the_docstring_table_on_every_interval():
     rng = np.random.default_rng(0)
-    for kind in ("greater", "less", "approx", "at_least"):
+    for kind, rule in TABLE.items():
         for _ in range(2000):
             low, high = sorted(rng.uniform(-0.06, 0.06, 2))
             margin = float(rng.choice([0.0, 0.02]))
+            assert pair_verdict(kind, Interval((low + high) / 2, low, high), margin) == rule(low, high, margin)
             holds = any(low <= b <= high for b in boundaries(kind, margin))
-            assert (pair_verdict(kind, Interval((low + high) / 2, low, high), margin) == "inconclusive") == holds
+            assert (rule(low, high, margin) == INCONCLUSIVE) == holds
+        for unbounded in (Interval(0.01, -np.inf, np.inf), Interval(np.nan, np.nan, np.nan)):
+            assert pair_verdict(kind, unbounded, 0.02) == INCONCLUSIVE
 
 
 def test_the_chance_to_resolve_at_the_cap_is_high_for_a_clear_difference_and_low_for_a_null_one():

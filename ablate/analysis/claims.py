@@ -175,30 +175,37 @@ def compare(a, b, kind: str, margin: float, method: str, confidence: float = CON
     return Comparison(a.label, b.label, kind, diff, pair_verdict(kind, diff, margin), note, (a, b))
 
 
+# Each pairwise kind's rule as two facts: where its boundaries lie (an interval of left - right that holds one is
+# inconclusive) and which side of them supports the claim. pair_verdict judges an interval by them and
+# stats.resolve_chance asks how likely an interval is to clear them, so the two cannot disagree.
+RULES = {
+    "greater": (lambda m: (m,), lambda d, m: d > m),
+    "less": (lambda m: (-m,), lambda d, m: d < -m),
+    "approx": (lambda m: (-m, m), lambda d, m: -m < d < m),
+    "at_least": (lambda m: (-m,), lambda d, m: d > -m),
+}
+
+
+def _rule(kind: str):
+    if kind not in RULES:
+        raise ValueError(f"no pairwise rule for kind {kind!r}")
+    return RULES[kind]
+
+
 def pair_verdict(kind: str, diff: Interval, margin: float) -> str:
     """The table in this module's docstring, for one interval of left - right."""
-    low, high, m = diff.low, diff.high, margin
-    if kind == "greater":
-        return SUPPORTED if low > m else CONTRADICTED if high < m else INCONCLUSIVE
-    if kind == "less":
-        return SUPPORTED if high < -m else CONTRADICTED if low > -m else INCONCLUSIVE
-    if kind == "approx":
-        return SUPPORTED if -m < low and high < m else CONTRADICTED if low > m or high < -m else INCONCLUSIVE
-    if kind == "at_least":
-        return SUPPORTED if low > -m else CONTRADICTED if high < -m else INCONCLUSIVE
-    raise ValueError(f"no pairwise rule for kind {kind!r}")
+    edges, supports = _rule(kind)
+    low, high = diff.low, diff.high
+    if not low <= high or any(low <= edge <= high for edge in edges(margin)):
+        return INCONCLUSIVE  # a NaN bound is no interval at all
+    # Clear of every boundary, the whole interval lies on one side: its low end says which.
+    return SUPPORTED if supports(low, margin) else CONTRADICTED
 
 
 def boundaries(kind: str, margin: float) -> tuple[float, ...]:
     """The thresholds of pair_verdict's rule for `kind`: an interval of left - right that holds none of them
     resolves the comparison (supported or contradicted), one that holds any leaves it inconclusive."""
-    if kind == "greater":
-        return (margin,)
-    if kind in ("less", "at_least"):
-        return (-margin,)
-    if kind == "approx":
-        return (-margin, margin)
-    raise ValueError(f"no pairwise rule for kind {kind!r}")
+    return _rule(kind)[0](margin)
 
 
 def combine(verdicts) -> str:
