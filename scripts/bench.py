@@ -16,6 +16,7 @@ render), model and optimizer included, imports and composition excluded; "loop o
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -225,7 +226,9 @@ def machine(device: torch.device) -> dict:
         "torch": torch.__version__,
         "load_average_1min": round(os.getloadavg()[0], 2),
         # Without .pyc files every process compiles every module it imports: start-up figures grow several-fold.
-        "bytecode_cache": not os.environ.get("PYTHONDONTWRITEBYTECODE"),
+        # They exist when the install byte-compiled (make install) or Python may write them on import.
+        "bytecode_cache": Path(importlib.util.cache_from_source(torch.__file__)).exists()
+        or not os.environ.get("PYTHONDONTWRITEBYTECODE"),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -727,8 +730,8 @@ def header(results: dict) -> str:
         )
     if not m["bytecode_cache"]:
         lines.append(
-            "note: PYTHONDONTWRITEBYTECODE is set: every process compiles its modules, so start-up and "
-            "first-run figures are several times what they are with .pyc files"
+            "note: PYTHONDONTWRITEBYTECODE is set and the environment is not byte-compiled (make install does it): "
+            "every process compiles its modules, so start-up figures are several times what they are with .pyc files"
         )
     return "\n".join(lines)
 

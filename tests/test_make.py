@@ -75,3 +75,13 @@ def test_wandb_logs_the_analysis_run_and_sync_uploads_it_from_beside_the_reports
         text=True,
     )
     assert result.stdout.strip().endswith(f"wandb_sync depth --root runs --results {tmp_path}")
+
+
+def test_install_byte_compiles_the_environment():
+    # Where PYTHONDONTWRITEBYTECODE is set Python never writes a .pyc: without them every process that imports
+    # torch, Hydra and wandb compiles them again (18 s against 6 s here, README).
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-B", "install"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert any(" sync " in line and "--compile-bytecode" in line for line in result.stdout.splitlines())
