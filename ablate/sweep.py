@@ -1,6 +1,7 @@
 """What a sweep did this time, and what its launchers need: each job notes its outcome in its record folder, the end
 of the sweep counts them and collects the study's table; parallel workers get their allocator and thread settings."""
 
+import contextlib
 import json
 import logging
 import os
@@ -31,7 +32,8 @@ OUTCOMES = ("completed", "stopped", "skipped", "diverged", "failed", "interrupte
 # would start next are not started, and the sweep exits 130 (SIGINT) or 143 (SIGTERM) once it has written its table.
 interrupted_by: str | None = None
 # Written in the study's runs folder when a sweep starts, read by its jobs to print "12/63 done": when it started and
-# how many jobs it launches (None where the sweeper decides as it goes: successive halving, adaptive seeds).
+# how many jobs it launches (None where the sweeper decides as it goes: successive halving, adaptive seeds). Such a
+# sweeper notes each step it launches instead (note_step), so its jobs count within the step.
 PROGRESS = ".sweep.json"
 
 # The environment of launcher=parallel's workers. glibc reads MALLOC_* once, when a process starts, so they are set in
@@ -95,19 +97,39 @@ def log_progress(record_dir: Path) -> None:
     counts = count_outcomes(Path(record_dir).parent, os.environ.get(SWEEP_ID, "unknown"))
     done = sum(counts.values())
     failed = counts["failed"] + counts["diverged"]
-    text = f"sweep {progress.get('study', study_dir.name)}: {done}/{total or '?'} done"
+    text = f"sweep {progress.get('study', study_dir.name)}"
+    step = progress.get("step")
+    if not total and step:  # an adaptive sweep: the whole is unknown, the step it is in is not
+        text += f", {step['what']}"
+        started, total = step["started"], step["total"]
+        # A record's note replaces its earlier one (a survivor's `completed` its `stopped`): count the step's by time.
+        done = sum(count_outcomes(Path(record_dir).parent, os.environ.get(SWEEP_ID, "unknown"), since=started).values())
+    text += f": {done}/{total or '?'} done"
     text += f" ({failed} failed or diverged)" if failed else ""
-    if total and done:
-        text += f", about {clock((time.time() - started) / done * (total - done))} left"
+    if total and done > 0:
+        text += f", about {clock((time.time() - started) / done * max(total - done, 0))} left"
     log.info(text)
 
 
-def count_outcomes(sweep_dir: Path, sweep_id: str) -> dict[str, int]:
+def note_step(study_dir: Path, what: str, total: int) -> None:
+    """Note the step an adaptive sweep launches next (`what`: "rung 1 (to epoch 18 of 60)", "seed look 2"), so that
+    its jobs' progress lines count the outcomes noted since it started."""
+    path = Path(study_dir) / PROGRESS
+    progress = read_json(path) or {}
+    progress["step"] = {"what": what, "total": total, "started": time.time()}
+    with contextlib.suppress(OSError):  # only the progress lines lose their step (a full disk): the sweep goes on
+        atomic_write_json(path, progress)
+
+
+def count_outcomes(sweep_dir: Path, sweep_id: str, since: float | None = None) -> dict[str, int]:
+    """The sweep's jobs by outcome, one per record (its last), or only those noted at `since` or later."""
     counts = dict.fromkeys(OUTCOMES, 0)
     for path in (Path(sweep_dir) / OUTCOMES_DIR / sweep_id).glob("*.json"):
         try:
             noted = json.loads(path.read_text())
         except (OSError, ValueError):
+            continue
+        if since is not None and noted.get("at", 0.0) < since:
             continue
         if noted.get("outcome") in counts:
             counts[noted["outcome"]] += 1

@@ -222,6 +222,9 @@ def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_th
     study = ("+sweep=depth", "model=allconv5", "optim.lr=0.1,0.03,0.01", "seed=0,1", "trainer.epochs=2", *tiny)
     result = sweep(tmp_path, *study, "study.halving={rungs:[0.5],eta:3}")
     assert "halving at epoch 1/2: 2 of 6 runs continue, 4 stop" in result.stderr + result.stdout
+    # The whole is unknown while halving decides; its progress lines count within each step.
+    assert "sweep depth, rung 1 (to epoch 1 of 2): 6/6 done" in result.stderr + result.stdout
+    assert "sweep depth, the survivors to the end: 2/2 done" in result.stderr + result.stdout
     # The last outcome of each record: the survivors' completion replaces their `stopped` at the rung.
     found = re.search(r"(\d+) completed, (\d+) stopped", result.stdout)
     assert found.groups() == ("2", "4")
@@ -354,6 +357,8 @@ def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(
     result = sweep(tmp_path, *study)
     log = result.stderr + result.stdout
     assert "grid extension 1/2: 2 runs" in log and "grid extension 2/2: 2 runs" in log
+    # The progress lines count within each step the sweeper launches.
+    assert "sweep depth_bn, grid extension 2/2: 2/2 done" in log and "sweep depth_bn, seed look 1: 1/1 done" in log
     lrs = sorted((s["lr"]["base"], s["seed"]) for s in records(tmp_path, "depth_bn"))
     assert lrs == [(1e-05, 0), (1e-05, 1), (0.001, 0), (0.001, 1), (0.1, 0), (0.1, 1), (0.1, 2), (10.0, 0), (10.0, 1)]
     runs = table(tmp_path, "depth_bn")

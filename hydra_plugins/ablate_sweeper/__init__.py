@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from ablate import adaptive
+from ablate.sweep import note_step
 
 log = logging.getLogger(__name__)
 STOP_KEY = "trainer.stop_after_epochs"
@@ -66,8 +67,9 @@ class AdaptiveSweeper(BasicSweeper):
             from ablate.analysis.looks import claim_pins  # pandas only when the sweep halves
 
             pinned = claim_pins(self.claims_conf_dir(str(study.get("name"))), str(study.get("name")), nuisance)
-            for stop in adaptive.rung_epochs(epochs, plan.rungs):
-                returns.append(self.launch_jobs([[*job, f"{STOP_KEY}={stop}"] for job in alive], alive))
+            for rung, stop in enumerate(adaptive.rung_epochs(epochs, plan.rungs), 1):
+                batch = [[*job, f"{STOP_KEY}={stop}"] for job in alive]
+                returns.append(self.launch_jobs(batch, alive, f"rung {rung} (to epoch {stop} of {epochs})"))
                 scores = {tuple(job): self.val_acc_at(job, stop) for job in alive}
                 kept = adaptive.survivors(alive, scores, nuisance, plan.eta, pinned)
                 kept_for_claims = sum(map(pinned, kept))
@@ -81,7 +83,7 @@ class AdaptiveSweeper(BasicSweeper):
                     )
                 )
                 alive = kept
-        returns.append(self.launch_jobs(alive, alive))
+        returns.append(self.launch_jobs(alive, alive, "the survivors to the end" if plan.halving else "the grid"))
 
         if plan.extend_grid and nuisance:
             jobs, extended = self.extend_grid(jobs, alive, plan, nuisance)
@@ -116,7 +118,7 @@ class AdaptiveSweeper(BasicSweeper):
                 f"grid extension {step}/{steps}: {len(new)} runs past the grid's end, where a value's best setting "
                 f"on val sat on it ({'; '.join(settings)})"
             )
-            returns.append(self.launch_jobs(new, new))
+            returns.append(self.launch_jobs(new, new, f"grid extension {step}/{steps}"))
             jobs, finished = [*jobs, *new], [*finished, *new]
         return jobs, returns
 
@@ -147,7 +149,7 @@ class AdaptiveSweeper(BasicSweeper):
             return for_claims, for_precision
 
         def launch(new: list[list[str]]) -> None:
-            returns.append(self.launch_jobs(new, new))
+            returns.append(self.launch_jobs(new, new, f"seed look {len(returns) + 1}"))
 
         adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes)
         return returns
@@ -162,9 +164,13 @@ class AdaptiveSweeper(BasicSweeper):
                 return Path(source.path)
         return CONF_DIR
 
-    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]]) -> Any:
-        """Launch `batch` (the jobs with any rung override) and remember where each job's record is."""
+    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str) -> Any:
+        """Launch `batch` (the jobs with any rung override), as the step `what` of the progress lines, and remember
+        where each job's record is."""
         self.validate_batch_is_legal(batch)
+        study = OmegaConf.select(self.config, "study.name")
+        if study is not None:  # where the sweep callback keeps its progress file (ablate.sweep.SweepSummary)
+            note_step(Path(self.config.paths.runs) / str(study), what, len(batch))
         results = self.launcher.launch(batch, initial_job_idx=self.job_index)
         self.job_index += len(batch)
         for job, result in zip(jobs, results, strict=True):
