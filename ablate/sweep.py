@@ -94,16 +94,17 @@ def log_progress(record_dir: Path) -> None:
         return
     progress = read_json(study_dir / PROGRESS) or {}
     started, total = progress.get("started", 0.0), progress.get("total")
-    counts = count_outcomes(Path(record_dir).parent, os.environ.get(SWEEP_ID, "unknown"))
-    done = sum(counts.values())
-    failed = counts["failed"] + counts["diverged"]
     text = f"sweep {progress.get('study', study_dir.name)}"
-    step = progress.get("step")
-    if not total and step:  # an adaptive sweep: the whole is unknown, the step it is in is not
+    step = None if total else progress.get("step")
+    if step:  # an adaptive sweep: the whole is unknown, the step it is in is not
         text += f", {step['what']}"
         started, total = step["started"], step["total"]
-        # A record's note replaces its earlier one (a survivor's `completed` its `stopped`): count the step's by time.
-        done = sum(count_outcomes(Path(record_dir).parent, os.environ.get(SWEEP_ID, "unknown"), since=started).values())
+    # A record's note replaces its earlier one (a survivor's `completed` its `stopped`): a step's are counted by time.
+    counts = count_outcomes(
+        Path(record_dir).parent, os.environ.get(SWEEP_ID, "unknown"), since=started if step else None
+    )
+    done = sum(counts.values())
+    failed = counts["failed"] + counts["diverged"]
     text += f": {done}/{total or '?'} done"
     text += f" ({failed} failed or diverged)" if failed else ""
     if total and done > 0:
