@@ -77,9 +77,11 @@ def main(cfg: DictConfig) -> str:
 
 
 def last_line(summary: dict, outcome: str, record_dir: Path) -> str:
-    """`allconv6/s0 completed: test acc 82.0% (top-5 97.1%) in 43 s; record runs/single/.../<identity>`."""
+    """`allconv6/s0 completed: test acc 82.0% (top-5 97.1%) in 43 s; record runs/single/.../<identity>`, or
+    `allconv6/s0 skipped (already completed; resume=false trains again): test acc 82.0% ...`."""
     final = summary.get("final") or {}
-    parts = [f"{summary.get('name', record_dir.name)} {outcome}"]
+    why = f" ({summary['skipped_because']})" if outcome == "skipped" and summary.get("skipped_because") else ""
+    parts = [f"{summary.get('name', record_dir.name)} {outcome}{why}"]
     if "test/acc" in final:
         top5 = f" (top-5 {100 * final['test/top5']:.1f}%)" if "test/top5" in final else ""
         parts.append(f": test acc {100 * final['test/acc']:.1f}%{top5}")

@@ -69,8 +69,8 @@ def run_locked(cfg: DictConfig, record_dir: Path, summary: dict) -> dict:
                 record.atomic_write_text(record_dir / record.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
                 print(f"ablate: {summary['name']}: rewrote its damaged or missing {record_dir / record.CONFIG}")
             again = "retry_diverged=true" if done["status"] == "diverged" else "resume=false"
-            print(f"ablate: {summary['name']} already {done['status']} in {record_dir}; skipped ({again} trains again)")
-            return {**done, "outcome": "skipped"}
+            # Said once, in the run's last line (ablate.__main__.last_line).
+            return {**done, "outcome": "skipped", "skipped_because": f"already {done['status']}; {again} trains again"}
         # Runs are deterministic: training again gives back the record as it was.
         print(f"ablate: {summary['name']}: {broken}; training it again to repair the record")
 

@@ -27,6 +27,7 @@ from omegaconf import open_dict
 
 from ablate import collect, record, sweep
 from ablate import train as train_module
+from ablate.__main__ import last_line
 from ablate.data import cache
 from ablate.train import run
 
@@ -570,12 +571,13 @@ def test_slurms_pre_timeout_signal_ends_the_run_interrupted_for_submitit_to_requ
 # ---- diverged runs, damaged records ---------------------------------------------------------------------------
 
 
-def test_a_diverged_run_is_not_retrained_unless_asked(run_in, capsys):
+def test_a_diverged_run_is_not_retrained_unless_asked(run_in):
     diverging = ("optim.lr=1e6", "model.init=kaiming")
     first, _ = run_in(*diverging)
     assert first["outcome"] == "diverged"
-    again, _ = run_in(*diverging)
-    assert again["outcome"] == "skipped" and "retry_diverged=true trains again" in capsys.readouterr().out
+    again, record_dir = run_in(*diverging)
+    assert again["outcome"] == "skipped"
+    assert "skipped (already diverged; retry_diverged=true trains again)" in last_line(again, "skipped", record_dir)
     retried, _ = run_in(*diverging, "retry_diverged=true")
     assert retried["outcome"] == "diverged"
 
