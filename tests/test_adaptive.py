@@ -81,6 +81,17 @@ def test_a_step_past_an_extensions_own_run_carries_one_step_mark_the_new_one():
     assert second == ["model=top", "optim.lr=1.1", "seed=0", "+study.grid_step=2"]
 
 
+def test_a_step_launches_its_slowest_values_first_and_values_not_yet_timed_before_them():
+    look = [["model=a", "optim.lr=0.03", "seed=3"], ["model=b", "optim.lr=0.1", "seed=3"], ["model=c", "seed=3"]]
+    seconds = {(("model", "a"),): 2.0, (("model", "b"),): 8.0}  # per epoch, by value; c was never timed
+    order = adaptive.longest_first(look, ["optim.lr"], seconds)
+    assert [look[i][0] for i in order] == ["model=c", "model=b", "model=a"]
+    # Nothing timed yet (a first grid): launched as listed. Equal times keep their order too.
+    assert adaptive.longest_first(grid(), ["optim.lr"], {}) == list(range(len(grid())))
+    same = {(("model", "a"),): 1.0, (("model", "b"),): 1.0}
+    assert adaptive.longest_first(grid(), ["optim.lr"], same) == list(range(len(grid())))
+
+
 def test_grid_extension_is_a_count_of_steps_and_a_bad_one_is_one_line():
     assert adaptive.plan_from({"extend_grid": 2}).extend_grid == 2
     assert adaptive.plan_from({}).extend_grid == 0

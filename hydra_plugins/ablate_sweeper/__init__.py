@@ -59,6 +59,7 @@ class AdaptiveSweeper(BasicSweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.job_index = 0
         self.record_dirs: dict[tuple, Path] = {}
+        self.nuisance = nuisance
         epochs = int(self.config.trainer.epochs)
 
         returns = []
@@ -168,6 +169,8 @@ class AdaptiveSweeper(BasicSweeper):
         """Launch `batch` (the jobs with any rung override), as the step `what` of the progress lines, and remember
         where each job's record is."""
         self.validate_batch_is_legal(batch)
+        order = adaptive.longest_first(jobs, self.nuisance, self.seconds_per_epoch())
+        batch, jobs = [batch[i] for i in order], [jobs[i] for i in order]
         study = OmegaConf.select(self.config, "study.name")
         if study is not None:  # where the sweep callback keeps its progress file (ablate.sweep.SweepSummary)
             note_step(Path(self.config.paths.runs) / str(study), what, len(batch))
@@ -177,6 +180,19 @@ class AdaptiveSweeper(BasicSweeper):
             if result.hydra_cfg is not None:
                 self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
         return results
+
+    def seconds_per_epoch(self) -> dict[tuple, float]:
+        """Per value (adaptive.group_of), the mean seconds an epoch took in the records this sweep has launched."""
+        rates: dict[tuple, list[float]] = {}
+        for job, record_dir in self.record_dirs.items():
+            try:
+                summary = json.loads((record_dir / "summary.json").read_text())
+            except (OSError, ValueError):
+                continue
+            seconds, epochs = summary.get("wall_seconds"), summary.get("epochs_completed")
+            if isinstance(seconds, (int, float)) and isinstance(epochs, int) and epochs > 0:
+                rates.setdefault(adaptive.group_of(job, self.nuisance), []).append(seconds / epochs)
+        return {group: sum(values) / len(values) for group, values in rates.items()}
 
     def final_val_acc(self, job: list[str]) -> float:
         """The val accuracy a completed job ended at, from its record's summary (NaN for any other status: a
