@@ -477,3 +477,48 @@ def test_futility_check_replays_a_finished_tables_looks_and_counts_what_the_rule
     futility_check.main([str(table), "--futility", "1e-9", "--conf", str(conf)])
     out = capsys.readouterr().out
     assert "futile at 15 seeds: b vs a" in out and "1 comparisons futile, 0 resolved later; 2 seeds" in out
+
+
+def test_launch_order_check_replays_the_seed_looks_slowest_first_against_the_grids_order(tmp_path, capsys):
+    # scripts/launch_order_check.py: c's runs take five times a's and b's and come last in each look's listing, so
+    # on 2 workers the grid's order leaves one worker waiting on c while the other is done; slowest first does not.
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "launch_order_check", CONF_DIR.parents[1] / "scripts" / "launch_order_check.py"
+    )
+    launch_order_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_order_check)
+    plan = json.dumps({"seeds": [0, 1, 2], "more_seeds": {"max": 6, "per_look": 3}})
+    seconds = {"a": 60.0, "b": 60.0, "c": 300.0}
+    rows = [
+        {
+            "status": "completed",
+            "seed": seed,
+            "model": model,
+            "optim.lr": 0.03,
+            "data.classes": 10,
+            "final/val/acc": 0.8,
+            "final/test/acc": 0.8,
+            "wall_seconds": seconds[model],
+            "epochs_completed": 10,
+            "record_dir": f"r/{model}{seed}",
+            "plan": plan,
+        }
+        for seed in range(6)
+        for model in ("a", "b", "c")
+    ]
+    table = tmp_path / "results" / "toy" / "runs.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(table, index=False)
+    conf = tmp_path / "conf"
+    (conf / "claims").mkdir(parents=True)
+    (conf / "claims" / "toy.yaml").write_text("claims: []\n")
+    (result,) = launch_order_check.main([str(table), "--conf", str(conf)])
+    # One look of 9 runs, 1260 s of work: in the grid's order c5 starts last, at 480 s, and ends at 780; slowest
+    # first the three c runs start at once on the two workers and the short ones fill in: 660 s (the bound: 630).
+    assert result["looks"] == 1
+    assert result["grid order"] == pytest.approx(780 / 60) and result["slowest first"] == pytest.approx(660 / 60)
+    assert result["bound"] == pytest.approx(630 / 60)
+    assert "1 looks, 13.0 min in the grid's order, 11.0 slowest first, bound 10.5" in capsys.readouterr().out
