@@ -1,6 +1,8 @@
 """Compute spent where it matters: successive halving over the nuisance grid and adaptive seeds, on tables with a
 known answer (ablate/adaptive.py, ablate/analysis/looks.py); the sweeper that launches them runs in test_sweep."""
 
+import importlib.util
+import json
 import math
 
 import pandas as pd
@@ -14,6 +16,14 @@ from ablate.config import CONF_DIR
 from ablate.errors import ConfigError
 
 LRS = ("0.1", "0.03", "0.01")
+
+
+def script(name: str):
+    """A module of scripts/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, CONF_DIR.parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def grid(models=("a", "b"), lrs=LRS, seeds=(0, 1)) -> list[list[str]]:
@@ -428,21 +438,10 @@ def test_rung_check_measures_how_often_a_rung_keeps_the_setting_best_at_the_end(
     assert "no completed records" in capsys.readouterr().err
 
 
-def test_futility_check_replays_a_finished_tables_looks_and_counts_what_the_rule_saves(tmp_path, capsys):
-    # scripts/futility_check.py on the table the futility test's sweep makes without the rule: a and b (a null
-    # difference under "b > a") went to the cap of 16 seeds, c and d resolved at 9. Replayed, the rule stops b vs a
-    # at the look after 6 seeds: 10 seeds of each saved, nothing it stopped resolved later.
-    import importlib.util
-    import json
-
-    spec = importlib.util.spec_from_file_location(
-        "futility_check", CONF_DIR.parents[1] / "scripts" / "futility_check.py"
-    )
-    futility_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(futility_check)
-    null = [0.750, 0.760, 0.755] * 6
-    accs = {"a": null, "b": list(reversed(null)), "c": [0.70, 0.76, 0.73] * 6, "d": [0.74, 0.80, 0.77] * 6}
-    plan = json.dumps({"seeds": [0, 1, 2], "more_seeds": {"max": 16, "per_look": 3}})
+def toy_table(tmp_path, accs: dict, seconds: dict, max_seeds: int, claims: str) -> tuple:
+    """A finished study `toy` as the replay scripts read it: runs.csv (value -> per-seed accuracies, each run its
+    `seconds` for 10 epochs, seeds past 3 added 3 a look up to `max_seeds`) and a config folder with its claims."""
+    plan = json.dumps({"seeds": [0, 1, 2], "more_seeds": {"max": max_seeds, "per_look": 3}})
     rows = [
         {
             "status": "completed",
@@ -450,24 +449,40 @@ def test_futility_check_replays_a_finished_tables_looks_and_counts_what_the_rule
             "model": model,
             "optim.lr": 0.03,
             "data.classes": 10,
-            "final/val/acc": accs[model][seed],
-            "final/test/acc": accs[model][seed],
-            "wall_seconds": 60.0,
+            "final/val/acc": acc,
+            "final/test/acc": acc,
+            "wall_seconds": seconds[model],
+            "epochs_completed": 10,
             "record_dir": f"r/{model}{seed}",
             "plan": plan,
         }
-        for model, count in {"a": 16, "b": 16, "c": 9, "d": 9}.items()
-        for seed in range(count)
+        for model, values in accs.items()
+        for seed, acc in enumerate(values)
     ]
     table = tmp_path / "results" / "toy" / "runs.csv"
     table.parent.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(table, index=False)
     conf = tmp_path / "conf"
     (conf / "claims").mkdir(parents=True)
-    (conf / "claims" / "toy.yaml").write_text(
+    (conf / "claims" / "toy.yaml").write_text(claims)
+    return table, conf
+
+
+def test_futility_check_replays_a_finished_tables_looks_and_counts_what_the_rule_saves(tmp_path, capsys):
+    # scripts/futility_check.py on the table the futility test's sweep makes without the rule: a and b (a null
+    # difference under "b > a") went to the cap of 16 seeds, c and d resolved at 9. Replayed, the rule stops b vs a
+    # at the look after 6 seeds: 10 seeds of each saved, nothing it stopped resolved later.
+    futility_check = script("futility_check")
+    null = [0.750, 0.760, 0.755] * 6
+    accs = {"a": null[:16], "b": list(reversed(null))[:16], "c": [0.70, 0.76, 0.73] * 3, "d": [0.74, 0.80, 0.77] * 3}
+    table, conf = toy_table(
+        tmp_path,
+        accs,
+        dict.fromkeys(accs, 60.0),
+        16,
         "claims:\n"
         "  - {id: b_beats_a, text: b > a, kind: greater, left: [b], right: [a]}\n"
-        "  - {id: d_beats_c, text: d > c, kind: greater, left: [d], right: [c]}\n"
+        "  - {id: d_beats_c, text: d > c, kind: greater, left: [d], right: [c]}\n",
     )
     assert futility_check.main([str(table), "--futility", "0.1", "--conf", str(conf)]) == 0
     out = capsys.readouterr().out
@@ -482,39 +497,9 @@ def test_futility_check_replays_a_finished_tables_looks_and_counts_what_the_rule
 def test_launch_order_check_replays_the_seed_looks_slowest_first_against_the_grids_order(tmp_path, capsys):
     # scripts/launch_order_check.py: c's runs take five times a's and b's and come last in each look's listing, so
     # on 2 workers the grid's order leaves one worker waiting on c while the other is done; slowest first does not.
-    import importlib.util
-    import json
-
-    spec = importlib.util.spec_from_file_location(
-        "launch_order_check", CONF_DIR.parents[1] / "scripts" / "launch_order_check.py"
-    )
-    launch_order_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(launch_order_check)
-    plan = json.dumps({"seeds": [0, 1, 2], "more_seeds": {"max": 6, "per_look": 3}})
-    seconds = {"a": 60.0, "b": 60.0, "c": 300.0}
-    rows = [
-        {
-            "status": "completed",
-            "seed": seed,
-            "model": model,
-            "optim.lr": 0.03,
-            "data.classes": 10,
-            "final/val/acc": 0.8,
-            "final/test/acc": 0.8,
-            "wall_seconds": seconds[model],
-            "epochs_completed": 10,
-            "record_dir": f"r/{model}{seed}",
-            "plan": plan,
-        }
-        for seed in range(6)
-        for model in ("a", "b", "c")
-    ]
-    table = tmp_path / "results" / "toy" / "runs.csv"
-    table.parent.mkdir(parents=True)
-    pd.DataFrame(rows).to_csv(table, index=False)
-    conf = tmp_path / "conf"
-    (conf / "claims").mkdir(parents=True)
-    (conf / "claims" / "toy.yaml").write_text("claims: []\n")
+    launch_order_check = script("launch_order_check")
+    accs = dict.fromkeys(("a", "b", "c"), [0.8] * 6)
+    table, conf = toy_table(tmp_path, accs, {"a": 60.0, "b": 60.0, "c": 300.0}, 6, "claims: []\n")
     (result,) = launch_order_check.main([str(table), "--conf", str(conf)])
     # One look of 9 runs, 1260 s of work: in the grid's order c5 starts last, at 480 s, and ends at 780; slowest
     # first the three c runs start at once on the two workers and the short ones fill in: 660 s (the bound: 630).
