@@ -78,9 +78,12 @@ def main(cfg: DictConfig) -> str:
 
 def last_line(summary: dict, outcome: str, record_dir: Path) -> str:
     """`allconv6/s0 completed: test acc 82.0% (top-5 97.1%) in 43 s; record runs/single/.../<identity>`, or
-    `allconv6/s0 skipped (already completed; resume=false trains again): test acc 82.0% ...`."""
+    `allconv6/s0 skipped (already completed; resume=false trains again): test acc 82.0% ...`, or
+    `allconv6/s0 stopped after epoch 3 (checkpoint kept): test acc 41.0% ...`."""
     final = summary.get("final") or {}
     why = f" ({summary['skipped_because']})" if outcome == "skipped" and summary.get("skipped_because") else ""
+    if outcome == "stopped":  # paused by trainer.stop_after_epochs (successive halving): it resumes from here
+        why = f" after epoch {summary.get('epochs_completed')} (checkpoint kept)"
     parts = [f"{summary.get('name', record_dir.name)} {outcome}{why}"]
     if "test/acc" in final:
         top5 = f" (top-5 {100 * final['test/top5']:.1f}%)" if "test/top5" in final else ""

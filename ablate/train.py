@@ -342,8 +342,7 @@ def train_epochs(cfg, setup: Setup, summary: dict, record_dir: Path, logger, gen
             save_checkpoint(checkpoint, setup, generator, state)
         record.write_metrics(record_dir, state["history"])
         if epoch >= stop and epoch < epochs:
-            summary["status"] = "stopped"
-            log.info("%s stopped after epoch %d of %d (checkpoint kept)", summary["name"], epoch, epochs)
+            summary["status"] = "stopped"  # its last line says after which epoch (ablate.__main__.last_line)
             break
     else:
         summary["status"] = "completed"

@@ -225,6 +225,8 @@ def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_th
     # The whole is unknown while halving decides; its progress lines count within each step.
     assert "sweep depth, rung 1 (to epoch 1 of 2): 6/6 done" in result.stderr + result.stdout
     assert "sweep depth, the survivors to the end: 2/2 done" in result.stderr + result.stdout
+    # A stopped run's one last line says where it paused.
+    assert (result.stderr + result.stdout).count("stopped after epoch 1 (checkpoint kept): test acc") == 6
     # The last outcome of each record: the survivors' completion replaces their `stopped` at the rung.
     found = re.search(r"(\d+) completed, (\d+) stopped", result.stdout)
     assert found.groups() == ("2", "4")
