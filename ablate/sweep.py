@@ -108,16 +108,28 @@ def log_progress(record_dir: Path) -> None:
     text += f": {done}/{total or '?'} done"
     text += f" ({failed} failed or diverged)" if failed else ""
     if total and done > 0:
-        text += f", about {clock((time.time() - started) / done * max(total - done, 0))} left"
+        text += f", about {clock(time_left(time.time() - started, done, total, (step or {}).get('weights')))} left"
     log.info(text)
 
 
-def note_step(study_dir: Path, what: str, total: int) -> None:
+def time_left(elapsed: float, done: int, total: int, weights: list | None = None) -> float:
+    """Seconds left at the pace so far: by count, or by `weights` (expected times in launch order) where the sweeper
+    knows them. A step launches its slowest jobs first, so by count its first jobs would make the rest look long;
+    the jobs done are taken to be the first launched."""
+    if not weights or len(weights) != total:
+        return elapsed / done * max(total - done, 0)
+    finished = sum(weights[:done])
+    return elapsed / finished * max(sum(weights) - finished, 0.0) if finished > 0 else 0.0
+
+
+def note_step(study_dir: Path, what: str, total: int, weights: list | None = None) -> None:
     """Note the step an adaptive sweep launches next (`what`: "rung 1 (to epoch 18 of 60)", "seed look 2"), so that
-    its jobs' progress lines count the outcomes noted since it started."""
+    its jobs' progress lines count the outcomes noted since it started. `weights`: each job's expected time, in launch
+    order (None where unknown), for the time left."""
     path = Path(study_dir) / PROGRESS
     progress = read_json(path) or {}
-    progress["step"] = {"what": what, "total": total, "started": time.time()}
+    known = weights if weights and all(w is not None for w in weights) else None
+    progress["step"] = {"what": what, "total": total, "started": time.time(), "weights": known}
     with contextlib.suppress(OSError):  # only the progress lines lose their step (a full disk): the sweep goes on
         atomic_write_json(path, progress)
 

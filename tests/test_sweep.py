@@ -643,3 +643,13 @@ def test_the_progress_total_counts_the_grid_and_is_unknown_where_the_sweeper_dec
     smoke = compose("+sweep=depth", "budget=smoke", "optim.lr=0.01", return_hydra_config=True)
     assert job_count(smoke) == 7 * 1 * 2  # 7 models x 1 LR x the smoke budget's 2 seeds, no halving, no added seeds
     assert job_count(compose("+sweep=depth", return_hydra_config=True)) is None  # cpu: halving and adaptive seeds
+
+
+def test_a_steps_time_left_weighs_its_jobs_by_their_expected_times():
+    from ablate.sweep import time_left
+
+    # Four jobs, the first launched expected to take as long as the other three together: done after 60 s, it
+    # leaves 60 s of work, where counting jobs would say 180.
+    assert time_left(60.0, 1, 4, [3.0, 1.0, 1.0, 1.0]) == 60.0
+    assert time_left(60.0, 1, 4) == 180.0  # nothing timed yet (a first grid): by count
+    assert time_left(60.0, 4, 4, [3.0, 1.0, 1.0, 1.0]) == 0.0

@@ -169,11 +169,14 @@ class AdaptiveSweeper(BasicSweeper):
         """Launch `batch` (the jobs with any rung override), as the step `what` of the progress lines, and remember
         where each job's record is."""
         self.validate_batch_is_legal(batch)
-        order = adaptive.longest_first(jobs, self.nuisance, self.seconds_per_epoch())
+        rates = self.seconds_per_epoch()
+        order = adaptive.longest_first(jobs, self.nuisance, rates)
         batch, jobs = [batch[i] for i in order], [jobs[i] for i in order]
+        # Every job of a step runs the same epochs, so a value's seconds per epoch weigh its jobs for the time left.
+        weights = [rates.get(adaptive.group_of(job, self.nuisance)) for job in jobs]
         study = OmegaConf.select(self.config, "study.name")
         if study is not None:  # where the sweep callback keeps its progress file (ablate.sweep.SweepSummary)
-            note_step(Path(self.config.paths.runs) / str(study), what, len(batch))
+            note_step(Path(self.config.paths.runs) / str(study), what, len(batch), weights)
         results = self.launcher.launch(batch, initial_job_idx=self.job_index)
         self.job_index += len(batch)
         for job, result in zip(jobs, results, strict=True):
