@@ -208,7 +208,7 @@ def setting_of(job: Sequence[str], nuisance: Iterable[str]) -> tuple:
 
 def longest_first(jobs: Sequence[Sequence[str]], nuisance: Iterable[str], seconds_per_epoch: dict) -> list[int]:
     """The order to launch `jobs` in: a step ends when its last job does, so the slowest start first and the short
-    ones fill in beside them (a seed look of one 8-minute run and five 2-minute ones takes 8 minutes on 2 workers in
+    ones fill in beside them (a seed look of one 8-minute run and four 2-minute ones takes 8 minutes on 2 workers in
     this order, 12 in the grid's if the long one comes last). A job's expected time is that of its value
     (`seconds_per_epoch`, keyed by group_of: what its finished records took); jobs of a value not measured yet go
     first, in their given order, so a first grid launches as listed. Only the order changes, never what runs."""
