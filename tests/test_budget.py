@@ -55,9 +55,11 @@ def curve(*accs):
         ((0.30, 0.60, 0.80, 0.85, 0.86, 0.86), budget.PLATEAU),  # levelled off
         ((0.08, 0.34, 0.05, 0.05, 0.05, 0.05), budget.COLLAPSED),  # learned, then fell back to chance
         ((0.05, 0.09, 0.05, 0.06, 0.05, 0.05), budget.LATE),  # a 4-point blip is not a collapse
+        ((0.40, 0.80, 0.95, 0.97, 0.985, 0.99), budget.CEILING),  # still rising, but into 100%
+        ((0.40, 0.80, 0.95, 0.975, 0.978, 0.979), budget.PLATEAU),  # levelled off 2.1 points short of it
     ],
 )
-def test_a_curve_reads_as_untrained_late_collapsed_climbing_or_plateau(accs, reading):
+def test_a_curve_reads_as_untrained_late_collapsed_climbing_ceiling_or_plateau(accs, reading):
     assert budget.classify(curve(*accs), CHANCE) == reading
 
 
@@ -84,6 +86,9 @@ def test_the_headline_names_what_each_group_of_values_measured():
     assert "**stability** for 1 of 2 values (a): they left chance and fell back" in collapsed
     spent = budget.measured_line({"exp": budget.LR_SPENT, "step": budget.PLATEAU})
     assert "**the schedule** for 1 of 2 values (exp)" in spent and "**capacity** for 1 of 2 values (step)" in spent
+    solved = budget.measured_line({"a": budget.CEILING, "b": budget.CEILING, "c": budget.CLIMBING})
+    assert "**the data's ceiling** for 2 of 3 values (a, b): their val accuracy ends within 2 points of 100%" in solved
+    assert "**capacity**" not in solved
 
 
 # ---- compute spent and saved -----------------------------------------------------------------------------------
