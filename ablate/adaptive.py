@@ -211,7 +211,8 @@ def longest_first(jobs: Sequence[Sequence[str]], nuisance: Iterable[str], second
     ones fill in beside them (a seed look of one 8-minute run and four 2-minute ones takes 8 minutes on 2 workers in
     this order, 12 in the grid's if the long one comes last). A job's expected time is that of its value
     (`seconds_per_epoch`, keyed by group_of: what its finished records took); jobs of a value not measured yet go
-    first, in their given order, so a first grid launches as listed. Only the order changes, never what runs."""
+    first, in their given order (the sweeper passes a first grid its models' MACs instead: expected_cost). Only the
+    order changes, never what runs."""
     nuisance = list(nuisance)
 
     def key(i: int) -> float:
