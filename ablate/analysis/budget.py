@@ -119,16 +119,19 @@ def measured_line(found: dict[str, str]) -> str:
             "they stopped where their schedule stopped learning, not at what the network can learn"
         )
     if by[CEILING]:
-        which = "every value" if len(by[CEILING]) == n else f"{len(by[CEILING])} of {n} values"
         parts.append(
-            f"**the data's ceiling** for {which} ({', '.join(by[CEILING])}): their val accuracy ends within "
+            f"**the data's ceiling** for {share(by[CEILING], n)}: their val accuracy ends within "
             f"{100 * CEILING_POINTS:.0f} points of 100%, so the data is (nearly) solved and differences between them "
             "are bounded by the room left, not by what each network can learn"
         )
     if by[PLATEAU]:
-        which = "every value" if len(by[PLATEAU]) == n else f"{len(by[PLATEAU])} of {n} values"
-        parts.append(f"**capacity** for {which} ({', '.join(by[PLATEAU])}): their curves had levelled off")
+        parts.append(f"**capacity** for {share(by[PLATEAU], n)}: their curves had levelled off")
     return "; ".join(parts)
+
+
+def share(labels: list[str], n: int) -> str:
+    """A group of readings as the headline counts it: "every value (a, b)" or "2 of 3 values (a, b)"."""
+    return ("every value" if len(labels) == n else f"{len(labels)} of {n} values") + f" ({', '.join(labels)})"
 
 
 @dataclass(frozen=True)
