@@ -754,6 +754,20 @@ def test_seeds_requested_come_from_the_runs_not_the_sweep_files_default(tmp_path
     assert "| seeds | 0 (1 requested) |" in text and "of 3 seeds completed" not in text
 
 
+def test_seeds_a_stopped_sweep_only_began_are_named_apart_from_the_seeds_that_ran(tmp_path):
+    """A sweep stopped as a seed look began leaves `interrupted` records of seeds no value has a result for."""
+    root = tmp_path / "runs"
+    rows = depth_rows(root, {"allconv5": (5, 0.6), "allconv6": (6, 0.7)})
+    for seed in (3, 4):
+        begun = run_row(root, status="interrupted", model="allconv6", seed=seed, **{"optim.lr": 0.01})
+        rows.append({**begun, "depth": 6})
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith("| seeds |")]
+    assert row.startswith("| seeds | 0, 1, 2 (")
+    assert row.endswith("); 3, 4 only begun (interrupted or running, no result) |")
+
+
 @pytest.fixture
 def drawn_figures(monkeypatch):
     """Capture each figure the analysis saves, by file name, instead of only writing the PNG; the figures stay open

@@ -129,6 +129,22 @@ def _answer(analysis: Analysis) -> list[str]:
     return lines + [""]
 
 
+def _unfinished(runs: pd.DataFrame) -> pd.Series:
+    return runs["status"].isin(["interrupted", "running"]) if "status" in runs else pd.Series(False, runs.index)
+
+
+def _seeds_with_results(runs: pd.DataFrame) -> list:
+    return _sorted_unique(runs.loc[~_unfinished(runs), "seed"])
+
+
+def _seeds_only_begun(runs: pd.DataFrame) -> str:
+    """A sweep stopped as a seed look began leaves `interrupted` (or `running`) records of seeds no value has a
+    result for: named apart, since listing them with the rest would overstate the seeds the values have."""
+    ran = set(_seeds_with_results(runs))
+    begun = [s for s in _sorted_unique(runs.loc[_unfinished(runs), "seed"]) if s not in ran]
+    return f"; {', '.join(fmt(s) for s in begun)} only begun (interrupted or running, no result)" if begun else ""
+
+
 def _why_seeds(plan) -> str:
     """What made the study add seeds to a value (ablate.adaptive.Plan)."""
     wide = f" or the 95% interval was wider than ±{plan.half_width:g} points" if plan.half_width is not None else ""
@@ -252,14 +268,15 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ),
         (
             "seeds",
-            ", ".join(fmt(s) for s in _sorted_unique(runs["seed"]))
+            ", ".join(fmt(s) for s in _seeds_with_results(runs))
             + (
                 f" ({spec.initial_seeds} for every value, up to {spec.plan.max_seeds} where {_why_seeds(spec.plan)})"
                 if spec.plan.max_seeds and 0 < spec.initial_seeds < (spec.seeds_requested or 0)
                 else f" ({spec.seeds_requested} requested)"
                 if spec.seeds_requested
                 else ""
-            ),
+            )
+            + _seeds_only_begun(runs),
         ),
         *([("precision target", _precision_text(selection))] if spec.plan.half_width and spec.plan.max_seeds else []),
         ("runs", f"{len(runs)}: {status_text}"),
