@@ -16,6 +16,7 @@ from ablate.analysis.selection import METRICS, Selection, val_rank
 from ablate.analysis.stats import CONFIDENCE, Interval, reachable_half_width
 from ablate.analysis.study import STATUSES, Study, fmt, is_missing, same, sort_key, where_slug
 
+UNFINISHED = ("interrupted", "running")  # statuses of records that hold no result yet
 CI_NAMES = {"t": "Student t over seeds", "bootstrap": "percentile bootstrap over seeds (10,000 resamples)"}
 
 
@@ -129,19 +130,15 @@ def _answer(analysis: Analysis) -> list[str]:
     return lines + [""]
 
 
-def _unfinished(runs: pd.DataFrame) -> pd.Series:
-    return runs["status"].isin(["interrupted", "running"]) if "status" in runs else pd.Series(False, runs.index)
-
-
 def _seeds_with_results(runs: pd.DataFrame) -> list:
-    return _sorted_unique(runs.loc[~_unfinished(runs), "seed"])
+    return _sorted_unique(runs.loc[~runs["status"].isin(UNFINISHED), "seed"])
 
 
 def _seeds_only_begun(runs: pd.DataFrame) -> str:
     """A sweep stopped as a seed look began leaves `interrupted` (or `running`) records of seeds no value has a
     result for: named apart, since listing them with the rest would overstate the seeds the values have."""
     ran = set(_seeds_with_results(runs))
-    begun = [s for s in _sorted_unique(runs.loc[_unfinished(runs), "seed"]) if s not in ran]
+    begun = [s for s in _sorted_unique(runs.loc[runs["status"].isin(UNFINISHED), "seed"]) if s not in ran]
     return f"; {', '.join(fmt(s) for s in begun)} only begun (interrupted or running, no result)" if begun else ""
 
 
