@@ -534,6 +534,36 @@ def test_ctrl_c_stops_a_parallel_sweep_with_its_running_jobs_interrupted_and_no_
     assert_interrupted_then_resumed(tmp_path, args, runs, found, out, trained)
 
 
+def test_a_ctrl_c_during_a_step_of_an_adaptive_sweep_starts_no_later_step(tmp_path, monkeypatch, capfd):
+    # The whole app in this process, its launcher replaced by one that takes a Ctrl-C during the first step (halving's
+    # rung 1) as launcher=parallel does: noted, and every job of the step ends interrupted. The survivors' step, the
+    # grid extension and the seed looks that the plan holds must not start, and the log says why the sweep ended.
+    from ablate import launcher
+    from ablate.__main__ import main
+
+    steps = []
+
+    def ctrl_c_during(launcher_, job_overrides, initial_job_idx):
+        steps.append(len(job_overrides))
+        sweep.interrupted_by = "SIGINT"
+        return [launcher._returned(overrides, "interrupted") for overrides in job_overrides]
+
+    monkeypatch.setattr(launcher, "launch", ctrl_c_during)
+    monkeypatch.setattr(sweep, "interrupted_by", None)
+    for key in [*sweep.WORKER_ENVIRONMENT, sweep.SWEEP_ID]:  # set by the sweep's callbacks: restored after the test
+        monkeypatch.delenv(key, raising=False)
+    plan = ("study.halving={rungs:[0.5],eta:3}", "study.extend_grid=2", "study.more_seeds={max:4,per_look:1}")
+    args = ("+sweep=depth", *TINY, "model=allconv5", "optim.lr=0.1,0.03,0.01", "seed=0,1", *plan)
+    monkeypatch.setattr(sys, "argv", [sys.argv[0], *command(tmp_path, *args, "launcher=parallel")[3:]])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out, err = capfd.readouterr()
+    assert stop.value.code == 130
+    assert steps == [6]  # the rung's six jobs, then nothing
+    assert "sweep stopped by SIGINT during rung 1 (to epoch 1 of 2): no later step starts" in out + err
+    assert "halving at epoch" not in out + err and "adaptive seeds" not in out + err
+
+
 def test_slurms_pre_timeout_signal_ends_the_run_interrupted_for_submitit_to_requeue(run_in, tmp_path, monkeypatch):
     # What submitit does on SLURM: SIGTERM bypassed, USR2 (the pre-timeout signal) requeues then sys.exit(-1).
     requeued = []

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from ablate import adaptive
+from ablate import sweep as sweep_state
 from ablate.sweep import note_step
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,30 @@ class AdaptiveSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="adaptive", node=AdaptiveSweeperConf, provider="ablate")
 
 
+class Stopped(Exception):
+    """A signal stopped the sweep during (or before) the step this names: no later step starts."""
+
+
 class AdaptiveSweeper(BasicSweeper):
     """The basic sweeper's grid, launched in rungs (halving) and then in looks (adaptive seeds)."""
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Every step's JobReturns, in launch order. A Ctrl-C (or SIGTERM) noted during a step ends the sweep with
+        that step: its launcher starts no further job, so a later step (a rung, the grid extension, a seed look) would
+        only plan from records that will not come and log jobs that never start."""
         self.started = time.monotonic()  # study.minutes counts from here
+        self.launched: list = []
+        try:
+            self.steps(arguments)
+        except Stopped as stop:
+            log.info(
+                f"sweep stopped by {sweep_state.interrupted_by} {stop}: no later step starts; the same command "
+                "again goes on from the records"
+            )
+        return self.launched
+
+    def steps(self, arguments: list[str]) -> None:
+        """The grid (in rungs with halving), its extension and the seed looks, as the plan asks."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         jobs = self.split_arguments(overrides, None)[0]
@@ -62,7 +82,6 @@ class AdaptiveSweeper(BasicSweeper):
         self.nuisance = nuisance
         epochs = int(self.config.trainer.epochs)
 
-        returns = []
         alive = jobs
         if plan.halving and nuisance:
             from ablate.analysis.looks import claim_pins  # pandas only when the sweep halves
@@ -70,7 +89,7 @@ class AdaptiveSweeper(BasicSweeper):
             pinned = claim_pins(self.claims_conf_dir(str(study.get("name"))), str(study.get("name")), nuisance)
             for rung, stop in enumerate(adaptive.rung_epochs(epochs, plan.rungs), 1):
                 batch = [[*job, f"{STOP_KEY}={stop}"] for job in alive]
-                returns.append(self.launch_jobs(batch, alive, f"rung {rung} (to epoch {stop} of {epochs})"))
+                self.launch_jobs(batch, alive, f"rung {rung} (to epoch {stop} of {epochs})")
                 scores = {tuple(job): self.val_acc_at(job, stop) for job in alive}
                 kept = adaptive.survivors(alive, scores, nuisance, plan.eta, pinned)
                 kept_for_claims = sum(map(pinned, kept))
@@ -84,26 +103,22 @@ class AdaptiveSweeper(BasicSweeper):
                     )
                 )
                 alive = kept
-        returns.append(self.launch_jobs(alive, alive, "the survivors to the end" if plan.halving else "the grid"))
+        self.launch_jobs(alive, alive, "the survivors to the end" if plan.halving else "the grid")
 
         if plan.extend_grid and nuisance:
-            jobs, extended = self.extend_grid(jobs, alive, plan, nuisance)
-            returns += extended
+            jobs = self.extend_grid(jobs, alive, plan, nuisance)
 
         if plan.max_seeds:
-            returns += self.seed_looks(jobs, plan, nuisance, study, has_claims)
-        return returns
+            self.seed_looks(jobs, plan, nuisance, study, has_claims)
 
     def elapsed_minutes(self) -> float:
         return (time.monotonic() - self.started) / 60
 
     def extend_grid(
         self, jobs: list[list[str]], finished: list[list[str]], plan: adaptive.Plan, nuisance: list[str]
-    ) -> tuple[list[list[str]], list]:
+    ) -> list[list[str]]:
         """Runs past the grid's end where a value's best setting on val sits on it (ablate.adaptive.beyond_edges),
-        up to `plan.extend_grid` times, each while the plan's time limit allows; returns every job launched so far
-        and the batches."""
-        returns = []
+        up to `plan.extend_grid` times, each while the plan's time limit allows; returns every job launched so far."""
         steps = plan.extend_grid
         for step in range(1, steps + 1):
             final = {tuple(job): self.final_val_acc(job) for job in finished}
@@ -119,13 +134,13 @@ class AdaptiveSweeper(BasicSweeper):
                 f"grid extension {step}/{steps}: {len(new)} runs past the grid's end, where a value's best setting "
                 f"on val sat on it ({'; '.join(settings)})"
             )
-            returns.append(self.launch_jobs(new, new, f"grid extension {step}/{steps}"))
+            self.launch_jobs(new, new, f"grid extension {step}/{steps}")
             jobs, finished = [*jobs, *new], [*finished, *new]
-        return jobs, returns
+        return jobs
 
     def seed_looks(
         self, jobs: list[list[str]], plan: adaptive.Plan, nuisance: list[str], study: dict, has_claims: bool
-    ) -> list:
+    ) -> None:
         """Seeds where claims are still open (ablate.adaptive.seed_looks), judged at the plan's corrected level."""
         from ablate.analysis.looks import job_settings, open_arms_of_records  # pandas only when seeds adapt
 
@@ -134,7 +149,7 @@ class AdaptiveSweeper(BasicSweeper):
         initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
         confidence = plan.confidence(initial)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        returns = []
+        looks = 0
 
         # values whose precision target is out of reach and futile comparisons, logged at the first look that saw them
         told: set[str] = set()
@@ -150,10 +165,11 @@ class AdaptiveSweeper(BasicSweeper):
             return for_claims, for_precision
 
         def launch(new: list[list[str]]) -> None:
-            returns.append(self.launch_jobs(new, new, f"seed look {len(returns) + 1}"))
+            nonlocal looks
+            looks += 1
+            self.launch_jobs(new, new, f"seed look {looks}")
 
         adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes)
-        return returns
 
     def claims_conf_dir(self, name: str) -> Path:
         """The config folder holding claims/<study>.yaml: the first of the run's file config sources that has it
@@ -165,9 +181,11 @@ class AdaptiveSweeper(BasicSweeper):
                 return Path(source.path)
         return CONF_DIR
 
-    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str) -> Any:
+    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str) -> None:
         """Launch `batch` (the jobs with any rung override), as the step `what` of the progress lines, and remember
-        where each job's record is."""
+        where each job's record is; raises Stopped once a signal has stopped the sweep."""
+        if sweep_state.interrupted_by is not None:
+            raise Stopped(f"before {what}")
         self.validate_batch_is_legal(batch)
         # Before any record has timed a value (a first grid), its model's arithmetic stands in for its time.
         rates = self.seconds_per_epoch() or self.cost_prior(jobs)
@@ -183,7 +201,9 @@ class AdaptiveSweeper(BasicSweeper):
         for job, result in zip(jobs, results, strict=True):
             if result.hydra_cfg is not None:
                 self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
-        return results
+        self.launched += results
+        if sweep_state.interrupted_by is not None:
+            raise Stopped(f"during {what}")
 
     def cost_prior(self, jobs: list[list[str]]) -> dict[tuple, float]:
         """Per value (adaptive.group_of), its expected_cost from the job's composed config: only ratios matter, for
