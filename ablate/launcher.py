@@ -117,8 +117,9 @@ def launch(launcher: JoblibLauncher, job_overrides: Sequence[Sequence[str]], ini
 
 @contextlib.contextmanager
 def sigint_noted() -> Iterator[None]:
-    """In the sweep's process while joblib runs the jobs: a SIGINT notes that the sweep stops instead of raising
-    KeyboardInterrupt inside joblib, which would SIGKILL the workers while their runs write `interrupted`."""
+    """In the sweep's process while joblib runs the jobs (and while the adaptive sweeper plans between its steps): a
+    SIGINT notes that the sweep stops instead of raising KeyboardInterrupt inside joblib, which would SIGKILL the
+    workers while their runs write `interrupted`."""
     previous = signal.signal(signal.SIGINT, _note_sigint)
     try:
         yield

@@ -534,34 +534,54 @@ def test_ctrl_c_stops_a_parallel_sweep_with_its_running_jobs_interrupted_and_no_
     assert_interrupted_then_resumed(tmp_path, args, runs, found, out, trained)
 
 
-def test_a_ctrl_c_during_a_step_of_an_adaptive_sweep_starts_no_later_step(tmp_path, monkeypatch, capfd):
-    # The whole app in this process, its launcher replaced by one that takes a Ctrl-C during the first step (halving's
-    # rung 1) as launcher=parallel does: noted, and every job of the step ends interrupted. The survivors' step, the
-    # grid extension and the seed looks that the plan holds must not start, and the log says why the sweep ended.
-    from ablate import launcher
+@pytest.mark.parametrize("when", ["during rung 1 (to epoch 1 of 2)", "before the survivors to the end"])
+def test_a_ctrl_c_during_or_between_the_steps_of_an_adaptive_sweep_starts_no_later_step(
+    when, tmp_path, monkeypatch, capfd
+):
+    # The whole app in this process, its launcher replaced by one that runs no job. "during": a Ctrl-C while the
+    # first step (halving's rung 1) runs, noted as launcher=parallel notes it, every job of the step interrupted.
+    # "before": a real SIGINT to this process while halving scores the rung, between two steps. Either way the
+    # survivors' step, the grid extension and the seed looks that the plan holds must not start, and the log says
+    # why the sweep ended.
+    from ablate import adaptive, launcher
     from ablate.__main__ import main
 
     steps = []
 
-    def ctrl_c_during(launcher_, job_overrides, initial_job_idx):
+    def launch(launcher_, job_overrides, initial_job_idx):
         steps.append(len(job_overrides))
-        sweep.interrupted_by = "SIGINT"
-        return [launcher._returned(overrides, "interrupted") for overrides in job_overrides]
+        if when.startswith("during"):
+            sweep.interrupted_by = "SIGINT"
+        outcome = "interrupted" if sweep.interrupted_by else "completed"
+        return [launcher._returned(overrides, outcome) for overrides in job_overrides]
 
-    monkeypatch.setattr(launcher, "launch", ctrl_c_during)
+    real_survivors = adaptive.survivors
+
+    def ctrl_c_then_survivors(*args, **kwargs):
+        if when.startswith("before"):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_survivors(*args, **kwargs)
+
+    monkeypatch.setattr(launcher, "launch", launch)
+    monkeypatch.setattr(adaptive, "survivors", ctrl_c_then_survivors)
     monkeypatch.setattr(sweep, "interrupted_by", None)
     for key in [*sweep.WORKER_ENVIRONMENT, sweep.SWEEP_ID]:  # set by the sweep's callbacks: restored after the test
         monkeypatch.delenv(key, raising=False)
     plan = ("study.halving={rungs:[0.5],eta:3}", "study.extend_grid=2", "study.more_seeds={max:4,per_look:1}")
     args = ("+sweep=depth", *TINY, "model=allconv5", "optim.lr=0.1,0.03,0.01", "seed=0,1", *plan)
     monkeypatch.setattr(sys, "argv", [sys.argv[0], *command(tmp_path, *args, "launcher=parallel")[3:]])
-    with pytest.raises(SystemExit) as stop:
+    try:
         main()
+    except SystemExit as exit_:
+        code = exit_.code
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C escaped the sweep as a KeyboardInterrupt: no table, the later steps unplanned")
     out, err = capfd.readouterr()
-    assert stop.value.code == 130
+    assert code == 130
     assert steps == [6]  # the rung's six jobs, then nothing
-    assert "sweep stopped by SIGINT during rung 1 (to epoch 1 of 2): no later step starts" in out + err
-    assert "halving at epoch" not in out + err and "adaptive seeds" not in out + err
+    assert f"sweep stopped by SIGINT {when}: no later step starts" in out + err
+    assert "adaptive seeds" not in out + err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the sweep's handler is gone with it
 
 
 def test_slurms_pre_timeout_signal_ends_the_run_interrupted_for_submitit_to_requeue(run_in, tmp_path, monkeypatch):

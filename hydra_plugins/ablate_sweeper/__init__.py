@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from ablate import adaptive
 from ablate import sweep as sweep_state
+from ablate.launcher import sigint_noted
 from ablate.sweep import note_step
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,18 @@ class AdaptiveSweeper(BasicSweeper):
     """The basic sweeper's grid, launched in rungs (halving) and then in looks (adaptive seeds)."""
 
     def sweep(self, arguments: list[str]) -> Any:
-        """Every step's JobReturns, in launch order. A Ctrl-C (or SIGTERM) noted during a step ends the sweep with
-        that step: its launcher starts no further job, so a later step (a rung, the grid extension, a seed look) would
-        only plan from records that will not come and log jobs that never start."""
+        """Every step's JobReturns, in launch order. A Ctrl-C (or SIGTERM) ends the sweep with the step it came in,
+        or before the next one when it came between steps (while halving scores a rung, or a seed look reads the
+        records): the launchers start no job once it is noted, so a later step would only plan from records that
+        will not come and log jobs that never start."""
         self.started = time.monotonic()  # study.minutes counts from here
         self.launched: list = []
         try:
-            self.steps(arguments)
+            # Noted for the whole sweep, not only while a launcher runs jobs: between steps a Ctrl-C would otherwise
+            # raise KeyboardInterrupt in the middle of the sweeper (no table written), or vanish where the sweep
+            # started with SIGINT ignored (a background job), while the workers it reached stop their runs.
+            with sigint_noted():
+                self.steps(arguments)
         except Stopped as stop:
             log.info(
                 f"sweep stopped by {sweep_state.interrupted_by} {stop}: no later step starts; the same command "
