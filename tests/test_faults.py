@@ -8,6 +8,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -534,6 +535,24 @@ def test_ctrl_c_stops_a_parallel_sweep_with_its_running_jobs_interrupted_and_no_
     assert_interrupted_then_resumed(tmp_path, args, runs, found, out, trained)
 
 
+@contextlib.contextmanager
+def logging_as_it_was():
+    """Every logger's level, handlers, propagation and disabled flag put back after the block: Hydra configures
+    logging for an app it runs in this process (the root at INFO, handlers on this test's captured streams), which
+    later tests would otherwise log through."""
+    loggers = [logging.root, *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    saved = {logger: (logger.level, logger.handlers[:], logger.propagate, logger.disabled) for logger in loggers}
+    try:
+        yield
+    finally:
+        for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger):
+                level, handlers, propagate, disabled = saved.get(logger, (logging.NOTSET, [], True, False))
+                logger.setLevel(level)
+                logger.handlers[:] = handlers
+                logger.propagate, logger.disabled = propagate, disabled
+
+
 @pytest.mark.parametrize("when", ["during rung 1 (to epoch 1 of 2)", "before the survivors to the end"])
 def test_a_ctrl_c_during_or_between_the_steps_of_an_adaptive_sweep_starts_no_later_step(
     when, tmp_path, monkeypatch, capfd
@@ -571,7 +590,8 @@ def test_a_ctrl_c_during_or_between_the_steps_of_an_adaptive_sweep_starts_no_lat
     args = ("+sweep=depth", *TINY, "model=allconv5", "optim.lr=0.1,0.03,0.01", "seed=0,1", *plan)
     monkeypatch.setattr(sys, "argv", [sys.argv[0], *command(tmp_path, *args, "launcher=parallel")[3:]])
     try:
-        main()
+        with logging_as_it_was():
+            main()
     except SystemExit as exit_:
         code = exit_.code
     except KeyboardInterrupt:
