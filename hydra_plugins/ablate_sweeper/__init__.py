@@ -44,10 +44,11 @@ class AdaptiveSweeper(BasicSweeper):
     """The basic sweeper's grid, launched in rungs (halving) and then in looks (adaptive seeds)."""
 
     def sweep(self, arguments: list[str]) -> Any:
-        """Every step's JobReturns, in launch order. A Ctrl-C (or SIGTERM) ends the sweep with the step it came in,
-        or before the next one when it came between steps (while halving scores a rung, or a seed look reads the
-        records): the launchers start no job once it is noted, so a later step would only plan from records that
-        will not come and log jobs that never start."""
+        """Every step's JobReturns, a list per step as Hydra's basic sweeper returns its batches. A Ctrl-C (or, under
+        launcher=submitit_local, a SIGTERM) ends the sweep with the step it came in, or before the next one when it
+        came between steps (while halving scores a rung, or a seed look reads the records): the launchers start no
+        job once it is noted, so a later step would only plan from records that will not come and log jobs that
+        never start."""
         self.started = time.monotonic()  # study.minutes counts from here
         self.launched: list = []
         try:
@@ -207,7 +208,7 @@ class AdaptiveSweeper(BasicSweeper):
         for job, result in zip(jobs, results, strict=True):
             if result.hydra_cfg is not None:
                 self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
-        self.launched += results
+        self.launched.append(results)
         if sweep_state.interrupted_by is not None:
             raise Stopped(f"during {what}")
 
