@@ -540,17 +540,18 @@ def logging_as_it_was():
     """Every logger's level, handlers, propagation and disabled flag put back after the block: Hydra configures
     logging for an app it runs in this process (the root at INFO, handlers on this test's captured streams), which
     later tests would otherwise log through."""
-    loggers = [logging.root, *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]
-    saved = {logger: (logger.level, logger.handlers[:], logger.propagate, logger.disabled) for logger in loggers}
+
+    def loggers() -> list[logging.Logger]:  # placeholders in the registry are not loggers
+        return [logging.root, *(v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+
+    saved = {logger: (logger.level, logger.handlers[:], logger.propagate, logger.disabled) for logger in loggers()}
     try:
         yield
     finally:
-        for logger in [logging.root, *logging.root.manager.loggerDict.values()]:
-            if isinstance(logger, logging.Logger):
-                level, handlers, propagate, disabled = saved.get(logger, (logging.NOTSET, [], True, False))
-                logger.setLevel(level)
-                logger.handlers[:] = handlers
-                logger.propagate, logger.disabled = propagate, disabled
+        for logger in loggers():  # a logger made in the block goes back to a new logger's defaults
+            level, handlers, logger.propagate, logger.disabled = saved.get(logger, (logging.NOTSET, [], True, False))
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
 
 
 @pytest.mark.parametrize("when", ["during rung 1 (to epoch 1 of 2)", "before the survivors to the end"])
