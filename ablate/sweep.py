@@ -58,6 +58,10 @@ def note_outcome(record_dir: Path, outcome: str) -> None:
     note = {"outcome": outcome, "at": time.time(), "pid": os.getpid(), "environment": start_environment()}
     record_dir = Path(record_dir)
     paths = [record_dir.parent / OUTCOMES_DIR / os.environ.get(SWEEP_ID, "unknown") / f"{record_dir.name}.json"]
+    # A job launched again after a worker died (ablate.launcher) can find its run finished by the first attempt, whose
+    # result the broken pool lost: that `skipped` would hide that this sweep trained it, so it keeps the first note.
+    if outcome == "skipped" and paths[0].exists():
+        return
     # Not into a record another process trains (nor a folder that is gone: a job that left none).
     if outcome not in ("running elsewhere", "not started") and record_dir.is_dir():
         paths.append(record_dir / OUTCOME)

@@ -286,6 +286,24 @@ def test_a_killed_parallel_worker_costs_one_retry_and_the_sweep_writes_its_table
     assert len(table) == 3 and set(table["status"]) == {"completed"}
 
 
+def test_a_retried_job_that_finds_its_run_finished_still_counts_as_trained_by_the_sweep(tmp_path, monkeypatch):
+    # A worker that dies takes the pool down, results of finished jobs with it; the launcher launches those again and
+    # each finds its record complete. The sweep trained them: its counts must say completed, not skipped. (The slow
+    # test above meets this when a job finishes just before the kill, on about half of its runs.)
+    monkeypatch.setenv(sweep.SWEEP_ID, "the-sweep")
+    record_dir = tmp_path / "runs" / "3f2a9c0d1e2b"
+    record_dir.mkdir(parents=True)
+    sweep.note_outcome(record_dir, "completed")
+    sweep.note_outcome(record_dir, "skipped")  # the retry
+    counts = sweep.count_outcomes(tmp_path / "runs", "the-sweep")
+    assert (counts["completed"], counts["skipped"]) == (1, 0)
+    # A record this sweep had not noted yet is skipped, as a sweep that finds an earlier sweep's run says.
+    other = tmp_path / "runs" / "0601c0ffee12"
+    other.mkdir()
+    sweep.note_outcome(other, "skipped")
+    assert sweep.count_outcomes(tmp_path / "runs", "the-sweep")["skipped"] == 1
+
+
 # ---- a full disk ----------------------------------------------------------------------------------------------
 
 
