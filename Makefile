@@ -26,7 +26,7 @@ install: ## install uv if missing, then the locked environment (.venv) with torc
 run: install ## one run: allconv6 on the embedded dataset (ARGS="model=allconv8_1 trainer.epochs=5")
 	$(RUN) python -m ablate $(ARGS)
 
-test: install ## the test suite: CPU-only, offline, about 13 minutes on 2 cores (the slowest 15 listed)
+test: install ## the test suite: CPU-only, offline, about 9 to 13 minutes on 2 cores (the slowest 15 listed)
 	$(RUN) pytest
 
 test-all: install ## the test suite including the slow tests
