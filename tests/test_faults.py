@@ -398,7 +398,9 @@ def test_a_sweep_on_a_really_full_disk(tmp_path):
         set -e
         mount -t tmpfs -o size=24m tmpfs {disk}
         {first} > {tmp_path}/first.out 2>&1
-        digest() {{ cd {disk}/runs/depth && find . -mindepth 2 -type f ! -name outcome.json ! -name '*.log' \
+        # The records' files only (runs/depth/<data>/<budget>/<identity>/...): the second sweep rewrites the study's
+        # own multirun.yaml and index.csv beside them, as every sweep does.
+        digest() {{ cd {disk}/runs/depth && find . -mindepth 4 -type f ! -name outcome.json ! -name '*.log' \
             -exec sha256sum {{}} + | sort; cd {ROOT}; }}
         digest > {tmp_path}/before.sha
         avail=$(df -k --output=avail {disk} | tail -1)
