@@ -252,6 +252,11 @@ def compose(overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
+# The schedule does not change a loop's speed, and the default warm-up epoch can be the whole of a bench's short run
+# (--quick: one epoch of 5 or 10 updates), which a run refuses before it starts.
+NO_WARMUP = "sched.warmup_epochs=0"
+
+
 def ablate_overrides(args, device: torch.device, data_overrides: list[str], cache_dir: Path | None) -> list[str]:
     return [
         f"model={args.model}",
@@ -260,6 +265,7 @@ def ablate_overrides(args, device: torch.device, data_overrides: list[str], cach
         f"trainer.device={device.type}",
         f"paths.cache={cache_dir or 'null'}",
         "logger=none",
+        NO_WARMUP,
         *thread_override(args),
         *args.override,
     ]
@@ -551,6 +557,7 @@ def fixed_cost(args, device: torch.device) -> dict:
                 f"paths.cache={Path(tmp) / 'cache'}",
                 f"paths.results={Path(tmp) / 'results'}",
                 "study.name=bench",
+                NO_WARMUP,
                 *thread_override(args),
                 *args.override,
             ]
@@ -642,6 +649,7 @@ def study(args, device: torch.device, sizes: dict) -> dict:
                 f"batch.size={args.batch_size}",
                 "logger=none",
                 f"study.name=bench-{launcher}",
+                NO_WARMUP,
                 f"paths.runs={tmp}/runs",
                 f"paths.results={tmp}/results",
                 f"paths.cache={tmp}/cache",
@@ -658,7 +666,7 @@ def study(args, device: torch.device, sizes: dict) -> dict:
             walls[launcher] = time.perf_counter() - started
             statuses = [
                 json.loads(path.read_text())["status"]
-                for path in Path(tmp, "runs", f"bench-{launcher}").glob("*/summary.json")
+                for path in Path(tmp, "runs", f"bench-{launcher}").rglob("summary.json")  # <data>/<budget>/<id>/
             ]
             if done.returncode != 0 or statuses.count("completed") != run_count:
                 raise RuntimeError(
