@@ -16,11 +16,14 @@ reads it. Looking at the data after each batch of seeds inflates the error rate,
 Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
 family-wise error at alpha whatever the data do.
 
-A time limit (`study.minutes`) bounds what the sweeper decides as it goes, not the grid, nor the claims: the grid
-and its rungs always run whole (without them there is no answer); once the sweep has run that long no
-grid-extension step starts and the seed looks add seeds only to the values an open claim compares, not to values
-that are merely wider than the precision target. A verdict is what the study is for, and a claim compares a few
-values where the precision target reaches them all. The claims keep their Bonferroni level and their look schedule.
+A time limit (`study.minutes`) bounds the study's wall time, as far as the sweeper decides it: the grid and its rungs
+always run whole (without them there is no answer); after them, a grid-extension step or a seed look starts only if
+it is expected to end within the limit. Its expected time comes from the records: each job's value at the seconds per
+epoch its finished runs took, packed longest first onto the launcher's workers (`makespan`), scaled by how far the
+sweep's earlier steps outran that estimate. A look that would end past the limit with the seeds of the precision
+target still adds those of the values an open claim compares, if they fit alone: a verdict is what the study is for,
+and a claim compares a few values where the target reaches them all. The claims keep their Bonferroni level and their
+look schedule; a look the limit leaves out only leaves them open.
 
 Grid extension (`study.extend_grid`): a value whose best setting on val sits at the end of a numeric nuisance axis
 may have its optimum outside the grid, and would be compared at a worse setting than its rivals. After the grid, such
@@ -32,6 +35,7 @@ The functions here are pure (job override lists and numbers in, decisions out); 
 hydra_plugins/ablate_sweeper launches what they decide.
 """
 
+import heapq
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -58,21 +62,22 @@ class Plan:
     half_width: float | None = None  # points: a value whose 95% test interval is wider also gets seeds; None = off
     futility: float | None = None  # no seeds for a comparison less likely than this to resolve at max_seeds; None = off
     extend_grid: int = 0  # steps past a numeric nuisance grid's end, where a value's best setting sat on it; 0 = none
-    minutes: float | None = None  # after this long, no extension step and seeds for open claims only; None = off
+    minutes: float | None = None  # the sweep's wall time: past the grid, no step starts that would end after it
 
     @property
     def halving(self) -> bool:
         return bool(self.rungs)
 
-    def out_of_time(self, elapsed_minutes: float) -> bool:
-        """Whether the sweep has spent its time limit: from here on it adds only what an open claim needs."""
-        return self.minutes is not None and elapsed_minutes >= self.minutes
+    def fits(self, elapsed_minutes: float, expected_minutes: float) -> bool:
+        """Whether a step expected to take `expected_minutes`, started now, ends within the time limit."""
+        return self.minutes is None or elapsed_minutes + expected_minutes <= self.minutes
 
-    def time_line(self, elapsed_minutes: float, what: str) -> str:
-        """The sweep log's line for what the time limit stopped."""
+    def time_line(self, elapsed_minutes: float, expected_minutes: float, step: str, outcome: str) -> str:
+        """The sweep log's line for what the time limit kept from starting."""
         return (
-            f"time limit: the sweep has run {elapsed_minutes:.0f} of study.minutes={self.minutes:g} minutes: {what}; "
-            "run it again with study.minutes=null to go on from its records"
+            f"time limit: {step} would take about {expected_minutes:.0f} min, and the sweep has run "
+            f"{elapsed_minutes:.0f} of study.minutes={self.minutes:g}: {outcome}; run it again with "
+            "study.minutes=null to go on from its records"
         )
 
     def looks(self, initial_seeds: int) -> int:
@@ -150,8 +155,8 @@ def plan_from(node: dict | None) -> Plan:
     minutes = node.get("minutes")
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
         raise ConfigError(
-            f"study.minutes={minutes}: must be a number of minutes >= 0 (no grid-extension step or seed look starts "
-            "after the sweep has run that long), or null for no limit; e.g. 45"
+            f"study.minutes={minutes}: must be a number of minutes >= 0 (past the grid, no grid-extension step or "
+            "seed look starts that would end after the sweep has run that long), or null for no limit; e.g. 60"
         )
     return Plan(
         minutes=None if minutes is None else float(minutes),
@@ -220,6 +225,15 @@ def longest_first(jobs: Sequence[Sequence[str]], nuisance: Iterable[str], second
         return -math.inf if rate is None else -rate
 
     return sorted(range(len(jobs)), key=key)
+
+
+def makespan(seconds: Iterable[float], workers: int) -> float:
+    """The wall time of jobs taking `seconds` each on `workers` workers, launched longest first (longest_first), each
+    to the first worker free: a step's expected time, for the time limit."""
+    loads = [0.0] * max(1, workers)
+    for job in sorted(seconds, reverse=True):
+        heapq.heapreplace(loads, loads[0] + job)
+    return max(loads)
 
 
 def rung_epochs(epochs: int, rungs: Sequence[float]) -> list[int]:
@@ -364,39 +378,43 @@ def seed_looks(
     launch: Callable[[list[list[str]]], object],
     open_settings: Callable[[list[list[str]]], tuple[list[tuple[tuple, tuple]], list[tuple[tuple, tuple]]]],
     elapsed_minutes: Callable[[], float] = lambda: 0.0,
+    expected_minutes: Callable[[list[list[str]]], float] = lambda jobs: 0.0,
 ) -> list[list[list[str]]]:
     """The adaptive-seed loop: look at the claims, add seeds where one is open or a value is wider than the
-    precision target, until nothing is or the plan's looks are spent.
+    precision target, until nothing is, the plan's looks are spent or the time limit is.
     `open_settings(launched)` names the (group, setting) pairs open claims compare and, apart, those wider than the
-    target; `launch` runs jobs. Once the time limit has passed (`elapsed_minutes()`: the sweep's wall time so far)
-    a look adds seeds for the claims only: a verdict is what the study is for, and a claim's few values cost little
-    beside the precision target's many. Returns the batches launched, one per look that found something to add."""
+    target; `launch` runs jobs. A look whose seeds would end past the time limit (`elapsed_minutes()`: the sweep's
+    wall time so far; `expected_minutes(new)`: what the new jobs would take) adds the claims' seeds alone if those
+    fit, and otherwise ends the looks. Returns the batches launched, one per look that found something to add."""
     launched = [list(j) for j in jobs]
     initial = len({parse(j).get(SEED) for j in jobs})
     batches = []
     told = False
     for _ in range(1, plan.looks(initial)):
         for_claims, for_precision = open_settings(launched)
-        elapsed = elapsed_minutes()
-        if plan.out_of_time(elapsed):
-            wide = [
-                s
-                for s in dict.fromkeys(for_precision)
-                if s not in for_claims and more_seeds(launched, [s], nuisance, plan)
-            ]
-            if wide and not told:
-                told = True
-                log.info(
-                    plan.time_line(
-                        elapsed,
-                        f"no more seeds for {_values(len(wide))} wider than the precision target; values an open "
-                        "claim compares still get them",
-                    )
-                )
-            for_precision = []
         new = more_seeds(launched, [*for_claims, *for_precision], nuisance, plan)
         if not new:
             break
+        elapsed, expected = elapsed_minutes(), expected_minutes(new)
+        if not plan.fits(elapsed, expected):
+            claims_only = more_seeds(launched, for_claims, nuisance, plan)
+            alone = expected_minutes(claims_only) if claims_only else 0.0
+            if not claims_only or not plan.fits(elapsed, alone):
+                step = f"the claims' {len(claims_only)} seeds" if claims_only else f"a seed look of {_runs(len(new))}"
+                log.info(plan.time_line(elapsed, alone if claims_only else expected, step, "no more seeds start"))
+                break
+            if not told:
+                told = True
+                wide = len(dict.fromkeys(s for s in for_precision if s not in for_claims))
+                log.info(
+                    plan.time_line(
+                        elapsed,
+                        expected,
+                        f"a seed look with the {_values(wide)} wider than the precision target",
+                        "seeds go to the values an open claim compares alone",
+                    )
+                )
+            new = claims_only
         launch(new)
         launched += new
         batches.append(new)
@@ -405,6 +423,10 @@ def seed_looks(
 
 def _values(count: int) -> str:
     return f"{count} value{'' if count == 1 else 's'}"
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'' if count == 1 else 's'}"
 
 
 def _mean(values: list[float]) -> float:

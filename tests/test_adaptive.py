@@ -240,38 +240,52 @@ def test_a_claim_that_never_resolves_stops_at_the_seed_cap():
     assert max(row["seed"] for row in toy.rows) == 5
 
 
-def test_past_the_time_limit_seeds_go_to_open_claims_only_and_the_log_says_what_the_limit_left(caplog):
+def test_a_look_that_would_end_past_the_time_limit_feeds_the_open_claims_alone_and_then_nothing_starts(caplog):
     # a and b: a claim that never resolves (their seeds overlap); c: no claim reads it, but its seeds spread wider
-    # than the ±3-point target. The first look starts at 10 of 30 minutes and feeds all three; the later ones start
-    # past the limit and feed a and b alone, up to the cap of 8 (2 -> 4 -> 6 -> 8), while c stays at 4 seeds.
+    # than the ±3-point target. Each new run is expected to take a minute, the limit is 30. The first look (at 10
+    # minutes, 6 runs) fits whole. The second (at 25) would end at 31 with c's seeds, 29 without: a and b alone get
+    # theirs. The third (at 29) would end at 33 even for a and b alone: nothing more starts, the cap of 8 unreached.
     same = [0.75, 0.77] * 4
     toy = Toy({"a": same, "b": list(reversed(same)), "c": [0.76, 0.80, 0.75, 0.81, 0.78, 0.78, 0.78, 0.78]})
     plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 2, "half_width": 3}, "minutes": 30})
     assert plan.minutes == 30 and adaptive.plan_from({}).minutes is None
     jobs = grid(models=("a", "b", "c"), lrs=("0.03",))
     toy.launch(jobs)
-    clock = iter([10.0, 31.0, 40.0])
+    clock = iter([10.0, 25.0, 29.0])
     look = toy.open_settings(plan)
     with caplog.at_level("INFO"):
-        batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, look, lambda: next(clock))
+        batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, look, lambda: next(clock), len)
     models = [sorted({adaptive.parse(job)["model"] for job in batch}) for batch in batches]
-    assert models == [["a", "b", "c"], ["a", "b"], ["a", "b"]]
+    assert models == [["a", "b", "c"], ["a", "b"]]
     seeds = {m: max(row["seed"] for row in toy.rows if row["model"] == m) + 1 for m in "abc"}
-    assert seeds == {"a": 8, "b": 8, "c": 4}
-    line = (
-        "time limit: the sweep has run 31 of study.minutes=30 minutes: no more seeds for 1 value wider than the "
-        "precision target; values an open claim compares still get them; run it again with study.minutes=null to go "
-        "on from its records"
+    assert seeds == {"a": 6, "b": 6, "c": 4}
+    assert (
+        "time limit: a seed look with the 1 value wider than the precision target would take about 6 min, and the "
+        "sweep has run 25 of study.minutes=30: seeds go to the values an open claim compares alone; run it again with "
+        "study.minutes=null to go on from its records"
+    ) in caplog.text
+    assert (
+        "time limit: the claims' 4 seeds would take about 4 min, and the sweep has run 29 of study.minutes=30: no "
+        "more seeds start" in caplog.text
     )
-    assert line in caplog.text and caplog.text.count("time limit:") == 1  # once, not at every late look
-    # No limit (null): the same clock changes nothing, c gets its seeds until it is within ±3 points or capped.
+    # No limit (null): the same clock and costs change nothing; c gets its seeds until within ±3 points or capped.
     plain = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 2, "half_width": 3}, "minutes": None})
-    assert not plain.out_of_time(10**6)
+    assert plain.fits(10**6, 10**6)
     toy = Toy(toy.accs)
     toy.launch(jobs)
-    clock = iter([10.0, 31.0, 40.0])
-    batches = adaptive.seed_looks(jobs, plain, ["optim.lr"], toy.launch, toy.open_settings(plain), lambda: next(clock))
-    assert "c" in {adaptive.parse(job)["model"] for job in batches[1]}
+    clock = iter([10.0, 25.0, 29.0])
+    batches = adaptive.seed_looks(
+        jobs, plain, ["optim.lr"], toy.launch, toy.open_settings(plain), lambda: next(clock), len
+    )
+    assert len(batches) == 3 and "c" in {adaptive.parse(job)["model"] for job in batches[1]}
+
+
+def test_a_steps_expected_time_packs_its_runs_longest_first_onto_the_workers():
+    # Two workers: the 8-minute run alone on one, the four 2-minute runs on the other.
+    assert adaptive.makespan([2, 2, 8, 2, 2], workers=2) == 8
+    assert adaptive.makespan([3, 3, 3], workers=2) == 6
+    assert adaptive.makespan([3, 3, 3], workers=1) == 9
+    assert adaptive.makespan([], workers=4) == 0
 
 
 def test_a_comparison_that_cannot_resolve_at_the_cap_gets_no_seeds_with_the_futility_rule(caplog):

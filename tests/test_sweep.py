@@ -291,9 +291,12 @@ def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
     target = just_under_the_width_of([100 * s["final"]["test/acc"] for s in records(tmp_path, "depth_bn")])
     more_seeds = f"study.more_seeds={{max:4,per_look:1,half_width:{target}}}"
-    # Past a time limit the target adds nothing (no claim is open here): the limit bounds precision, not claims.
+    # A time limit already spent: the look would end past it, and no claim is open to get seeds alone.
     late = sweep(tmp_path, *study, more_seeds, "study.minutes=0")
-    assert "minutes: no more seeds for 1 value wider than the precision target" in late.stderr + late.stdout
+    assert (
+        "time limit: a seed look of 1 run would take about 0 min, and the sweep has run 0 of study.minutes=0: no more "
+        "seeds start" in late.stderr + late.stdout
+    )
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
 
     result = sweep(tmp_path, *study, more_seeds)
@@ -327,7 +330,7 @@ def test_a_best_lr_on_the_grids_end_gets_one_step_past_it_and_the_report_names_i
     study = ("optim.lr=0.01,0.00001", *EXTENDED_BN_NET)
     # A time limit already spent: the grid still runs whole, the extension does not start ...
     limited = sweep(tmp_path, *study, "study.minutes=0")
-    assert "time limit: the sweep has run 0 of study.minutes=0 minutes: grid extension step 1/2 does not start" in (
+    assert "time limit: grid extension step 1/2 (2 runs) would take about 0 min, and the sweep has run 0 of " in (
         limited.stderr + limited.stdout
     )
     assert len(records(tmp_path, "depth_bn")) == 4
@@ -375,6 +378,33 @@ def test_the_extension_reads_a_value_only_from_a_completed_record_and_any_other_
     assert sweeper.final_val_acc(["completed"]) == 42.0
     for job in (["diverged"], ["stopped"], ["interrupted"], ["torn"], ["never launched"]):
         assert math.isnan(sweeper.final_val_acc(job)), job
+
+
+def test_the_time_limit_expects_a_step_to_take_its_values_timed_epochs_on_the_workers_at_the_sweeps_pace(tmp_path):
+    # Records: model a took 2 s an epoch, b 6 s. Three 10-epoch jobs (a, a, b) on 2 workers: b alone on one, both a
+    # on the other: 60 s. A value no record has timed yet (c) counts at the slowest rate. Once the sweep's steps have
+    # taken twice what such estimates said (the jobs' start and evaluation, cores shared), the estimate doubles.
+    from hydra_plugins.ablate_sweeper import AdaptiveSweeper
+
+    sweeper = object.__new__(AdaptiveSweeper)  # only its record bookkeeping, no Hydra context
+    sweeper.config = OmegaConf.create({"trainer": {"epochs": 10}, "hydra": {"launcher": {"n_jobs": 2}}})
+    sweeper.nuisance, sweeper.record_dirs, sweeper.timed = ["optim.lr"], {}, [0.0, 0.0]
+    for model, seconds in (("a", 20), ("b", 60)):
+        (tmp_path / model).mkdir()
+        summary = {"status": "completed", "wall_seconds": seconds, "epochs_completed": 10}
+        (tmp_path / model / record.SUMMARY).write_text(json.dumps(summary))
+        sweeper.record_dirs[(f"model={model}", "optim.lr=0.1", "seed=0")] = tmp_path / model
+    jobs = [[f"model={m}", "optim.lr=0.1", f"seed={s}"] for m, s in (("a", 1), ("a", 2), ("b", 1))]
+
+    assert sweeper.expected_minutes(jobs) == pytest.approx(1.0)
+    assert sweeper.expected_minutes(jobs, epochs=5) == pytest.approx(0.5)
+    assert sweeper.expected_minutes([["model=c", "optim.lr=0.1", "seed=0"]]) == pytest.approx(1.0)
+    sweeper.timed = [240.0, 120.0]
+    assert sweeper.expected_minutes(jobs) == pytest.approx(2.0)
+    sweeper.config.hydra.launcher.n_jobs = None  # launcher=basic: one job at a time
+    assert sweeper.expected_minutes(jobs) == pytest.approx(2 * (20 + 20 + 60) / 60)
+    sweeper.record_dirs = {}
+    assert sweeper.expected_minutes(jobs) == 0  # nothing timed yet: the limit cannot tell, the step starts
 
 
 def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(tmp_path):

@@ -87,16 +87,20 @@ class AdaptiveSweeper(BasicSweeper):
         self.job_index = 0
         self.record_dirs: dict[tuple, Path] = {}
         self.nuisance = nuisance
+        # The steps' actual over expected seconds, summed: what the records' rates leave out (a job's start, its
+        # final evaluation, workers sharing a core) scales the time limit's estimates (expected_minutes).
+        self.timed = [0.0, 0.0]
         epochs = int(self.config.trainer.epochs)
 
-        alive = jobs
+        alive, done = jobs, 0  # done: the epochs the rungs have trained so far
         if plan.halving and nuisance:
             from ablate.analysis.looks import claim_pins  # pandas only when the sweep halves
 
             pinned = claim_pins(self.claims_conf_dir(str(study.get("name"))), str(study.get("name")), nuisance)
             for rung, stop in enumerate(adaptive.rung_epochs(epochs, plan.rungs), 1):
                 batch = [[*job, f"{STOP_KEY}={stop}"] for job in alive]
-                self.launch_jobs(batch, alive, f"rung {rung} (to epoch {stop} of {epochs})")
+                self.launch_jobs(batch, alive, f"rung {rung} (to epoch {stop} of {epochs})", stop - done)
+                done = stop
                 scores = {tuple(job): self.val_acc_at(job, stop) for job in alive}
                 kept = adaptive.survivors(alive, scores, nuisance, plan.eta, pinned)
                 kept_for_claims = sum(map(pinned, kept))
@@ -110,7 +114,7 @@ class AdaptiveSweeper(BasicSweeper):
                     )
                 )
                 alive = kept
-        self.launch_jobs(alive, alive, "the survivors to the end" if plan.halving else "the grid")
+        self.launch_jobs(alive, alive, "the survivors to the end" if plan.halving else "the grid", epochs - done)
 
         if plan.extend_grid and nuisance:
             jobs = self.extend_grid(jobs, alive, plan, nuisance)
@@ -120,6 +124,28 @@ class AdaptiveSweeper(BasicSweeper):
 
     def elapsed_minutes(self) -> float:
         return (time.monotonic() - self.started) / 60
+
+    def expected_minutes(self, jobs: list[list[str]], epochs: int | None = None) -> float:
+        """What `jobs` would take to `epochs` (the full run by default) on the launcher's workers: each at its
+        value's seconds per epoch in the records (a value not timed yet at the slowest timed one), packed longest
+        first, times how far the earlier steps outran such estimates. 0 before any record is timed."""
+        rates = self.seconds_per_epoch()
+        if not rates:
+            return 0.0
+        epochs = int(self.config.trainer.epochs) if epochs is None else epochs
+        slowest = max(rates.values())
+        seconds = [rates.get(adaptive.group_of(job, self.nuisance), slowest) * epochs for job in jobs]
+        actual, expected = self.timed
+        pace = actual / expected if expected else 1.0
+        return adaptive.makespan(seconds, self.workers()) * pace / 60
+
+    def workers(self) -> int:
+        """The jobs the launcher runs at once: launcher=parallel's n_jobs, submitit's array_parallelism, else 1."""
+        for key in ("n_jobs", "array_parallelism"):
+            value = OmegaConf.select(self.config, f"hydra.launcher.{key}", default=None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 1
 
     def extend_grid(
         self, jobs: list[list[str]], finished: list[list[str]], plan: adaptive.Plan, nuisance: list[str]
@@ -132,16 +158,18 @@ class AdaptiveSweeper(BasicSweeper):
             new = adaptive.beyond_edges(jobs, {k: v for k, v in final.items() if not math.isnan(v)}, nuisance)
             if not new:
                 break
-            if plan.out_of_time(self.elapsed_minutes()):
-                log.info(plan.time_line(self.elapsed_minutes(), f"grid extension step {step}/{steps} does not start"))
-                break
             new = [adaptive.with_grid_step(job, step) for job in new]
+            elapsed, expected = self.elapsed_minutes(), self.expected_minutes(new)
+            if not plan.fits(elapsed, expected):
+                what = f"grid extension step {step}/{steps} ({len(new)} run{'' if len(new) == 1 else 's'})"
+                log.info(plan.time_line(elapsed, expected, what, "it does not start"))
+                break
             settings = sorted({", ".join(f"{k}={v}" for k, v in adaptive.setting_of(j, nuisance)) for j in new})
             log.info(
                 f"grid extension {step}/{steps}: {len(new)} runs past the grid's end, where a value's best setting "
                 f"on val sat on it ({'; '.join(settings)})"
             )
-            self.launch_jobs(new, new, f"grid extension {step}/{steps}")
+            self.launch_jobs(new, new, f"grid extension {step}/{steps}", int(self.config.trainer.epochs))
             jobs, finished = [*jobs, *new], [*finished, *new]
         return jobs
 
@@ -174,9 +202,9 @@ class AdaptiveSweeper(BasicSweeper):
         def launch(new: list[list[str]]) -> None:
             nonlocal looks
             looks += 1
-            self.launch_jobs(new, new, f"seed look {looks}")
+            self.launch_jobs(new, new, f"seed look {looks}", int(self.config.trainer.epochs))
 
-        adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes)
+        adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes, self.expected_minutes)
 
     def claims_conf_dir(self, name: str) -> Path:
         """The config folder holding claims/<study>.yaml: the first of the run's file config sources that has it
@@ -188,9 +216,10 @@ class AdaptiveSweeper(BasicSweeper):
                 return Path(source.path)
         return CONF_DIR
 
-    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str) -> None:
-        """Launch `batch` (the jobs with any rung override), as the step `what` of the progress lines, and remember
-        where each job's record is; raises Stopped once a signal has stopped the sweep."""
+    def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str, epochs: int) -> None:
+        """Launch `batch` (the jobs with any rung override; each trains `epochs` more), as the step `what` of the
+        progress lines, remember where each job's record is, and time the step against its expected time; raises
+        Stopped once a signal has stopped the sweep."""
         if sweep_state.interrupted_by is not None:
             raise Stopped(f"before {what}")
         self.validate_batch_is_legal(batch)
@@ -203,8 +232,17 @@ class AdaptiveSweeper(BasicSweeper):
         study = OmegaConf.select(self.config, "study.name")
         if study is not None:  # where the sweep callback keeps its progress file (ablate.sweep.SweepSummary)
             note_step(Path(self.config.paths.runs) / str(study), what, len(batch), weights)
+        started = time.monotonic()
         results = self.launcher.launch(batch, initial_job_idx=self.job_index)
+        seconds = time.monotonic() - started
         self.job_index += len(batch)
+        # Only a step whose jobs all trained here says how the estimate fares: a rerun from the records skips its
+        # finished jobs in no time. The records' rates now include this step's own runs.
+        if all(outcome_of(result) not in ("skipped", None) for result in results):
+            pace = self.timed[0] / self.timed[1] if self.timed[1] else 1.0
+            expected = self.expected_minutes(jobs, epochs) * 60 / pace
+            if expected > 0:
+                self.timed = [self.timed[0] + seconds, self.timed[1] + expected]
         for job, result in zip(jobs, results, strict=True):
             if result.hydra_cfg is not None:
                 self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
@@ -271,6 +309,14 @@ class AdaptiveSweeper(BasicSweeper):
             if row.get("epoch") == epoch and "val/acc" in row:
                 return float(row["val/acc"])
         return math.nan
+
+
+def outcome_of(result) -> str | None:
+    """A launched job's outcome (ablate.__main__.run_job's return value), None where the job raised."""
+    try:
+        return result.return_value
+    except Exception:  # noqa: BLE001 - Hydra re-raises the job's own error here; the job's record holds it
+        return None
 
 
 def expected_cost(cfg) -> float:
