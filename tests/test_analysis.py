@@ -1024,8 +1024,8 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}) |"
     ) in text
     limit_row = (
-        "| time limit | 45 minutes (`study.minutes`): the grid runs whole; past the limit no grid-extension step "
-        "starts, and seeds go only to values an open claim compares, not to the precision target"
+        "| time limit | 45 minutes (`study.minutes`): the grid runs whole; after it, a grid-extension step or seed "
+        "look starts only if the records say it ends within the limit"
     )
     assert (limit_row in text) == bool(limit)
 

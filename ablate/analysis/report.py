@@ -255,9 +255,10 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
                     "time limit",
                     # The rule, not whether it bound: a study resumed from its records restarts the clock, so
                     # only each invocation's log knows whether the limit was reached.
-                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid runs whole; past the limit no "
-                    "grid-extension step starts, and seeds go only to values an open claim compares, not to the "
-                    "precision target (the sweep's log says whether it was reached and what it left)",
+                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid runs whole; after it, a "
+                    "grid-extension step or seed look starts only if the records say it ends within the limit, and "
+                    "a look that would not with the precision target's seeds gives the values an open claim "
+                    "compares theirs alone (the sweep's log says what the limit kept from starting)",
                 )
             ]
             if spec.plan.minutes is not None
