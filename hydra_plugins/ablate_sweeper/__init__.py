@@ -237,7 +237,8 @@ class AdaptiveSweeper(BasicSweeper):
         seconds = time.monotonic() - started
         self.job_index += len(batch)
         # Only a step whose jobs all trained here says how the estimate fares: a rerun from the records skips its
-        # finished jobs in no time. The records' rates now include this step's own runs.
+        # finished jobs in no time. The estimate is the one the records gave before this step (none for a first
+        # grid's rung, whose values no record has timed yet), as the limit uses them.
         if all(outcome_of(result) not in ("skipped", None) for result in results):
             pace = self.timed[0] / self.timed[1] if self.timed[1] else 1.0
             expected = self.expected_minutes(jobs, epochs) * 60 / pace
