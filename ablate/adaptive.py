@@ -400,17 +400,24 @@ def seed_looks(
             claims_only = more_seeds(launched, for_claims, nuisance, plan)
             alone = expected_minutes(claims_only) if claims_only else 0.0
             if not claims_only or not plan.fits(elapsed, alone):
-                step = f"the claims' {len(claims_only)} seeds" if claims_only else f"a seed look of {_runs(len(new))}"
+                step = (
+                    f"the claims' {len(claims_only)} seeds" if claims_only else f"a seed look of {runs_text(len(new))}"
+                )
                 log.info(plan.time_line(elapsed, alone if claims_only else expected, step, "no more seeds start"))
                 break
             if not told:
                 told = True
-                wide = len(dict.fromkeys(s for s in for_precision if s not in for_claims))
+                # Only the wide values this look would feed: one at the cap or out of reach gets no seeds anyway.
+                wide = [
+                    s
+                    for s in dict.fromkeys(for_precision)
+                    if s not in for_claims and more_seeds(launched, [s], nuisance, plan)
+                ]
                 log.info(
                     plan.time_line(
                         elapsed,
                         expected,
-                        f"a seed look with the {_values(wide)} wider than the precision target",
+                        f"a seed look with the {_values(len(wide))} wider than the precision target",
                         "seeds go to the values an open claim compares alone",
                     )
                 )
@@ -425,7 +432,8 @@ def _values(count: int) -> str:
     return f"{count} value{'' if count == 1 else 's'}"
 
 
-def _runs(count: int) -> str:
+def runs_text(count: int) -> str:
+    """'1 run', '3 runs': the sweep's log lines."""
     return f"{count} run{'' if count == 1 else 's'}"
 
 

@@ -161,7 +161,7 @@ class AdaptiveSweeper(BasicSweeper):
             new = [adaptive.with_grid_step(job, step) for job in new]
             elapsed, expected = self.elapsed_minutes(), self.expected_minutes(new)
             if not plan.fits(elapsed, expected):
-                what = f"grid extension step {step}/{steps} ({len(new)} run{'' if len(new) == 1 else 's'})"
+                what = f"grid extension step {step}/{steps} ({adaptive.runs_text(len(new))})"
                 log.info(plan.time_line(elapsed, expected, what, "it does not start"))
                 break
             settings = sorted({", ".join(f"{k}={v}" for k, v in adaptive.setting_of(j, nuisance)) for j in new})
