@@ -82,7 +82,10 @@ def build(cfg: DictConfig) -> Setup:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels)
-    channels_last = device.type == "cuda" if cfg.trainer.channels_last == "auto" else bool(cfg.trainer.channels_last)
+    # auto: NHWC on CUDA and on CPU, where oneDNN's convs run faster in it too (scripts/bench.py, one thread a job:
+    # 1.15x for allconv6, 1.5x for MobileNet's depthwise convs); another device keeps the contiguous layout.
+    auto = device.type in ("cuda", "cpu")
+    channels_last = auto if cfg.trainer.channels_last == "auto" else bool(cfg.trainer.channels_last)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = build_optimizer(cfg.optim, model, lr=lr.effective)
     return Setup(

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
+from torch import nn
 
 from ablate import record
 from ablate import train as train_module
@@ -252,6 +254,20 @@ def test_the_identity_holds_the_precision_amp_resolves_to(compose, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the same config on a GPU machine trains in bf16
     assert identity() == identity("trainer.device=cuda") == bf16
     assert identity("trainer.device=cpu") == fp32
+
+
+def test_auto_trains_in_channels_last_on_cpu_and_the_memory_format_is_not_part_of_the_identity(compose):
+    from ablate.loop import build
+
+    def conv_weight(setup):
+        return next(module.weight for module in setup.model.modules() if isinstance(module, nn.Conv2d))
+
+    auto = build(compose(*TINY, "trainer.device=cpu"))
+    assert auto.channels_last and conv_weight(auto).is_contiguous(memory_format=torch.channels_last)
+    off = build(compose(*TINY, "trainer.device=cpu", "trainer.channels_last=false"))
+    assert not off.channels_last and conv_weight(off).is_contiguous()
+    # A layout changes the speed, not the experiment: records made in either serve the other.
+    assert record.identity(compose(*TINY, "trainer.channels_last=false")) == record.identity(compose(*TINY))
 
 
 def test_a_bf16_run_is_not_the_fp32_record_and_says_its_precision(run_here):
