@@ -8,9 +8,12 @@ Every figure is a ratio to a baseline measured in the same run (never to stored 
 2. the framework's fixed cost per run (Hydra, record, summary, model description, W&B offline init and finish),
    timed inside `python -m ablate` in this process, as a share of a 60-second run. Target <= 5%.
 3. a 12-run study's wall time with launcher=parallel against launcher=basic (`python -m ablate -m`). Target >= 1.6x.
+4. ablate's loop in the memory layout trainer.channels_last=auto picks on this device (NHWC on CPU and CUDA) against
+   the contiguous layout, for allconv6 and MobileNet (depthwise convs) on the embedded dataset. Target >= 1x: auto
+   must not slow a run down where it chooses NHWC.
 
 Run: python scripts/bench.py [--quick] [--updates N] [--model allconv6] [--device auto|cpu|cuda] [--threads N]
-     [--repeats N] [--skip-cifar] [--skip-study] [--json PATH] [--override KEY=VALUE ...]
+     [--repeats N] [--skip-cifar] [--skip-study] [--skip-layout] [--json PATH] [--override KEY=VALUE ...]
 A throughput figure is updates x batch / seconds from nothing to the last update: data set-up (decode, cache,
 render), model and optimizer included, imports and composition excluded; "loop only" leaves out the set-up too.
 """
@@ -44,6 +47,7 @@ BENCH_DATA = ROOT / ".cache" / "data" / "bench"
 TARGET_THROUGHPUT_RATIO = 2.0  # ablate warm / reference images/s
 TARGET_FIXED_SHARE = 0.05  # fixed cost per run / RUN_SECONDS
 TARGET_STUDY_SPEEDUP = 1.6  # basic wall time / parallel wall time
+TARGET_LAYOUT_RATIO = 1.0  # loop images/s in auto's layout / in the contiguous one
 RUN_SECONDS = 60.0
 REFERENCE_WORKERS = 2  # DataLoader workers, as a user would write it
 
@@ -59,6 +63,7 @@ FULL = {
     "study_train_size": 5000,
     "study_epochs": 3,
     "startup_repeats": 2,
+    "layout_models": ["allconv6", "mobilenet20"],
 }
 QUICK = {
     "updates": 10,
@@ -71,6 +76,7 @@ QUICK = {
     "study_train_size": 320,
     "study_epochs": 1,
     "startup_repeats": 1,
+    "layout_models": ["allconv6", "mobilenet10"],
 }
 
 
@@ -134,6 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["study"] = {"skipped": "--skip-study"}
     else:
         results["study"] = study(args, device, sizes)
+    if args.skip_layout:
+        results["layout"] = {"skipped": "--skip-layout"}
+    else:
+        results["layout"] = layout(args, device, updates, sizes)
 
     results["targets"] = targets(results)
     print(table(results))
@@ -180,6 +190,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-cifar", action="store_true", help="skip the CIFAR-10 JPEG throughput")
     parser.add_argument("--skip-study", action="store_true", help="skip the 12-run study")
+    parser.add_argument("--skip-layout", action="store_true", help="skip the memory-layout comparison")
     parser.add_argument(
         "--override",
         action="append",
@@ -686,6 +697,43 @@ def study(args, device: torch.device, sizes: dict) -> dict:
 # Report
 
 
+def layout(args, device: torch.device, updates: int, sizes: dict) -> dict:
+    """ablate's loop (set-up left out) with trainer.channels_last=false and =auto, per model, on the embedded data:
+    the two layouts alternate --repeats times and the fastest of each counts."""
+    from ablate.data import build as build_data
+
+    data = [
+        "data=synthetic",
+        f"data.train_size={sizes['synthetic_train_size']}",
+        "data.val_size=64",
+        "data.test_size=64",
+    ]
+    figures = {}
+    for model in sizes["layout_models"]:
+        overrides = ablate_overrides(argparse.Namespace(**{**vars(args), "model": model}), device, data, None)
+        steps_per_epoch = build_data(compose(overrides).data, cache_dir=None, device="cpu").steps_per_epoch(
+            args.batch_size
+        )
+        epochs = math.ceil(updates / steps_per_epoch)
+        print(
+            f"bench: memory layout, {model}: {epochs * steps_per_epoch} updates, contiguous then auto ...", flush=True
+        )
+        best: dict[str, float] = {}
+        for _ in range(args.repeats):
+            for setting in ("false", "auto"):
+                cfg = compose([*overrides, f"trainer.channels_last={setting}", f"trainer.epochs={epochs}"])
+                speed = ablate_loop(cfg)["loop_images_per_s"]
+                best[setting] = max(best.get(setting, 0.0), speed)
+        figures[model] = {
+            "updates": epochs * steps_per_epoch,
+            "auto_layout": "channels_last" if device.type in ("cuda", "cpu") else "contiguous",
+            "contiguous_images_per_s": round(best["false"], 1),
+            "auto_images_per_s": round(best["auto"], 1),
+            "ratio": round(best["auto"] / best["false"], 3),
+        }
+    return figures
+
+
 def targets(results: dict) -> list[dict]:
     rows = []
     for part in results["throughput"].values():
@@ -718,6 +766,16 @@ def targets(results: dict) -> list[dict]:
                 "pass": speedup >= TARGET_STUDY_SPEEDUP if results["study"]["jobs"] > 1 else None,
             }
         )
+    if "skipped" not in results["layout"]:
+        for model, part in results["layout"].items():
+            rows.append(
+                {
+                    "figure": f"layout {model}: auto / contiguous",
+                    "value": part["ratio"],
+                    "target": f">= {TARGET_LAYOUT_RATIO:g}x",
+                    "pass": part["ratio"] >= TARGET_LAYOUT_RATIO,
+                }
+            )
     return rows
 
 
@@ -799,6 +857,15 @@ def table(results: dict) -> str:
         rows.append((f"3. {study_part['runs']}-run study, launcher=basic", f"{study_part['basic_s']:.1f} s", "", ""))
         rows.append((f"   launcher=parallel ({study_part['jobs']} jobs)", f"{study_part['parallel_s']:.1f} s", "", ""))
         rows.append(("   basic / parallel", f"{study_part['speedup']:.2f}x", *next_target()))
+    if "skipped" in results["layout"]:
+        rows.append(("4. memory layout (skipped)", results["layout"]["skipped"], "", ""))
+    for model, part in ({} if "skipped" in results["layout"] else results["layout"]).items():
+        rows.append((f"4. memory layout, {model} ({part['updates']} updates, loop only)", "", "", ""))
+        rows.append(("   contiguous", f"{part['contiguous_images_per_s']:.0f} img/s", "", ""))
+        rows.append(
+            (f"   trainer.channels_last=auto ({part['auto_layout']})", f"{part['auto_images_per_s']:.0f} img/s", "", "")
+        )
+        rows.append((f"   {model}: auto / contiguous", f"{part['ratio']:.2f}x", *next_target()))
     width = max(len(row[0]) for row in rows)
     lines = [f"{'figure':<{width}}  {'value':>12}  {'target':>8}  result", "-" * (width + 32)]
     lines += [f"{a:<{width}}  {b:>12}  {c:>8}  {d}".rstrip() for a, b, c, d in rows]

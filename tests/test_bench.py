@@ -106,6 +106,12 @@ def test_quick_benchmark_times_a_study_and_prints_each_target_with_its_figure(qu
         "fixed cost per run / 60 s run": ("share of a 60 s run", f"{share:.1%}", "<= 5%"),
         "study: basic / parallel wall time": ("basic / parallel", f"{study['speedup']:.2f}x", ">= 1.6x"),
     }
+    for model, part in results["layout"].items():  # --device cpu: auto trains in NHWC
+        assert part["auto_layout"] == "channels_last" and part["contiguous_images_per_s"] > 0
+        assert part["ratio"] == round(part["auto_images_per_s"] / part["contiguous_images_per_s"], 3)
+        label = f"{model}: auto / contiguous"
+        printed[f"layout {label}"] = (label, f"{part['ratio']:.2f}x", ">= 1x")
+    assert list(results["layout"]) == ["allconv6", "mobilenet10"]
     assert list(passed) == list(printed)
     for figure, (label, value, target) in printed.items():
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[passed[figure]]
@@ -133,6 +139,15 @@ def test_the_table_prints_each_target_with_its_value_and_verdict():
         "fixed_cost": {"per_run_s": 0.67, "share_of_60s": 0.0112, "first_run_extra_s": 3.1, "wandb_offline_run": False},
         "startup": {"import_s": 3.1},
         "study": {"runs": 12, "jobs": 2, "basic_s": 40.7, "parallel_s": 33.8, "speedup": 1.204},
+        "layout": {
+            "mobilenet20": {
+                "updates": 234,
+                "auto_layout": "channels_last",
+                "contiguous_images_per_s": 590.0,
+                "auto_images_per_s": 905.0,
+                "ratio": 1.534,
+            }
+        },
     }
     results["targets"] = bench.targets(results)
     stdout = bench.table(results)
@@ -142,6 +157,14 @@ def test_the_table_prints_each_target_with_its_value_and_verdict():
     assert table_row(stdout, "share of a 60 s run") == ["share of a 60 s run", "1.1%", "<= 5%", "PASS"]
     assert table_row(stdout, "basic / parallel") == ["basic / parallel", "1.20x", ">= 1.6x", "MISS"]
     assert "W&B offline run NOT created" in stdout
+    assert table_row(stdout, "trainer.channels_last=auto") == [
+        "trainer.channels_last=auto (channels_last)",
+        "905 img/s",
+    ]
+    assert table_row(stdout, "mobilenet20: auto") == ["mobilenet20: auto / contiguous", "1.53x", ">= 1x", "PASS"]
+    results["layout"] = {"skipped": "--skip-layout"}
+    results["targets"] = bench.targets(results)
+    assert table_row(bench.table(results), "4. memory layout") == ["4. memory layout (skipped)", "--skip-layout"]
     results["study"]["jobs"] = 1
     results["targets"] = bench.targets(results)
     assert table_row(bench.table(results), "basic / parallel")[-1] == "n/a"
@@ -150,7 +173,7 @@ def test_the_table_prints_each_target_with_its_value_and_verdict():
 def test_targets_pass_at_their_bounds_and_miss_beyond():
     bench = load_bench()
 
-    def verdicts(ratio_warm, share, speedup, jobs=2):
+    def verdicts(ratio_warm, share, speedup, jobs=2, layout=1.0):
         results = {
             "throughput": {
                 "synthetic": {"data": "synthetic", "ratio_warm": ratio_warm},
@@ -158,11 +181,12 @@ def test_targets_pass_at_their_bounds_and_miss_beyond():
             },
             "fixed_cost": {"share_of_60s": share},
             "study": {"speedup": speedup, "jobs": jobs},
+            "layout": {"allconv6": {"ratio": layout}},
         }
         return [row["pass"] for row in bench.targets(results)]
 
-    assert verdicts(2.0, 0.05, 1.6) == [True, True, True]
-    assert verdicts(1.99, 0.051, 1.59) == [False, False, False]
+    assert verdicts(2.0, 0.05, 1.6) == [True, True, True, True]
+    assert verdicts(1.99, 0.051, 1.59, layout=0.99) == [False, False, False, False]
     assert verdicts(3.0, 0.01, 1.0, jobs=1)[2] is None  # one job cannot run in parallel: no verdict
 
 
