@@ -241,6 +241,10 @@ def test_successive_halving_stops_the_worse_settings_at_the_rung_and_finishes_th
     # The whole is unknown while halving decides; its progress lines count within each step.
     assert "sweep depth, rung 1 (to epoch 1 of 2): 6/6 done" in result.stderr + result.stdout
     assert "sweep depth, the survivors to the end: 2/2 done" in result.stderr + result.stdout
+    # Each step the records could time says what it took against the time limit's estimate; the first rung, which
+    # no record had timed, cannot.
+    assert re.search(r"the survivors to the end: took \d+\.\d min, estimated \d+\.\d \(", result.stderr + result.stdout)
+    assert "rung 1 (to epoch 1 of 2): took" not in result.stderr + result.stdout
     # A stopped run's one last line says where it paused.
     assert (result.stderr + result.stdout).count("stopped after epoch 1 (checkpoint kept): test acc") == 6
     # The last outcome of each record: the survivors' completion replaces their `stopped` at the rung.

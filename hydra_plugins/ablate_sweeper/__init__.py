@@ -240,10 +240,15 @@ class AdaptiveSweeper(BasicSweeper):
         # finished jobs in no time. The estimate is the one the records gave before this step (none for a first
         # grid's rung, whose values no record has timed yet), as the limit uses them.
         if all(outcome_of(result) not in ("skipped", None) for result in results):
+            estimate = self.expected_minutes(jobs, epochs)  # what the limit would have expected of this step
             pace = self.timed[0] / self.timed[1] if self.timed[1] else 1.0
-            expected = self.expected_minutes(jobs, epochs) * 60 / pace
-            if expected > 0:
-                self.timed = [self.timed[0] + seconds, self.timed[1] + expected]
+            if estimate > 0:
+                self.timed = [self.timed[0] + seconds, self.timed[1] + estimate * 60 / pace]
+                # One line a step shows how well the limit's estimates hold in this sweep.
+                log.info(
+                    f"{what}: took {seconds / 60:.1f} min, estimated {estimate:.1f} (the records' seconds per "
+                    f"epoch at the sweep's pace so far, x{pace:.2f})"
+                )
         for job, result in zip(jobs, results, strict=True):
             if result.hydra_cfg is not None:
                 self.record_dirs[tuple(job)] = Path(result.hydra_cfg.hydra.runtime.output_dir)
