@@ -709,8 +709,9 @@ def layout(args, device: torch.device, updates: int, sizes: dict) -> dict:
         "data.test_size=64",
     ]
     figures = {}
+    cache = Path(tempfile.mkdtemp(prefix="ablate-bench-layout-"))  # the data's cache, built once, then loaded
     for model in sizes["layout_models"]:
-        overrides = ablate_overrides(argparse.Namespace(**{**vars(args), "model": model}), device, data, None)
+        overrides = ablate_overrides(argparse.Namespace(**{**vars(args), "model": model}), device, data, cache)
         steps_per_epoch = build_data(compose(overrides).data, cache_dir=None, device="cpu").steps_per_epoch(
             args.batch_size
         )
@@ -731,6 +732,7 @@ def layout(args, device: torch.device, updates: int, sizes: dict) -> dict:
             "auto_images_per_s": round(best["auto"], 1),
             "ratio": round(best["auto"] / best["false"], 3),
         }
+    shutil.rmtree(cache, ignore_errors=True)
     return figures
 
 
