@@ -393,9 +393,10 @@ def test_the_time_limit_expects_a_step_to_take_its_values_timed_epochs_on_the_wo
     sweeper = object.__new__(AdaptiveSweeper)  # only its record bookkeeping, no Hydra context
     sweeper.config = OmegaConf.create({"trainer": {"epochs": 10}, "hydra": {"launcher": {"n_jobs": 2}}})
     sweeper.nuisance, sweeper.record_dirs, sweeper.timed = ["optim.lr"], {}, [0.0, 0.0]
-    for model, seconds in (("a", 20), ("b", 60)):
+    # b's record stopped at a rung, after 30 of its 100 updates: 18 s, 6 s an epoch all the same.
+    for model, seconds, steps in (("a", 20, 100), ("b", 18, 30)):
         (tmp_path / model).mkdir()
-        summary = {"status": "completed", "wall_seconds": seconds, "epochs_completed": 10}
+        summary = {"status": "completed", "wall_seconds": seconds, "steps": steps, "total_steps": 100}
         (tmp_path / model / record.SUMMARY).write_text(json.dumps(summary))
         sweeper.record_dirs[(f"model={model}", "optim.lr=0.1", "seed=0")] = tmp_path / model
     jobs = [[f"model={m}", "optim.lr=0.1", f"seed={s}"] for m, s in (("a", 1), ("a", 2), ("b", 1))]
@@ -407,6 +408,13 @@ def test_the_time_limit_expects_a_step_to_take_its_values_timed_epochs_on_the_wo
     assert sweeper.expected_minutes(jobs) == pytest.approx(2.0)
     sweeper.config.hydra.launcher.n_jobs = None  # launcher=basic: one job at a time
     assert sweeper.expected_minutes(jobs) == pytest.approx(2 * (20 + 20 + 60) / 60)
+    # A run held as updates (batch.hold=updates): batch 1024 makes 780 updates in 195 passes over the data for the
+    # 10 epochs the config names. It takes its 351 s a run, not 351 / 195 s for each of 10 epochs.
+    (tmp_path / "held").mkdir()
+    held = {"status": "completed", "wall_seconds": 351.0, "epochs_completed": 195, "steps": 780, "total_steps": 780}
+    (tmp_path / "held" / record.SUMMARY).write_text(json.dumps(held))
+    sweeper.timed, sweeper.record_dirs = [0.0, 0.0], {("batch.size=1024", "optim.lr=0.1", "seed=0"): tmp_path / "held"}
+    assert sweeper.expected_minutes([["batch.size=1024", "optim.lr=0.1", "seed=1"]]) == pytest.approx(351 / 60)
     sweeper.record_dirs = {}
     assert sweeper.expected_minutes(jobs) == 0  # nothing timed yet: the limit cannot tell, the step starts
 
@@ -433,6 +441,17 @@ def test_a_value_whose_best_setting_is_past_the_grid_gets_its_added_seeds_there(
     runs = table(tmp_path, "depth_bn")
     assert runs.loc[runs["optim.lr"] == 0.1, "grid_step"].tolist() == [1, 1, 1]
     assert runs.loc[runs["optim.lr"] == 10.0, "grid_step"].tolist() == [2, 2]
+
+
+def test_a_study_with_no_nuisance_grid_runs_its_grid_whole_under_a_halving_plan(tmp_path):
+    # batch_size tunes nothing (the rule sets each size's LR): the cpu tier's halving plan has nothing to halve.
+    tiny = [arg for arg in TINY if not arg.startswith("trainer.epochs")]
+    study = ("-m", "+sweep=batch_size", "batch.size=16", "batch.rule=none", "seed=0,1", "trainer.epochs=2", *tiny)
+    result = sweep(tmp_path, *study, "study.halving={rungs:[0.5],eta:2}")
+    log = result.stderr + result.stdout
+    assert "sweep batch_size, the grid: 2/2 done" in log, log[-3000:]
+    assert "halving at" not in log and "survivors" not in log
+    assert sorted(s["status"] for s in records(tmp_path, "batch_size")) == ["completed", "completed"]
 
 
 def test_halving_never_stops_a_setting_that_a_claim_compares(tmp_path):

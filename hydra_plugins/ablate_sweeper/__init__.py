@@ -114,7 +114,8 @@ class AdaptiveSweeper(BasicSweeper):
                     )
                 )
                 alive = kept
-        self.launch_jobs(alive, alive, "the survivors to the end" if plan.halving else "the grid", epochs - done)
+        halved = plan.halving and nuisance  # a study with no nuisance grid (batch_size) has nothing to halve
+        self.launch_jobs(alive, alive, "the survivors to the end" if halved else "the grid", epochs - done)
 
         if plan.extend_grid and nuisance:
             jobs = self.extend_grid(jobs, alive, plan, nuisance)
@@ -273,16 +274,20 @@ class AdaptiveSweeper(BasicSweeper):
         return costs
 
     def seconds_per_epoch(self) -> dict[tuple, float]:
-        """Per value (adaptive.group_of), the mean seconds an epoch took in the records this sweep has launched."""
+        """Per value (adaptive.group_of), the mean seconds a run of the records this sweep has launched takes per
+        epoch of trainer.epochs: its seconds per update times the updates it plans, over trainer.epochs. Not per
+        pass it made: a run held as updates (batch.hold=updates) makes 195 passes at batch 1024 for the 10 epochs
+        the config names, and its passes would count it 20 times too fast."""
+        nominal = int(self.config.trainer.epochs)
         rates: dict[tuple, list[float]] = {}
         for job, record_dir in self.record_dirs.items():
             try:
                 summary = json.loads((record_dir / "summary.json").read_text())
             except (OSError, ValueError):
                 continue
-            seconds, epochs = summary.get("wall_seconds"), summary.get("epochs_completed")
-            if isinstance(seconds, (int, float)) and isinstance(epochs, int) and epochs > 0:
-                rates.setdefault(adaptive.group_of(job, self.nuisance), []).append(seconds / epochs)
+            seconds, steps, total = (summary.get(key) for key in ("wall_seconds", "steps", "total_steps"))
+            if isinstance(seconds, (int, float)) and isinstance(steps, int) and isinstance(total, int) and steps > 0:
+                rates.setdefault(adaptive.group_of(job, self.nuisance), []).append(seconds / steps * total / nominal)
         return {group: sum(values) / len(values) for group, values in rates.items()}
 
     def final_val_acc(self, job: list[str]) -> float:
