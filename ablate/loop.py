@@ -50,6 +50,13 @@ class Setup:
     epochs: int  # passes begun: enough to hold total_steps (the last one cut short where they do not divide)
 
 
+def uses_channels_last(setting, device_type: str) -> bool:
+    """Whether trainer.channels_last (auto | true | false) trains in NHWC on this device type. auto: on CUDA and on
+    CPU, where oneDNN's convs run faster in it too (scripts/bench.py, one thread a job: 1.15x for allconv6, 1.5x for
+    MobileNet's depthwise convs); another device keeps the contiguous layout."""
+    return device_type in ("cuda", "cpu") if setting == "auto" else bool(setting)
+
+
 def build(cfg: DictConfig) -> Setup:
     """Everything a run needs, checked before training starts: bad input is a ConfigError from here."""
     check_resolves(cfg)
@@ -82,10 +89,7 @@ def build(cfg: DictConfig) -> Setup:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels)
-    # auto: NHWC on CUDA and on CPU, where oneDNN's convs run faster in it too (scripts/bench.py, one thread a job:
-    # 1.15x for allconv6, 1.5x for MobileNet's depthwise convs); another device keeps the contiguous layout.
-    auto = device.type in ("cuda", "cpu")
-    channels_last = auto if cfg.trainer.channels_last == "auto" else bool(cfg.trainer.channels_last)
+    channels_last = uses_channels_last(cfg.trainer.channels_last, device.type)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = build_optimizer(cfg.optim, model, lr=lr.effective)
     return Setup(

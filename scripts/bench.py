@@ -701,6 +701,7 @@ def layout(args, device: torch.device, updates: int, sizes: dict) -> dict:
     """ablate's loop (set-up left out) with trainer.channels_last=false and =auto, per model, on the embedded data:
     the two layouts alternate --repeats times and the fastest of each counts."""
     from ablate.data import build as build_data
+    from ablate.loop import uses_channels_last
 
     data = [
         "data=synthetic",
@@ -727,7 +728,7 @@ def layout(args, device: torch.device, updates: int, sizes: dict) -> dict:
                 best[setting] = max(best.get(setting, 0.0), speed)
         figures[model] = {
             "updates": epochs * steps_per_epoch,
-            "auto_layout": "channels_last" if device.type in ("cuda", "cpu") else "contiguous",
+            "auto_layout": "channels_last" if uses_channels_last("auto", device.type) else "contiguous",
             "contiguous_images_per_s": round(best["false"], 1),
             "auto_images_per_s": round(best["auto"], 1),
             "ratio": round(best["auto"] / best["false"], 3),
