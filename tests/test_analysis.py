@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from ablate import adaptive, collect
-from ablate.analysis import analyze
+from ablate.analysis import analyze, report
 from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, boundaries, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
 from ablate.analysis.selection import select
@@ -745,6 +745,14 @@ def test_intervals_are_clipped_to_0_100_and_each_seed_links_its_record(tmp_path)
     assert all((results / "depth" / link / "metrics.jsonl").is_file() for link in links.values())
     # The tie-break the selection applies is the one the report states.
     assert "a tie on val goes to the setting listed first in the sweep file's grid" in text
+
+
+def test_a_difference_in_points_is_clipped_to_plus_minus_100_as_a_value_is_to_0_100():
+    # batch_size's 1024 under the sqrt rule (seeds 61, 98, 98) against batch 64: the t interval reaches past ±100
+    wide = diff_ci([0.6105, 0.978, 0.9755], [0.6315, 0.575, 0.554, 0.60, 0.57, 0.59], confidence=1 - 0.05 / 6)
+    assert wide.low < -1 and wide.high > 1
+    assert report._points(wide) == f"{100 * wide.mean:+.2f} [-100.00, +100.00]"
+    assert report._points(Interval(0.1733, 0.1331, 0.2135)) == "+17.33 [+13.31, +21.35]"
 
 
 def test_seeds_requested_come_from_the_runs_not_the_sweep_files_default(tmp_path):

@@ -660,11 +660,13 @@ def _per_seed(arm, test_column: str, table_dir: Path) -> str:
 
 
 def _points(interval: Interval) -> str:
+    """`+17.33 [+13.31, +21.35]`, a difference in points; the interval clipped to [-100, +100] as `_interval` clips
+    a value's: a t interval over 3 seeds that split between 61% and 98% would read `[-103.72, +157.50]`."""
     if not np.isfinite(interval.mean):
         return "-"
     if not interval.bounded:
         return f"{100 * interval.mean:+.2f} (no interval)"
-    return f"{100 * interval.mean:+.2f} [{100 * interval.low:+.2f}, {100 * interval.high:+.2f}]"
+    return f"{100 * interval.mean:+.2f} [{100 * max(-1.0, interval.low):+.2f}, {100 * min(1.0, interval.high):+.2f}]"
 
 
 def _size(x: float) -> str:
