@@ -10,7 +10,8 @@ import pytest
 
 from ablate import adaptive
 from ablate.analysis.claims import parse_claims, pinned_selectors
-from ablate.analysis.looks import claim_pins, job_settings, open_arms
+from ablate.analysis.looks import claim_pins, job_settings, open_arms, same_setup_as
+from ablate.analysis.selection import select
 from ablate.analysis.study import Study
 from ablate.config import CONF_DIR
 from ablate.errors import ConfigError
@@ -227,6 +228,45 @@ def test_seeds_are_added_to_the_compared_values_until_the_claim_resolves_then_th
         (f"model={m}", "optim.lr=0.03", f"seed={s}") for m in ("a", "b") for s in (2, 3, 4)
     )
     assert open_arms(pd.DataFrame(toy.rows), SPEC, plan.confidence(2)).verdicts[0].verdict == "supported"
+
+
+def test_a_look_judges_only_the_records_of_the_sweeps_own_setup(tmp_path):
+    # The study's folder also holds an earlier sweep's records at trainer.epochs=20, where b is best at LR 0.03; in
+    # this sweep's (10 epochs) b is best at 0.1. Pooled, a look would choose 0.03 and feed b's seeds there.
+    def row(model, lr, seed, epochs, acc):
+        folder = tmp_path / f"{model}-{lr}-{seed}-{epochs}"
+        folder.mkdir()
+        return {
+            "status": "completed",
+            "seed": seed,
+            "record_dir": str(folder.resolve()),
+            "model": model,
+            "optim.lr": lr,
+            "trainer.epochs": epochs,
+            "data.classes": 10,
+            "final/val/acc": acc,
+            "final/test/acc": acc,
+        }
+
+    ours = [
+        row(m, lr, s, 10, acc)
+        for m, lr, accs in (("a", 0.1, (0.60, 0.75, 0.62)), ("b", 0.1, (0.70, 0.62, 0.76)), ("b", 0.03, (0.65,) * 3))
+        for s, acc in enumerate(accs)
+    ]
+    earlier = [row("b", 0.03, s, 20, 0.99) for s in range(8)]
+    failed = {"status": "failed", "seed": 3, "record_dir": str(tmp_path / "failed"), "model": "b", "optim.lr": 0.1}
+    runs = pd.DataFrame([*ours, *earlier, failed])
+    own = [tmp_path / f"b-0.1-{s}-10" for s in (0, 1, 2)]  # the records the sweep launched, or some of them
+
+    kept = same_setup_as(runs, own, SPEC)
+    assert sorted(kept["record_dir"]) == sorted([r["record_dir"] for r in ours] + [failed["record_dir"]])
+    arms = {arm.label: arm.setting for arm in open_arms(kept, SPEC, 0.95).claims}
+    assert arms == {"a": {"optim.lr": 0.1}, "b": {"optim.lr": 0.1}}  # b > a is open at 3 seeds a side
+    # Pooled with the earlier setup, b's setting is chosen on the 20-epoch runs, and the claim reads as supported.
+    pooled = select(runs, SPEC, confidence=0.95)
+    assert {arm.label: arm.setting for arm in pooled.arms}["b"] == {"optim.lr": 0.03}
+    assert open_arms(runs, SPEC, 0.95).claims == []
+    assert same_setup_as(runs, [], SPEC) is runs  # a sweep that launched nothing yet: every record
 
 
 def test_a_claim_that_never_resolves_stops_at_the_seed_cap():

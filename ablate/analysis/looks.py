@@ -6,7 +6,8 @@ and after each batch of seeds; the report asks the same question of the finished
 """
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ablate.analysis.claims import (
 )
 from ablate.analysis.selection import Arm, select
 from ablate.analysis.stats import reachable_half_width, resolve_chance
-from ablate.analysis.study import Study, load_study, same
+from ablate.analysis.study import Study, is_missing, load_study, same
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,11 @@ def open_arms_of_records(
     max_seeds: int | None = None,
     told: set[str] | None = None,
     futility: float | None = None,
+    own: Iterable[Path] = (),
 ) -> Open:
-    """open_arms over the records of a study folder, with the axes of `study` (the sweeper's resolved study node)
-    and the claims of `conf_dir`/claims/<study>.yaml."""
+    """open_arms over the records of a study folder that share the setup of `own` (the records the sweep launched;
+    all of them where it names none), with the axes of `study` (the sweeper's resolved study node) and the claims of
+    `conf_dir`/claims/<study>.yaml."""
     name = str(study["name"])
     runs = collect.table(collect.local_records(Path(study_dir)))
     if runs.empty or not (runs["status"] == "completed").any():
@@ -168,7 +171,27 @@ def open_arms_of_records(
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
         return Open()
-    return open_arms(runs, spec, confidence, half_width, max_seeds, told, futility)
+    return open_arms(same_setup_as(runs, own, spec), spec, confidence, half_width, max_seeds, told, futility)
+
+
+def same_setup_as(runs: pd.DataFrame, own: Iterable[Path], spec: Study) -> pd.DataFrame:
+    """The rows that are seeds of the same experiment as the records `own`: equal to them in every setup column
+    (collect.SETUP_COLUMNS) the study does not sweep. A study's folder can also hold another setup's records (an
+    earlier sweep of it at trainer.epochs=20, measured 2026-12-06: a width sweep's looks pooled the two, chose
+    allconv6_6's LR on the 20-epoch runs and fed it seeds at an LR the report, which refuses to pool them
+    (study.check_one_setup), did not choose). A row without the column's value (a run that failed before its config
+    resolved) stays: it only counts as failed."""
+    mine = {os.path.normpath(str(Path(d).resolve())) for d in own}
+    ours = runs[[isinstance(d, str) and os.path.normpath(d) in mine for d in runs["record_dir"]]]
+    if ours.empty:
+        return runs
+    keep = pd.Series(True, index=runs.index)
+    for key in collect.SETUP_COLUMNS:
+        if key in runs.columns and key not in spec.scientific and key not in spec.nuisance:
+            values = ours[key].dropna().unique()
+            if len(values) == 1:
+                keep &= runs[key].map(lambda v, value=values[0]: is_missing(v) or same(v, value))
+    return runs[keep]
 
 
 def job_settings(arms: list[Arm], jobs: list[list[str]], nuisance: list[str]) -> list[tuple[tuple, tuple]]:

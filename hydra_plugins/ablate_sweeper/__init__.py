@@ -192,7 +192,15 @@ class AdaptiveSweeper(BasicSweeper):
 
         def open_settings(launched: list[list[str]]) -> tuple[list, list]:
             found = open_arms_of_records(
-                sweep_dir, study, conf_dir, confidence, plan.half_width, plan.max_seeds, told, plan.futility
+                sweep_dir,
+                study,
+                conf_dir,
+                confidence,
+                plan.half_width,
+                plan.max_seeds,
+                told,
+                plan.futility,
+                own=self.record_dirs.values(),  # the folder may hold another setup's records too
             )
             for_claims, for_precision = (
                 job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision)
