@@ -1038,6 +1038,17 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
     assert (limit_row in text) == bool(limit)
 
 
+def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under():
+    # depth_bn ran its grid and looks under the 45-minute limit, then went on from its records under the hour's.
+    def plan(minutes):
+        return json.dumps({"more_seeds": {"max": 16}, "minutes": minutes})
+
+    runs = pd.DataFrame({"plan": [plan(45)] * 3 + [plan(60)] * 2 + [None]})
+    assert report._limits_text(runs, 45) == "45 minutes for 3 runs, 60 for 2"
+    assert report._limits_text(runs[runs["plan"] != plan(60)], 45) == "45 minutes"
+    assert report._limits_text(pd.DataFrame({"status": ["completed"]}), 60) == "60 minutes"  # a table with no plans
+
+
 @pytest.mark.parametrize(
     ("precision", "why"),
     [

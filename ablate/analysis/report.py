@@ -1,5 +1,6 @@
 """A study's report.md as text: a pure function of what the pipeline computed (ablate.analysis.pipeline)."""
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +256,7 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
                     "time limit",
                     # The rule, not whether it bound: a study resumed from its records restarts the clock, so
                     # only each invocation's log knows whether the limit was reached.
-                    f"{spec.plan.minutes:g} minutes (`study.minutes`): the grid runs whole; after it, a "
+                    f"{_limits_text(runs, spec.plan.minutes)} (`study.minutes`): the grid runs whole; after it, a "
                     "grid-extension step or seed look starts only if the records say it ends within the limit, and "
                     "a look that would not with the precision target's seeds gives the values an open claim "
                     "compares theirs alone (the sweep's log says what the limit kept from starting)",
@@ -633,6 +634,20 @@ def _sorted_unique(series: pd.Series) -> list:
 
 def _pct(value) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{100 * value:.2f}"
+
+
+def _limits_text(runs: pd.DataFrame, minutes: float) -> str:
+    """`60 minutes`; where the table's runs were launched under more than one limit (a study that went on from its
+    records with another study.minutes), each with its runs: `45 minutes for 90 runs, 60 for 10`."""
+    counts: dict[float, int] = {}
+    for text in runs["plan"].dropna().astype(str) if "plan" in runs else []:
+        limit = json.loads(text).get("minutes")
+        if limit is not None:
+            counts[float(limit)] = counts.get(float(limit), 0) + 1
+    if len(counts) < 2:
+        return f"{minutes:g} minutes"
+    (first, n), *rest = sorted(counts.items())
+    return f"{first:g} minutes for {n} runs, " + ", ".join(f"{m:g} for {k}" for m, k in rest)
 
 
 def _interval(interval: Interval) -> str:
