@@ -1038,15 +1038,29 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
     assert (limit_row in text) == bool(limit)
 
 
-def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under():
+def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under(tmp_path):
     # depth_bn ran its grid and looks under the 45-minute limit, then went on from its records under the hour's.
     def plan(minutes):
-        return json.dumps({"more_seeds": {"max": 16}, "minutes": minutes})
+        return json.dumps({"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3}, "minutes": minutes})
 
-    runs = pd.DataFrame({"plan": [plan(45)] * 3 + [plan(60)] * 2 + [None]})
-    assert report._limits_text(runs, 45) == "45 minutes for 3 runs, 60 for 2"
-    assert report._limits_text(runs[runs["plan"] != plan(60)], 45) == "45 minutes"
-    assert report._limits_text(pd.DataFrame({"status": ["completed"]}), 60) == "60 minutes"  # a table with no plans
+    root = tmp_path / "runs"
+    rows = [
+        {**run_row(root, val=0.6, test=0.6 + seed / 100, seed=seed, model=model, **{"optim.lr": 0.01}), "seed": seed}
+        for model in ("allconv5", "allconv6")
+        for seed in range(4)
+    ]
+    for row in rows:
+        row["plan"] = plan(60 if row["seed"] == 3 else 45)
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert "| time limit | 45 minutes for 6 runs, 60 for 2 (`study.minutes`): the grid runs whole;" in text
+    for row in rows:
+        row["plan"] = plan(45)  # one limit: the row names it alone
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
+    assert (
+        "| time limit | 45 minutes (`study.minutes`)"
+        in analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    )
 
 
 @pytest.mark.parametrize(

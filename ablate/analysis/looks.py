@@ -159,11 +159,12 @@ def open_arms_of_records(
     max_seeds: int | None = None,
     told: set[str] | None = None,
     futility: float | None = None,
-    own: Iterable[Path] = (),
+    *,
+    own: Iterable[Path],
 ) -> Open:
     """open_arms over the records of a study folder that share the setup of `own` (the records the sweep launched;
-    all of them where it names none), with the axes of `study` (the sweeper's resolved study node) and the claims of
-    `conf_dir`/claims/<study>.yaml."""
+    every record where it has launched none yet; required, so that no caller pools another setup's records), with
+    the axes of `study` (the sweeper's resolved study node) and the claims of `conf_dir`/claims/<study>.yaml."""
     name = str(study["name"])
     runs = collect.table(collect.local_records(Path(study_dir)))
     if runs.empty or not (runs["status"] == "completed").any():
