@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from ablate.analysis import budget
 from ablate.config import CONF_DIR
@@ -37,6 +38,17 @@ def test_the_cpu_tier_halves_the_nuisance_grid_and_adds_seeds_where_claims_are_o
     study = compose("+sweep=depth").study
     assert list(study.halving.rungs) == [0.3] and study.halving.eta == 2
     assert study.more_seeds.max == 16 and study.more_seeds.half_width == 3
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_cpu_tier_gives_a_study_an_hour_and_the_depth_study_90_minutes_and_the_other_tiers_no_limit(study, compose):
+    def minutes(*overrides):
+        cfg = compose(f"+sweep={study}", *overrides, return_hydra_config=True)  # the study's name is its choice
+        return OmegaConf.to_container(cfg.study, resolve=True)["minutes"]
+
+    assert minutes() == (90 if study == "depth" else 60)
+    assert minutes("budget=smoke") is None and minutes("budget=gpu") is None
+    assert minutes("study.minutes=null") is None and minutes("study.minutes=25") == 25
 
 
 # ---- what the budget measured, from curves built to show each case ---------------------------------------------
