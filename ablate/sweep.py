@@ -225,9 +225,12 @@ def summary_lines(study: str, results_dir: Path) -> list[str]:
         runs = load_runs(study, results_dir)
         spec = load_study(study, CONF_DIR, list(runs.columns), runs=runs)
         check_one_setup(runs, spec)
-        arms = select(runs, spec).arms
+        selection = select(runs, spec)
     except ConfigError as error:
         return [f"sweep {study}: no summary ({error})"]
+    arms = selection.arms
+    if "mode" in runs.columns and set(runs["mode"].dropna()) == {"lr_range"}:
+        return range_test_lines(study, selection)
     tuned = f"best {', '.join(spec.nuisance)} on val, " if spec.nuisance else ""
     lines = [f"sweep {study}: test accuracy per {' x '.join(spec.scientific)} ({tuned}mean [95% CI] over seeds)"]
     width = max(len(arm.label) for arm in arms) if arms else 0
@@ -241,6 +244,28 @@ def summary_lines(study: str, results_dir: Path) -> list[str]:
             result = f"{100 * test.mean:.1f}%{interval}  {arm.seeds} seed{'s' * (arm.seeds != 1)}"
         lines.append(f"  {arm.label:<{width}}  {setting:<16}  {result}")
     return lines
+
+
+def range_test_lines(study: str, selection) -> list[str]:
+    """A range-test sweep's compact result: its records hold no test accuracy, only the LR bounds each suggests."""
+    from ablate.analysis.pipeline import range_tests
+
+    found: dict[str, list[str]] = {arm.label: [] for arm in selection.arms}
+    for test in range_tests(selection):  # by seed
+        edge = " (at the sweep's edge)" if test.at_edge else ""
+        found[test.label].append(f"{_lr(test.lower_lr)}..{_lr(test.upper_lr)}{edge}")
+    axes = " x ".join(selection.study.scientific)
+    lines = [
+        f"sweep {study}: the LR bounds each range test suggests per {axes} (sched.base_lr..sched.max_lr, a seed each)"
+    ]
+    width = max(map(len, found), default=0)
+    for label, bounds in found.items():
+        lines.append(f"  {label:<{width}}  {', '.join(bounds) or 'no completed run'}")
+    return lines
+
+
+def _lr(value) -> str:
+    return "-" if value is None else f"{float(value):.3g}"
 
 
 class WorkerEnvironment(Callback):

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -14,11 +15,13 @@ from omegaconf import OmegaConf
 
 from ablate import record
 from ablate.analysis import figures
+from ablate.analysis.pipeline import analyze
 from ablate.config import load_option
 from ablate.errors import ConfigError
 from ablate.loop import Setup
 from ablate.lr_range import check_lr_range, cyclical_command, lr_at, report, run_lr_range, suggest_bounds
 from ablate.schedules import build_scheduler
+from ablate.sweep import summary_lines
 from ablate.tracking import NullLogger
 
 CONF = Path(__file__).resolve().parent.parent / "ablate" / "conf"
@@ -225,17 +228,68 @@ def test_the_root_config_has_the_lr_range_node(compose):
     check_lr_range(cfg.lr_range, total_steps=1000)
 
 
-def test_the_analysis_draws_a_range_tests_real_record(tmp_path):
+def test_the_analysis_draws_a_range_tests_real_record(tmp_path, monkeypatch):
     range_test(tmp_path, steps=60, eval_every=6)
     suggestion = json.loads((tmp_path / record.RANGE_TEST_SUGGESTION).read_text())
     table, bounds = figures.read_lr_range(tmp_path)
     assert len(table) == 10 and {"lr", "train/loss", "train/acc", "val/loss", "val/acc"} <= set(table.columns)
-    assert bounds == {"lower": suggestion["base_lr"], "upper": suggestion["max_lr"], "at_edge": suggestion["at_edge"]}
+    assert bounds == {
+        "lower": suggestion["base_lr"],
+        "upper": suggestion["max_lr"],
+        "at_edge": suggestion["at_edge"],
+        "learned": suggestion["learned"],
+    }
+    # The sweep ends diverged (a loss in the hundreds of thousands; the embedded data's allconv8_1 reached 4e30):
+    # that point must not flatten the curves, so the loss axis stops at 1.5 times the first loss, as the run's own
+    # plot does.
+    first = max(float(table[c].dropna().iloc[0]) for c in ("val/loss", "train/loss"))
+    assert table["val/loss"].max() > 1000 * first
+    limits = []
+    real_save = figures.save
+    monkeypatch.setattr(
+        figures, "save", lambda fig, path: limits.append(fig.axes[0].get_ylim()) or real_save(fig, path)
+    )
     arm = SimpleNamespace(label="blobs", completed={"record_dir": [str(tmp_path)]}, x=lambda key: float("nan"))
     drawn = figures.lr_range([arm], tmp_path / "figures" / "lr_range.png", "blobs: LR range test")
     assert drawn.read_bytes().startswith(b"\x89PNG")
+    assert limits == [(0.0, pytest.approx(1.5 * first))]
     assert not [p for p in (tmp_path / "figures").iterdir() if p.name != "lr_range.png"]  # no temp file left
     assert figures.read_lr_range(tmp_path / "figures") == (None, {})
+
+
+def test_a_range_test_study_reports_each_runs_bounds_and_flags_the_noise_not_an_accuracy(tmp_path):
+    # Three seeds of one model, as +sweep=lr_range files them, and the table the collector writes beside them. Seed 1
+    # sweeps to a lower top LR, so its bounds differ; seed 2 sees blank inputs and never leaves chance. The table
+    # lists seed 1 first.
+    records = {seed: tmp_path / "runs" / f"rec{seed}" for seed in (1, 0, 2)}
+    for seed, folder in records.items():
+        folder.mkdir(parents=True)
+        range_test(folder, steps=60, eval_every=6, max_lr=0.3 if seed == 1 else 3.0, blind=seed == 2)
+    rows = [
+        {"status": "completed", "seed": seed, "model": "allconv5", "mode": "lr_range", "record_dir": str(folder)}
+        | {"data": "blobs", "data.classes": 4, "steps": 60, "wall_seconds": 1.0}
+        | {"final/val/acc": None, "final/test/acc": None}  # a range test's record holds curves, not a final accuracy
+        for seed, folder in records.items()
+    ]
+    (tmp_path / "results" / "lr_range").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tmp_path / "results" / "lr_range" / "runs.csv", index=False)
+    bounds = [json.loads((records[seed] / record.RANGE_TEST_SUGGESTION).read_text()) for seed in (0, 1, 2)]
+    assert bounds[0]["max_lr"] != bounds[1]["max_lr"] and [b["learned"] for b in bounds] == [True, True, False]
+    edge = " (at the sweep's edge)"
+    expected = ", ".join(f"{b['base_lr']:.3g}..{b['max_lr']:.3g}{edge * b['at_edge']}" for b in bounds)
+
+    # The sweep's own summary: the bounds by seed, where a study that compares accuracies gives one.
+    assert summary_lines("lr_range", tmp_path / "results") == [
+        "sweep lr_range: the LR bounds each range test suggests per model (sched.base_lr..sched.max_lr, a seed each)",
+        f"  allconv5  {expected}",
+    ]
+    # The report: a row per run, by seed, the blind one flagged; no accuracy reading, selection or interval.
+    text = analyze("lr_range", tmp_path / "results").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| allconv5 |")]
+    assert [line.split(" | ")[1] for line in table] == ["0", "1", "2"]
+    assert [line.endswith("the bounds are noise |") for line in table] == [False, False, True]
+    assert "- **What this budget measured**: an LR range test per run, not an accuracy:" in text
+    assert "| selection |" not in text and "| interval |" not in text and "| precision target |" not in text
 
 
 def test_the_suggested_command_trains_instead_of_testing_again(compose):

@@ -36,7 +36,8 @@ LABEL_SPACING_POINTS = 10
 def dataset_name(runs: pd.DataFrame) -> str:
     """The dataset a table's runs trained on, for titles: `synthetic`, `imagefolder (cifar10-subset)`."""
     names = []
-    for _, row in runs.drop_duplicates(subset=[c for c in ("data", "data.root") if c in runs.columns]).iterrows():
+    columns = [c for c in ("data", "data.root") if c in runs.columns]
+    for _, row in runs.drop_duplicates(subset=columns).iterrows() if columns else ():
         name = fmt(row.get("data"))
         root = row.get("data.root")
         if isinstance(root, str) and root:
@@ -230,12 +231,17 @@ def lr_range(arms: list[Arm], path: Path, title: str) -> Path | None:
     """Loss and accuracy against the LR in each range test (val solid, train dashed), suggested bounds as lines."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     drawn = False
+    start_loss = 0.0  # the highest first loss: a diverged point (1e30) would flatten every curve below it
     for arm, color in zip(arms, _colors(len(arms))):
         for i, record_dir in enumerate(arm.completed["record_dir"]):
             table, bounds = read_lr_range(record_dir)
             if table is None:
                 continue
             drawn = True
+            first = [
+                table[c].dropna().iloc[0] for c in ("val/loss", "train/loss") if c in table and table[c].notna().any()
+            ]
+            start_loss = max([start_loss, *(float(v) for v in first if np.isfinite(v))])
             for ax, metric in zip(axes, ("loss", "acc")):
                 scale = 100.0 if metric == "acc" else 1.0
                 for split, style in (("val", "-"), ("train", "--")):
@@ -257,6 +263,8 @@ def lr_range(arms: list[Arm], path: Path, title: str) -> Path | None:
         plt.close(fig)
         return None
     _chance_line(axes[1], arms)
+    if start_loss > 0:
+        axes[0].set_ylim(0, 1.5 * start_loss)  # as the run's own lr_range.png: the divergence runs off the top
     for ax, name in zip(axes, ("loss", "accuracy (%)")):
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
@@ -272,13 +280,15 @@ def lr_range(arms: list[Arm], path: Path, title: str) -> Path | None:
 
 
 def read_lr_range(record_dir):
-    """A range test's curves as a table and its suggested bounds {lower, upper, at_edge}, or (None, {}) without one."""
+    """A range test's curves as a table and its suggested bounds {lower, upper, at_edge, learned}, or (None, {})
+    without one; `learned` is False where val/acc never left chance (the bounds are then noise)."""
     found = read_range_test(str(record_dir))
     if found is None:
         return None, {}
     rows, suggestion = found
     bounds = {"lower": suggestion.get("base_lr"), "upper": suggestion.get("max_lr")}
-    return pd.DataFrame(rows), {**bounds, "at_edge": bool(suggestion.get("at_edge", False))}
+    flags = {"at_edge": bool(suggestion.get("at_edge", False)), "learned": bool(suggestion.get("learned", True))}
+    return pd.DataFrame(rows), {**bounds, **flags}
 
 
 def _align(curves, x: str, metric: str):

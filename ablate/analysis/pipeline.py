@@ -67,15 +67,17 @@ def analyze(
         if not curves_here and stale.name in figures.FROM_RECORDS:
             continue  # drawn from curves that are not on this machine (an old clone): not stale, only not redrawn
         stale.unlink()  # a figure this table no longer supports would sit beside the report as if current
+    found = range_tests(selection)
     analysis = report.Analysis(
         selection=selection,
         verdicts=verdicts,
         curves=curves,
         figures=drawn,
         inputs=inputs(selection, results_dir, conf_dir, skipped, run_curves),
-        range_tests=range_tests(selection),
+        range_tests=found,
         where=dict(where or {}),
-        readings=budget.readings(selection.arms, run_curves),
+        # A range test's LR grows until its loss diverges: its curves rise and collapse by design, not by budget.
+        readings={} if found else budget.readings(selection.arms, run_curves),
         compute=budget.compute(runs, list(spec.scientific), list(spec.nuisance)),
     )
     path = out_dir / "report.md"
@@ -130,11 +132,13 @@ def range_tests(selection: Selection) -> list[report.RangeTest]:
     """The LR range tests among the chosen arms' completed records, with their suggested bounds."""
     found = []
     for arm in selection.arms:
-        for _, run in arm.completed.iterrows():
+        for _, run in arm.completed.sort_values("seed").iterrows():
             table, bounds = figures.read_lr_range(run["record_dir"])
             if table is not None:
                 lower, upper, at_edge = bounds["lower"], bounds["upper"], bounds["at_edge"]
-                found.append(report.RangeTest(arm.label, run["seed"], lower, upper, len(table), at_edge))
+                found.append(
+                    report.RangeTest(arm.label, run["seed"], lower, upper, len(table), at_edge, bounds["learned"])
+                )
     return found
 
 

@@ -45,6 +45,7 @@ class RangeTest:
     upper_lr: float | None
     points: int
     at_edge: bool
+    learned: bool = True  # False: val/acc never left chance, so the bounds are noise
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def render(analysis: Analysis) -> str:
     lines = [f"# Study `{spec.name}`" + (f" ({where_slug(where)})" if where else ""), ""]
     lines += [f"Written by `{command}` from the run records; rerun it after new runs.", ""]
     lines += _answer(analysis)
-    lines += _what_was_run(selection, analysis.inputs, where)
+    lines += _what_was_run(selection, analysis.inputs, where, range_test=bool(analysis.range_tests))
     lines += _results_table(selection, Path(analysis.inputs.runs_table).parent)
     lines += ["## Figures", ""]
     for caption, path in analysis.figures:
@@ -119,7 +120,14 @@ def _answer(analysis: Analysis) -> list[str]:
         lambda v: f"`{fmt(v.get('data'))}`" + (f" ({fmt(v['data.train'])} train images)" if "data.train" in v else ""),
     )
     lines.append(f"- **Budget**: {tier}: {epochs}{updates}, on {data}.")
-    lines.append(f"- **What this budget measured**: {budget.measured_line(analysis.readings)}.")
+    if analysis.range_tests:  # its curves rise and collapse by design: no budget reading applies
+        lines.append(
+            "- **What this budget measured**: an LR range test per run, not an accuracy: the LR grows every update "
+            "until the loss diverges, so every curve rises and then collapses by design; the LR bounds each run "
+            "suggests are in the table below (`sched=cyclical sched.bounds_from=<record>` trains with them)."
+        )
+    else:
+        lines.append(f"- **What this budget measured**: {budget.measured_line(analysis.readings)}.")
     if analysis.compute is not None:
         c = analysis.compute
         lines.append(
@@ -198,7 +206,9 @@ def _stopped_section(selection: Selection) -> list[str]:
     return lines + [""]
 
 
-def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str]:
+def _what_was_run(selection: Selection, inputs: Inputs, where: dict, range_test: bool = False) -> list[str]:
+    """The setup table; a range test's leaves out what only a comparison of accuracies has (selection, interval,
+    the precision target, the extension and the time limit that serve them)."""
     spec, runs = selection.study, selection.runs
     val_column, test_column = METRICS[selection.metric]
     statuses = runs["status"].value_counts()
@@ -294,6 +304,9 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict) -> list[str
         ("interval", f"{CONFIDENCE:.0%} {CI_NAMES[selection.method]}"),
         ("inputs", "; ".join(files)),
     ]
+    if range_test:
+        comparison = ("grid extension", "time limit", "precision target", "selection", "interval")
+        rows = [(k, v) for k, v in rows if k not in comparison]
     lines = ["## What was run", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
     return lines + [""]
@@ -450,9 +463,10 @@ def _range_test_section(range_tests: list[RangeTest]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for test in range_tests:
-        edge = "at the edge of the sweep: widen lr_range.min_lr/max_lr" if test.at_edge else ""
+        flags = ["at the edge of the sweep: widen lr_range.min_lr/max_lr"] * test.at_edge
+        flags += ["val/acc never left chance: the bounds are noise"] * (not test.learned)
         bounds = f"{_lr(test.lower_lr)} | {_lr(test.upper_lr)}"
-        lines.append(f"| {test.label} | {fmt(test.seed)} | {bounds} | {test.points} | {edge} |")
+        lines.append(f"| {test.label} | {fmt(test.seed)} | {bounds} | {test.points} | {'; '.join(flags)} |")
     return lines + [""]
 
 
