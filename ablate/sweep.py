@@ -229,8 +229,11 @@ def summary_lines(study: str, results_dir: Path) -> list[str]:
     except ConfigError as error:
         return [f"sweep {study}: no summary ({error})"]
     arms = selection.arms
-    if "mode" in runs.columns and set(runs["mode"].dropna()) == {"lr_range"}:
-        return range_test_lines(study, selection)
+    from ablate.analysis.pipeline import range_tests
+
+    found = range_tests(selection)
+    if found:  # the records hold no test accuracy, only the LR bounds each range test suggests
+        return range_test_lines(study, selection, found)
     tuned = f"best {', '.join(spec.nuisance)} on val, " if spec.nuisance else ""
     lines = [f"sweep {study}: test accuracy per {' x '.join(spec.scientific)} ({tuned}mean [95% CI] over seeds)"]
     width = max(len(arm.label) for arm in arms) if arms else 0
@@ -246,26 +249,22 @@ def summary_lines(study: str, results_dir: Path) -> list[str]:
     return lines
 
 
-def range_test_lines(study: str, selection) -> list[str]:
-    """A range-test sweep's compact result: its records hold no test accuracy, only the LR bounds each suggests."""
-    from ablate.analysis.pipeline import range_tests
+def range_test_lines(study: str, selection, found) -> list[str]:
+    """A range-test sweep's compact result: the LR bounds each run suggests, by seed, with the report's flags."""
+    from ablate.analysis.report import lr_text
 
-    found: dict[str, list[str]] = {arm.label: [] for arm in selection.arms}
-    for test in range_tests(selection):  # by seed
-        edge = " (at the sweep's edge)" if test.at_edge else ""
-        found[test.label].append(f"{_lr(test.lower_lr)}..{_lr(test.upper_lr)}{edge}")
+    bounds: dict[str, list[str]] = {arm.label: [] for arm in selection.arms}
+    for test in found:
+        flags = " (at the sweep's edge)" * test.at_edge + " (never left chance: noise)" * (not test.learned)
+        bounds[test.label].append(f"{lr_text(test.lower_lr)}..{lr_text(test.upper_lr)}{flags}")
     axes = " x ".join(selection.study.scientific)
     lines = [
         f"sweep {study}: the LR bounds each range test suggests per {axes} (sched.base_lr..sched.max_lr, a seed each)"
     ]
-    width = max(map(len, found), default=0)
-    for label, bounds in found.items():
-        lines.append(f"  {label:<{width}}  {', '.join(bounds) or 'no completed run'}")
+    width = max(map(len, bounds), default=0)
+    for label, texts in bounds.items():
+        lines.append(f"  {label:<{width}}  {', '.join(texts) or 'no completed run'}")
     return lines
-
-
-def _lr(value) -> str:
-    return "-" if value is None else f"{float(value):.3g}"
 
 
 class WorkerEnvironment(Callback):

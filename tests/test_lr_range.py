@@ -275,8 +275,10 @@ def test_a_range_test_study_reports_each_runs_bounds_and_flags_the_noise_not_an_
     pd.DataFrame(rows).to_csv(tmp_path / "results" / "lr_range" / "runs.csv", index=False)
     bounds = [json.loads((records[seed] / record.RANGE_TEST_SUGGESTION).read_text()) for seed in (0, 1, 2)]
     assert bounds[0]["max_lr"] != bounds[1]["max_lr"] and [b["learned"] for b in bounds] == [True, True, False]
-    edge = " (at the sweep's edge)"
-    expected = ", ".join(f"{b['base_lr']:.3g}..{b['max_lr']:.3g}{edge * b['at_edge']}" for b in bounds)
+    edge, noise = " (at the sweep's edge)", " (never left chance: noise)"
+    expected = ", ".join(
+        f"{b['base_lr']:.3g}..{b['max_lr']:.3g}{edge * b['at_edge']}{noise * (not b['learned'])}" for b in bounds
+    )
 
     # The sweep's own summary: the bounds by seed, where a study that compares accuracies gives one.
     assert summary_lines("lr_range", tmp_path / "results") == [

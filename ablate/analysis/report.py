@@ -465,7 +465,7 @@ def _range_test_section(range_tests: list[RangeTest]) -> list[str]:
     for test in range_tests:
         flags = ["at the edge of the sweep: widen lr_range.min_lr/max_lr"] * test.at_edge
         flags += ["val/acc never left chance: the bounds are noise"] * (not test.learned)
-        bounds = f"{_lr(test.lower_lr)} | {_lr(test.upper_lr)}"
+        bounds = f"{lr_text(test.lower_lr)} | {lr_text(test.upper_lr)}"
         lines.append(f"| {test.label} | {fmt(test.seed)} | {bounds} | {test.points} | {'; '.join(flags)} |")
     return lines + [""]
 
@@ -712,7 +712,8 @@ def _size_or_none(x) -> str:
     return "none (no plateau before the best)" if x is None else _size(x)
 
 
-def _lr(value) -> str:
+def lr_text(value) -> str:
+    """An LR as the reports and the sweep's summary write it: 3 significant digits, '-' for none."""
     return "-" if value is None else f"{float(value):.3g}"
 
 
