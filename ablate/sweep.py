@@ -229,11 +229,10 @@ def summary_lines(study: str, results_dir: Path) -> list[str]:
     except ConfigError as error:
         return [f"sweep {study}: no summary ({error})"]
     arms = selection.arms
-    from ablate.analysis.pipeline import range_tests
+    from ablate.analysis.pipeline import is_range_study, range_tests
 
-    found = range_tests(selection)
-    if found:  # the records hold no test accuracy, only the LR bounds each range test suggests
-        return range_test_lines(study, selection, found)
+    if is_range_study(runs):  # the records hold no test accuracy, only the LR bounds each range test suggests
+        return range_test_lines(study, selection, range_tests(selection))
     tuned = f"best {', '.join(spec.nuisance)} on val, " if spec.nuisance else ""
     lines = [f"sweep {study}: test accuracy per {' x '.join(spec.scientific)} ({tuned}mean [95% CI] over seeds)"]
     width = max(len(arm.label) for arm in arms) if arms else 0

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -292,6 +293,14 @@ def test_a_range_test_study_reports_each_runs_bounds_and_flags_the_noise_not_an_
     assert [line.endswith("the bounds are noise |") for line in table] == [False, False, True]
     assert "- **What this budget measured**: an LR range test per run, not an accuracy:" in text
     assert "| selection |" not in text and "| interval |" not in text and "| precision target |" not in text
+    # A clone without the records: still a range-test report, from the table; it says where the bounds are and keeps
+    # the figure drawn where the records were.
+    shutil.rmtree(tmp_path / "runs")
+    text = analyze("lr_range", tmp_path / "results").read_text()
+    assert "- **What this budget measured**: an LR range test per run, not an accuracy:" in text
+    assert "| selection |" not in text and "| allconv5 |" not in text
+    assert "The suggested bounds are in the records (`lr_range.json`), which are not on this machine" in text
+    assert "](figures/lr_range.png)" in text
 
 
 def test_the_suggested_command_trains_instead_of_testing_again(compose):

@@ -67,17 +67,21 @@ def analyze(
         if not curves_here and stale.name in figures.FROM_RECORDS:
             continue  # drawn from curves that are not on this machine (an old clone): not stale, only not redrawn
         stale.unlink()  # a figure this table no longer supports would sit beside the report as if current
-    found = range_tests(selection)
+    range_study = is_range_study(runs)
+    kept = out_dir / "figures" / "lr_range.png"
+    if range_study and kept.is_file() and kept not in {path for _, path in drawn}:
+        drawn.append(("LR range test with the suggested bounds (drawn where the records were)", kept))
     analysis = report.Analysis(
         selection=selection,
         verdicts=verdicts,
         curves=curves,
         figures=drawn,
         inputs=inputs(selection, results_dir, conf_dir, skipped, run_curves),
-        range_tests=found,
+        range_tests=range_tests(selection),
+        range_study=range_study,
         where=dict(where or {}),
         # A range test's LR grows until its loss diverges: its curves rise and collapse by design, not by budget.
-        readings={} if found else budget.readings(selection.arms, run_curves),
+        readings={} if range_study else budget.readings(selection.arms, run_curves),
         compute=budget.compute(runs, list(spec.scientific), list(spec.nuisance)),
     )
     path = out_dir / "report.md"
@@ -126,6 +130,12 @@ def inputs(
         completed_records=len(completed),
         skipped=tuple((shown(Path(str(s["record_dir"]))), str(s["reason"])) for s in skipped),
     )
+
+
+def is_range_study(runs) -> bool:
+    """Whether the table's runs are LR range tests (mode=lr_range): read from the table, so that a clone without the
+    records still reports them as range tests."""
+    return "mode" in runs.columns and set(runs["mode"].dropna()) == {"lr_range"}
 
 
 def range_tests(selection: Selection) -> list[report.RangeTest]:

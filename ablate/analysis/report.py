@@ -61,6 +61,7 @@ class Analysis:
     where: dict  # the rows filter, {} for the whole table
     readings: dict[str, str] = field(default_factory=dict)  # value label -> what its curve shows (analysis.budget)
     compute: budget.Compute | None = None
+    range_study: bool = False  # the runs are LR range tests (pipeline.is_range_study), found or not in the records
 
 
 def render(analysis: Analysis) -> str:
@@ -76,7 +77,7 @@ def render(analysis: Analysis) -> str:
     lines = [f"# Study `{spec.name}`" + (f" ({where_slug(where)})" if where else ""), ""]
     lines += [f"Written by `{command}` from the run records; rerun it after new runs.", ""]
     lines += _answer(analysis)
-    lines += _what_was_run(selection, analysis.inputs, where, range_test=bool(analysis.range_tests))
+    lines += _what_was_run(selection, analysis.inputs, where, range_test=analysis.range_study)
     lines += _results_table(selection, Path(analysis.inputs.runs_table).parent)
     lines += ["## Figures", ""]
     for caption, path in analysis.figures:
@@ -84,7 +85,7 @@ def render(analysis: Analysis) -> str:
     for curve in analysis.curves:
         lines += _saturation_section(curve)
     lines += _claims_section(analysis.verdicts, analysis.inputs.claims_file, selection.runs, spec)
-    lines += _range_test_section(analysis.range_tests)
+    lines += _range_test_section(analysis.range_tests, analysis.range_study)
     lines += _settings_section(selection)
     lines += _stopped_section(selection)
     return "\n".join(lines).rstrip() + "\n"
@@ -120,7 +121,7 @@ def _answer(analysis: Analysis) -> list[str]:
         lambda v: f"`{fmt(v.get('data'))}`" + (f" ({fmt(v['data.train'])} train images)" if "data.train" in v else ""),
     )
     lines.append(f"- **Budget**: {tier}: {epochs}{updates}, on {data}.")
-    if analysis.range_tests:  # its curves rise and collapse by design: no budget reading applies
+    if analysis.range_study:  # its curves rise and collapse by design: no budget reading applies
         lines.append(
             "- **What this budget measured**: an LR range test per run, not an accuracy: the LR grows every update "
             "until the loss diverges, so every curve rises and then collapses by design; the LR bounds each run "
@@ -453,9 +454,17 @@ def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.
     return lines
 
 
-def _range_test_section(range_tests: list[RangeTest]) -> list[str]:
+def _range_test_section(range_tests: list[RangeTest], range_study: bool = False) -> list[str]:
     if not range_tests:
-        return []
+        if not range_study:
+            return []
+        return [
+            "## LR range test",
+            "",
+            "The suggested bounds are in the records (`lr_range.json`), which are not on this machine: rerun this "
+            "where runs/ holds them.",
+            "",
+        ]
     lines = [
         "## LR range test",
         "",
