@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from ablate import adaptive, collect
-from ablate.analysis import analyze, report
+from ablate.analysis import analyze, figures, report
 from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, boundaries, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
 from ablate.analysis.selection import select
@@ -1131,3 +1131,9 @@ def test_an_extension_that_never_ran_is_not_reported_as_not_needed(tmp_path):
         "the time limit (study.minutes=45) or a cut ended the sweep before it"
     )
     assert _extension_text(limited, rows, []).endswith("no value's best setting sat on a grid's end")
+
+
+def test_a_table_without_data_columns_names_its_dataset_unknown_instead_of_failing():
+    # A hand-made table (a range test's, say) may hold no data or data.root column: the titles then say so.
+    assert figures.dataset_name(pd.DataFrame({"seed": [0, 1], "status": ["completed"] * 2})) == "unknown data"
+    assert figures.dataset_name(pd.DataFrame({"data": ["synthetic", "synthetic"]})) == "synthetic"
