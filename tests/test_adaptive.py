@@ -396,7 +396,8 @@ def test_a_value_wider_than_the_precision_target_gets_seeds_until_its_interval_i
 def test_a_value_whose_seeds_spread_too_far_for_the_target_at_the_cap_gets_no_seeds_for_it(caplog):
     # c's three seeds lie 40 points apart (sd 20): even at the low end of what three seeds allow for the spread
     # (sd 11.6), 8 seeds would give ±9.7 points, so seeds for the ±3 target would be spent in vain. b's two seeds
-    # lie 12 apart (sd 8.5, low end 4.3: ±2.9 at 8 seeds): they might get there, and do.
+    # lie 12 apart (sd 8.5, low end 4.3: ±2.9 at 8 seeds): they might get there, and do. The line that says so
+    # gives what ±3 would cost at c's spread taken as it is (174 seeds).
     toy = Toy(
         {
             "b": [0.74, 0.86, 0.80, 0.79, 0.81, 0.80, 0.80, 0.80],
@@ -412,7 +413,7 @@ def test_a_value_whose_seeds_spread_too_far_for_the_target_at_the_cap_gets_no_se
     assert {adaptive.parse(job)["model"] for batch in batches for job in batch} == {"b"}
     assert (
         "precision target: c gets no seeds for it: its 3 seeds spread so far that 8 would give ±9.7 points at best, "
-        "not ±3" in caplog.text
+        "not ±3 (±3 would take about 174 at this spread)" in caplog.text
     )
     assert len(batches) == 2 and caplog.text.count("precision target: c gets no seeds") == 1  # once, not per look
     # A claim comparing c still adds its seeds: a difference can resolve where a mean stays wide.

@@ -18,7 +18,7 @@ from ablate.analysis import analyze, figures, report
 from ablate.analysis.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, boundaries, judge, pair_verdict, parse_claims
 from ablate.analysis.saturation import saturation
 from ablate.analysis.selection import select
-from ablate.analysis.stats import Interval, diff_ci, mean_ci, resolve_chance, t_band
+from ablate.analysis.stats import Interval, diff_ci, mean_ci, resolve_chance, seeds_for_half_width, t_band
 from ablate.analysis.study import Study, load_runs
 from ablate.analyze import main
 from ablate.errors import ConfigError
@@ -367,6 +367,24 @@ def test_pair_verdicts_follow_the_docstring_table_on_every_interval():
             assert (rule(low, high, margin) == INCONCLUSIVE) == holds
         for unbounded in (Interval(0.01, -np.inf, np.inf), Interval(np.nan, np.nan, np.nan)):
             assert pair_verdict(kind, unbounded, 0.02) == INCONCLUSIVE
+
+
+def test_the_seeds_a_precision_target_would_take_are_the_fewest_whose_interval_is_within_it_at_todays_spread():
+    rng = np.random.default_rng(0)
+
+    def half_width(n, like):
+        """The 95% half-width of n seeds drawn with exactly the mean and standard deviation of `like`."""
+        z = rng.standard_normal(n)
+        interval = mean_ci(like.mean() + (z - z.mean()) / z.std(ddof=1) * like.std(ddof=1))
+        return (interval.high - interval.low) / 2
+
+    for spread in (0.01, 0.05, 0.2):
+        values = rng.normal(0.6, spread, 5)
+        needed = seeds_for_half_width(values, 0.03)
+        assert half_width(needed, values) <= 0.03 + 1e-12
+        assert needed == 2 or half_width(needed - 1, values) > 0.03
+    assert seeds_for_half_width([0.6, 0.6, 0.6], 0.03) == 2  # seeds that agree: the fewest with an interval
+    assert seeds_for_half_width([0.6], 0.03) is None  # one seed has no spread to go on
 
 
 def test_the_chance_to_resolve_at_the_cap_is_high_for_a_clear_difference_and_low_for_a_null_one():
@@ -1008,7 +1026,8 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
     # Test accuracy per seed at one LR, against ±3 points with a cap of 8: allconv5's three seeds agree; allconv6
     # reached the cap still 10 points apart; allconv7_1's three seeds lie 40 points apart, so even 8 seeds would
     # not do (a test of ablate.analysis.looks.out_of_reach); allconv8_1's might have, but the sweep ended first,
-    # which a study with a time limit may owe to it.
+    # which a study with a time limit may owe to it. Each wider value says what ±3 would cost at its spread: a
+    # standard deviation of 5.3 points (allconv6) needs 15 seeds, of 20 (allconv7_1) 174, of 6 (allconv8_1) 18.
     accs = {
         "allconv5": [0.60, 0.61, 0.60],
         "allconv6": [0.60, 0.70] * 4,
@@ -1027,9 +1046,10 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
     text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
     assert (
         "| precision target | 95% interval within ±3 points for 1 of 4 values; wider: "
-        "allconv6 ±4.5 (8 seeds, the cap); "
-        "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it); "
-        f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}) |"
+        "allconv6 ±4.5 (8 seeds, the cap; ±3 would take about 15 at this spread); "
+        "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it; "
+        "±3 would take about 174 at this spread); "
+        f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}; ±3 would take about 18 at this spread) |"
     ) in text
     limit_row = (
         "| time limit | 45 minutes (`study.minutes`): the grid runs whole; after it, a grid-extension step or seed "

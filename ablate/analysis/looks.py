@@ -26,7 +26,7 @@ from ablate.analysis.claims import (
     pinned_selectors,
 )
 from ablate.analysis.selection import Arm, select
-from ablate.analysis.stats import reachable_half_width, resolve_chance
+from ablate.analysis.stats import reachable_half_width, resolve_chance, seeds_for_half_width
 from ablate.analysis.study import Study, is_missing, load_study, same
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,17 @@ def open_arms(
                     log.info(
                         f"precision target: {arm.label} gets no seeds for it: its {arm.seeds} seeds spread so far "
                         f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
+                        + (f" ({cost})" if (cost := precision_cost(arm, half_width)) else "")
                     )
     return Open(list(compared.values()), list(wide.values()), verdicts)
+
+
+def precision_cost(arm: Arm, half_width: float) -> str:
+    """What the precision target would take at the arm's present spread, for a line saying it is not met: the
+    figure a user needs to size a rerun (a larger study.more_seeds.max, or a tier with more time), not a bare miss.
+    Empty where its seeds give no spread to go on."""
+    needed = seeds_for_half_width(arm.test_accs, half_width / 100)
+    return "" if needed is None else f"±{half_width:g} would take about {needed} at this spread"
 
 
 def futile(

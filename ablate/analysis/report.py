@@ -11,7 +11,7 @@ import pandas as pd
 from ablate import adaptive
 from ablate.analysis import budget
 from ablate.analysis.claims import Verdict
-from ablate.analysis.looks import out_of_reach, too_wide
+from ablate.analysis.looks import out_of_reach, precision_cost, too_wide
 from ablate.analysis.saturation import MODEL_SIZES, Saturation
 from ablate.analysis.selection import METRICS, Selection, val_rank
 from ablate.analysis.stats import CONFIDENCE, Interval, reachable_half_width
@@ -577,6 +577,8 @@ def _precision_text(selection: Selection) -> str:
                 if plan.minutes is not None
                 else "the sweep was cut or its looks ran out"
             )
+        if not arm.at_chance and (cost := precision_cost(arm, target)):
+            reason += f"; {cost}"
         why.append(f"{arm.label} ±{half:.1f} ({seeds}, {reason})")
     return text + "; wider: " + "; ".join(why)
 

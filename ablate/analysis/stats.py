@@ -59,6 +59,33 @@ def reachable_half_width(values, seeds: int, confidence: float = CONFIDENCE) -> 
     return float(stats.t.ppf(0.5 + confidence / 2, seeds - 1) * sd_low / np.sqrt(seeds))
 
 
+def seeds_for_half_width(values, half_width: float, confidence: float = CONFIDENCE, most: int = 100_000) -> int | None:
+    """The fewest seeds whose Student t interval would be within ±half_width at the seeds' present spread (their
+    sample standard deviation taken as the truth): what a precision target costs where it is out of reach today.
+    None with fewer than two values (no spread known) or where even `most` would not do; 2 where they agree."""
+    x = _clean(values)
+    if len(x) < 2:
+        return None
+    sd = x.std(ddof=1)
+    if sd == 0:
+        return 2
+
+    # t shrinks as seeds grow, so the half-width falls monotonically in n: bisect for the first n within it.
+    def half(n: int) -> float:
+        return stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)
+
+    if half(most) > half_width:
+        return None
+    low, high = 2, most
+    while low < high:
+        middle = (low + high) // 2
+        if half(middle) <= half_width:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def diff_ci(a, b, method: str = "t", confidence: float = CONFIDENCE) -> Interval:
     """mean(a) - mean(b) for independent seeds: Welch's t interval, or a bootstrap resampling each side."""
     x, y = _clean(a), _clean(b)
