@@ -23,7 +23,11 @@ epoch its finished runs took, packed longest first onto the launcher's workers (
 sweep's earlier steps outran that estimate. A look that would end past the limit with the seeds of the precision
 target still adds those of the values an open claim compares, if they fit alone: a verdict is what the study is for,
 and a claim compares a few values where the target reaches them all. The claims keep their Bonferroni level and their
-look schedule; a look the limit leaves out only leaves them open.
+look schedule; a look the limit leaves out only leaves them open. A value whose seeds spread so far that even
+`max_seeds` could not bring it within the target (out of reach) gets no seeds for it by default; with
+`out_of_reach: last` it gets them after every other value, in a look that still fits the limit with them: time the
+limit would leave unused narrows its interval instead (the depth study of 2026-12-06 ended at 63 of its 90 minutes
+with three values at ±6 to ±13 points that the 2026-12-04 run, which fed them, had brought to ±4 to ±6).
 
 Grid extension (`study.extend_grid`): a value whose best setting on val sits at the end of a numeric nuisance axis
 may have its optimum outside the grid, and would be compared at a worse setting than its rivals. After the grid, such
@@ -50,6 +54,10 @@ SEED = "seed"
 GRID_STEP = "study.grid_step"
 
 
+# study.more_seeds.out_of_reach: what a value gets whose precision target its spread puts out of reach at the cap.
+OUT_OF_REACH = ("skip", "last")
+
+
 @dataclass(frozen=True)
 class Plan:
     """A study's compute plan (`study.halving` and `study.more_seeds` in conf/sweep/*.yaml)."""
@@ -63,6 +71,9 @@ class Plan:
     futility: float | None = None  # no seeds for a comparison less likely than this to resolve at max_seeds; None = off
     extend_grid: int = 0  # steps past a numeric nuisance grid's end, where a value's best setting sat on it; 0 = none
     minutes: float | None = None  # the sweep's wall time: past the grid, no step starts that would end after it
+    # A value too wide whose seeds spread so far that max_seeds could not bring it within half_width: skip = no seeds
+    # for it; last = seeds after every other open value, in a look that still fits the time limit (OUT_OF_REACH).
+    out_of_reach: str = "skip"
 
     @property
     def halving(self) -> bool:
@@ -90,16 +101,19 @@ class Plan:
         """The two-sided confidence of each claim's interval under the fixed look schedule (Bonferroni)."""
         return 1 - self.alpha / self.looks(initial_seeds)
 
-    def look_line(self, for_claims: int, for_precision: int, initial_seeds: int, has_claims: bool) -> str:
+    def look_line(
+        self, for_claims: int, for_precision: int, initial_seeds: int, has_claims: bool, spare: int = 0
+    ) -> str:
         """What a look found, for the sweep's log: how many values an open claim compares, how many others are
-        wider than the precision target (kept apart: the time limit ends only the latter's seeds), and the level
-        claims are judged at (a study without claims, such as mobilenet_width, has the precision target alone)."""
+        wider than the precision target (kept apart: the time limit ends only the latter's seeds), of those how many
+        out of reach at the cap get seeds last (out_of_reach=last), and the level claims are judged at (a study
+        without claims, such as mobilenet_width, has the precision target alone)."""
         parts = [f"{_values(for_claims)} still compared by an open claim"] if has_claims else []
         if self.half_width is not None:
-            counted = (
-                f"{for_precision} other{'' if for_precision == 1 else 's'}" if has_claims else _values(for_precision)
-            )
-            parts.append(f"{counted} wider than ±{self.half_width:g} points")
+            wider = for_precision + spare
+            counted = f"{wider} other{'' if wider == 1 else 's'}" if has_claims else _values(wider)
+            last = f" ({spare} out of reach at the cap, fed last)" if spare else ""
+            parts.append(f"{counted} wider than ±{self.half_width:g} points{last}")
         line = f"adaptive seeds: {' and '.join(parts) or _values(for_claims + for_precision) + ' open'}"
         if has_claims:
             looks = self.looks(initial_seeds)
@@ -146,6 +160,12 @@ def plan_from(node: dict | None) -> Plan:
             f"study.more_seeds.futility={futility}: must be a probability in (0, 1) (a comparison less likely than "
             "this to resolve at the seed cap gets no more seeds), or null; e.g. 0.1"
         )
+    out_of_reach = seeds.get("out_of_reach", Plan.out_of_reach)
+    if out_of_reach not in OUT_OF_REACH:
+        raise ConfigError(
+            f"study.more_seeds.out_of_reach={out_of_reach}: use skip (no seeds for a value the cap could not bring "
+            "within half_width) or last (seeds after every other value, while study.minutes allows)"
+        )
     extend = node.get("extend_grid", Plan.extend_grid) or 0
     if isinstance(extend, bool) or not isinstance(extend, int) or extend < 0:
         raise ConfigError(
@@ -168,6 +188,7 @@ def plan_from(node: dict | None) -> Plan:
         alpha=float(alpha),
         half_width=None if half_width is None else float(half_width),
         futility=None if futility is None else float(futility),
+        out_of_reach=out_of_reach,
     )
 
 
@@ -376,26 +397,42 @@ def seed_looks(
     plan: Plan,
     nuisance: Sequence[str],
     launch: Callable[[list[list[str]]], object],
-    open_settings: Callable[[list[list[str]]], tuple[list[tuple[tuple, tuple]], list[tuple[tuple, tuple]]]],
+    open_settings: Callable[[list[list[str]]], tuple[list[tuple[tuple, tuple]], ...]],
     elapsed_minutes: Callable[[], float] = lambda: 0.0,
     expected_minutes: Callable[[list[list[str]]], float] = lambda jobs: 0.0,
 ) -> list[list[list[str]]]:
     """The adaptive-seed loop: look at the claims, add seeds where one is open or a value is wider than the
     precision target, until nothing is, the plan's looks are spent or the time limit is.
-    `open_settings(launched)` names the (group, setting) pairs open claims compare and, apart, those wider than the
-    target; `launch` runs jobs. A look whose seeds would end past the time limit (`elapsed_minutes()`: the sweep's
-    wall time so far; `expected_minutes(new)`: what the new jobs would take) adds the claims' seeds alone if those
-    fit, and otherwise ends the looks. Returns the batches launched, one per look that found something to add."""
+    `open_settings(launched)` names the (group, setting) pairs open claims compare, apart those wider than the
+    target, and apart again (with plan.out_of_reach=last) those wider still whose spread puts the target out of reach
+    at the cap; `launch` runs jobs. The last get seeds only in a look that fits the time limit with them: the limit's
+    spare time, never another value's seeds. A look whose seeds would end past the time limit (`elapsed_minutes()`:
+    the sweep's wall time so far; `expected_minutes(new)`: what the new jobs would take) adds the claims' seeds alone
+    if those fit, and otherwise ends the looks. Returns the batches launched, one per look that found something."""
     launched = [list(j) for j in jobs]
     initial = len({parse(j).get(SEED) for j in jobs})
     batches = []
-    told = False
+    told = told_spare = False
     for _ in range(1, plan.looks(initial)):
-        for_claims, for_precision = open_settings(launched)
+        for_claims, for_precision, *rest = open_settings(launched)
         new = more_seeds(launched, [*for_claims, *for_precision], nuisance, plan)
-        if not new:
+        spare = more_seeds(launched, rest[0], nuisance, plan) if rest and plan.out_of_reach == "last" else []
+        if not new and not spare:
             break
-        elapsed, expected = elapsed_minutes(), expected_minutes(new)
+        elapsed = elapsed_minutes()
+        if spare:
+            with_spare = expected_minutes([*new, *spare])
+            if plan.fits(elapsed, with_spare):
+                new = [*new, *spare]
+            elif not new or not told_spare:
+                told_spare = True
+                values = _values(len({(group_of(j, nuisance), setting_of(j, nuisance)) for j in spare}))
+                step = f"a seed look with the {values} whose ±{plan.half_width:g} is out of reach at the cap"
+                outcome = "no more seeds start" if not new else "seeds go to the others"
+                log.info(plan.time_line(elapsed, with_spare, step, outcome))
+                if not new:
+                    break
+        expected = expected_minutes(new)
         if not plan.fits(elapsed, expected):
             claims_only = more_seeds(launched, for_claims, nuisance, plan)
             alone = expected_minutes(claims_only) if claims_only else 0.0

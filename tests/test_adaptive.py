@@ -135,6 +135,7 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
         ({"minutes": True}, "study.minutes"),
         ({"more_seeds": {"max": 8, "futility": 1.5}}, "study.more_seeds.futility"),
         ({"more_seeds": {"max": 8, "futility": True}}, "study.more_seeds.futility"),
+        ({"more_seeds": {"max": 8, "out_of_reach": "first"}}, "study.more_seeds.out_of_reach"),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(node, key):
@@ -208,8 +209,18 @@ class Toy:
         def look(launched):
             self.looks += 1
             rows = pd.DataFrame(self.rows)
-            found = open_arms(rows, spec, plan.confidence(2), plan.half_width, plan.max_seeds, self.told, plan.futility)
-            return tuple(job_settings(arms, launched, ["optim.lr"]) for arms in (found.claims, found.precision))
+            found = open_arms(
+                rows,
+                spec,
+                plan.confidence(2),
+                plan.half_width,
+                plan.max_seeds,
+                self.told,
+                plan.futility,
+                plan.out_of_reach == "last",
+            )
+            arms = (found.claims, found.precision, found.spare)
+            return tuple(job_settings(each, launched, ["optim.lr"]) for each in arms)
 
         return look
 
@@ -318,6 +329,74 @@ def test_a_look_that_would_end_past_the_time_limit_feeds_the_open_claims_alone_a
         jobs, plain, ["optim.lr"], toy.launch, toy.open_settings(plain), lambda: next(clock), len
     )
     assert len(batches) == 3 and "c" in {adaptive.parse(job)["model"] for job in batches[1]}
+
+
+# d's seeds lie 40 points apart: at any seed count up to the cap of 8 its ±3-point target stays out of reach.
+SPREAD = [0.40, 0.80, 0.60, 0.45, 0.75, 0.50, 0.70, 0.55]
+
+
+def test_with_out_of_reach_last_a_value_out_of_reach_gets_seeds_after_the_rest_while_the_time_limit_allows(caplog):
+    # a and b: a claim that never resolves; d: no claim reads it, and its target is out of reach. Each new run is
+    # expected to take a minute, the limit is 30. The first look (at 10 minutes) fits with d's seeds (6 runs, to 16).
+    # The second (at 25) would end at 31 with them, 29 without: a and b get theirs, d none. The third (at 29) would
+    # end past the limit even for a and b: nothing more starts.
+    same = [0.75, 0.77] * 4
+    accs = {"a": same, "b": list(reversed(same)), "d": SPREAD}
+    limited = {"more_seeds": {"max": 8, "per_look": 2, "half_width": 3, "out_of_reach": "last"}, "minutes": 30}
+    plan = adaptive.plan_from(limited)
+    toy = Toy(accs)
+    jobs = grid(models=("a", "b", "d"), lrs=("0.03",))
+    toy.launch(jobs)
+    clock = iter([10.0, 25.0, 29.0])
+    with caplog.at_level("INFO"):
+        batches = adaptive.seed_looks(
+            jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan), lambda: next(clock), len
+        )
+    models = [sorted({adaptive.parse(job)["model"] for job in batch}) for batch in batches]
+    assert models == [["a", "b", "d"], ["a", "b"]]
+    assert (
+        "precision target: d gets seeds after the others, while the time limit allows: its 2 seeds spread so far"
+        in caplog.text
+    )
+    assert (
+        "time limit: a seed look with the 1 value whose ±3 is out of reach at the cap would take about 6 min, and the "
+        "sweep has run 25 of study.minutes=30: seeds go to the others" in caplog.text
+    )
+    # Alone, with time to spare, d goes to the cap; skip (the default) gives it nothing, limit or not.
+    toy = Toy({"d": SPREAD})
+    alone = grid(models=("d",), lrs=("0.03",))
+    toy.launch(alone)
+    no_claims = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=())
+    batches = adaptive.seed_looks(alone, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, no_claims))
+    assert [len(batch) for batch in batches] == [2, 2, 2] and max(row["seed"] for row in toy.rows) == 7
+    for skip in (
+        {**limited, "more_seeds": {**limited["more_seeds"], "out_of_reach": "skip"}},
+        {"more_seeds": {"max": 8, "per_look": 2, "half_width": 3}},
+    ):
+        toy = Toy({"d": SPREAD})
+        toy.launch(alone)
+        plan = adaptive.plan_from(skip)
+        assert adaptive.seed_looks(alone, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, no_claims)) == []
+
+
+def test_a_spare_look_that_does_not_fit_the_limit_ends_the_looks_and_says_so(caplog):
+    # Only d is left wider than the target, out of reach: its 2 seeds at 29 of 30 minutes would end at 31.
+    plan = adaptive.plan_from(
+        {"more_seeds": {"max": 8, "per_look": 2, "half_width": 3, "out_of_reach": "last"}, "minutes": 30}
+    )
+    toy = Toy({"d": SPREAD})
+    jobs = grid(models=("d",), lrs=("0.03",))
+    toy.launch(jobs)
+    no_claims = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=())
+    with caplog.at_level("INFO"):
+        batches = adaptive.seed_looks(
+            jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, no_claims), lambda: 29.0, len
+        )
+    assert batches == []
+    assert (
+        "time limit: a seed look with the 1 value whose ±3 is out of reach at the cap would take about 2 min, and the "
+        "sweep has run 29 of study.minutes=30: no more seeds start" in caplog.text
+    )
 
 
 def test_a_steps_expected_time_packs_its_runs_longest_first_onto_the_workers():

@@ -1013,21 +1013,26 @@ def test_a_tie_on_val_goes_to_the_net_with_fewer_params_in_the_answer_and_on_eve
     assert text.count("- Best on val: **allconv6**") == 2 and "- Best on val: **allconv5**" not in text
 
 
+LIMITED = "the time limit (study.minutes=45), a cut or the planned looks ended its seeds"
+
+
 @pytest.mark.parametrize(
-    ("limit", "ended"),
+    ("limit", "ended", "fed"),
     [
-        ({}, "the sweep was cut or its looks ran out"),
-        ({"minutes": 45}, "the time limit (study.minutes=45), a cut or the planned looks ended its seeds"),
+        ({}, "the sweep was cut or its looks ran out", "none were added for it"),
+        ({"minutes": 45}, LIMITED, "none were added for it"),
+        ({"minutes": 45, "out_of_reach": "last"}, LIMITED, f"its seeds came last: {LIMITED}"),
     ],
 )
 def test_the_report_says_which_values_missed_the_precision_target_and_why_they_got_no_more_seeds(
-    tmp_path, limit, ended
+    tmp_path, limit, ended, fed
 ):
     # Test accuracy per seed at one LR, against ±3 points with a cap of 8: allconv5's three seeds agree; allconv6
     # reached the cap still 10 points apart; allconv7_1's three seeds lie 40 points apart, so even 8 seeds would
     # not do (a test of ablate.analysis.looks.out_of_reach); allconv8_1's might have, but the sweep ended first,
     # which a study with a time limit may owe to it. Each wider value says what ±3 would cost at its spread: a
     # standard deviation of 5.3 points (allconv6) needs 15 seeds, of 20 (allconv7_1) 174, of 6 (allconv8_1) 18.
+    # Under study.more_seeds.out_of_reach=last allconv7_1 would have had seeds after the rest, had the limit allowed.
     accs = {
         "allconv5": [0.60, 0.61, 0.60],
         "allconv6": [0.60, 0.70] * 4,
@@ -1040,14 +1045,20 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
         for model, seeds in accs.items()
         for seed, acc in enumerate(seeds)
     ]
-    study = {"seeds": [0, 1, 2], "more_seeds": {"max": 8, "per_look": 3, "half_width": 3}, **limit}
+    more_seeds = {
+        "max": 8,
+        "per_look": 3,
+        "half_width": 3,
+        **({"out_of_reach": "last"} if "out_of_reach" in limit else {}),
+    }
+    study = {"seeds": [0, 1, 2], "more_seeds": more_seeds, **{k: v for k, v in limit.items() if k != "out_of_reach"}}
     (root / rows[0]["identity"] / "config.yaml").write_text(OmegaConf.to_yaml({"study": study}))
     results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, "claims: []\n")
     text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
     assert (
         "| precision target | 95% interval within ±3 points for 1 of 4 values; wider: "
         "allconv6 ±4.5 (8 seeds, the cap; ±3 would take about 15 at this spread); "
-        "allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so none were added for it; "
+        f"allconv7_1 ±49.7 (3 seeds, out of reach: 8 would give ±9.7 at best, so {fed}; "
         "±3 would take about 174 at this spread); "
         f"allconv8_1 ±14.9 (3 seeds, below the cap: {ended}; ±3 would take about 18 at this spread) |"
     ) in text

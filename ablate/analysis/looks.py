@@ -41,10 +41,12 @@ class Open:
     claims: list[Arm] = field(default_factory=list)
     precision: list[Arm] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    # Wider than the target, and out of reach at the cap: seeds only after the rest (study.more_seeds.out_of_reach).
+    spare: list[Arm] = field(default_factory=list)
 
     @property
     def arms(self) -> list[Arm]:
-        return [*self.claims, *self.precision]
+        return [*self.claims, *self.precision, *self.spare]
 
 
 def open_arms(
@@ -55,11 +57,13 @@ def open_arms(
     max_seeds: int | None = None,
     told: set[str] | None = None,
     futility: float | None = None,
+    last: bool = False,
 ) -> Open:
     """The arms that inconclusive claims compare, the other chosen arms whose 95% interval of test accuracy is
     wider than ±half_width points (with `half_width`) and that `max_seeds` seeds could bring within it
     (out_of_reach), and every claim's verdict, at `confidence`. An arm whose target is out of reach is logged once
-    per `told` (the labels already logged: the sweeper keeps one set over its looks).
+    per `told` (the labels already logged: the sweeper keeps one set over its looks); with `last`
+    (study.more_seeds.out_of_reach=last) it is kept apart in Open.spare, for seeds after the rest.
 
     With `futility` (and `max_seeds`), an open comparison whose chance to resolve at `max_seeds` seeds a side is
     below it (futile) adds no seeds: the seeds would most likely end at the cap with the claim still open. Dropping
@@ -74,6 +78,7 @@ def open_arms(
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     compared: dict[str, Arm] = {}
     wide: dict[str, Arm] = {}
+    spare: dict[str, Arm] = {}
     for verdict in verdicts:
         if verdict.verdict != INCONCLUSIVE:
             continue
@@ -100,15 +105,19 @@ def open_arms(
                     continue
                 if max_seeds is None or not out_of_reach(arm, half_width, max_seeds):
                     wide.setdefault(arm.label, arm)
-                elif arm.label not in told:
+                    continue
+                if last:
+                    spare.setdefault(arm.label, arm)
+                if arm.label not in told:
                     told.add(arm.label)
                     reach = reachable_half_width(arm.test_accs, max_seeds) * 100
+                    gets = "seeds after the others, while the time limit allows" if last else "no seeds for it"
                     log.info(
-                        f"precision target: {arm.label} gets no seeds for it: its {arm.seeds} seeds spread so far "
+                        f"precision target: {arm.label} gets {gets}: its {arm.seeds} seeds spread so far "
                         f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
                         + (f" ({cost})" if (cost := precision_cost(arm, half_width)) else "")
                     )
-    return Open(list(compared.values()), list(wide.values()), verdicts)
+    return Open(list(compared.values()), list(wide.values()), verdicts, list(spare.values()))
 
 
 def precision_cost(arm: Arm, half_width: float) -> str:
@@ -168,6 +177,7 @@ def open_arms_of_records(
     max_seeds: int | None = None,
     told: set[str] | None = None,
     futility: float | None = None,
+    last: bool = False,
     *,
     own: Iterable[Path],
 ) -> Open:
@@ -181,7 +191,7 @@ def open_arms_of_records(
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
         return Open()
-    return open_arms(same_setup_as(runs, own, spec), spec, confidence, half_width, max_seeds, told, futility)
+    return open_arms(same_setup_as(runs, own, spec), spec, confidence, half_width, max_seeds, told, futility, last)
 
 
 def same_setup_as(runs: pd.DataFrame, own: Iterable[Path], spec: Study) -> pd.DataFrame:

@@ -564,19 +564,21 @@ def _precision_text(selection: Selection) -> str:
     for arm in wide:
         half = (arm.test.high - arm.test.low) / 2 * 100 if arm.test.bounded else np.inf
         seeds = f"{arm.seeds} seed{'' if arm.seeds == 1 else 's'}"
+        ended = (
+            f"the time limit (study.minutes={plan.minutes:g}), a cut or the planned looks ended its seeds"
+            if plan.minutes is not None
+            else "the sweep was cut or its looks ran out"
+        )
         if arm.at_chance:
             reason = "at chance: seeds cannot train it"
         elif arm.seeds >= cap:
             reason = "the cap"
         elif out_of_reach(arm, target, cap):
             reach = reachable_half_width(arm.test_accs, cap) * 100
-            reason = f"out of reach: {cap} would give ±{reach:.1f} at best, so none were added for it"
+            fed = f"its seeds came last: {ended}" if plan.out_of_reach == "last" else "none were added for it"
+            reason = f"out of reach: {cap} would give ±{reach:.1f} at best, so {fed}"
         else:
-            reason = "below the cap: " + (
-                f"the time limit (study.minutes={plan.minutes:g}), a cut or the planned looks ended its seeds"
-                if plan.minutes is not None
-                else "the sweep was cut or its looks ran out"
-            )
+            reason = f"below the cap: {ended}"
         if not arm.at_chance and (cost := precision_cost(arm, target)):
             reason += f"; {cost}"
         why.append(f"{arm.label} ±{half:.1f} ({seeds}, {reason})")

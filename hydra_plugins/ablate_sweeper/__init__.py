@@ -190,7 +190,7 @@ class AdaptiveSweeper(BasicSweeper):
         # values whose precision target is out of reach and futile comparisons, logged at the first look that saw them
         told: set[str] = set()
 
-        def open_settings(launched: list[list[str]]) -> tuple[list, list]:
+        def open_settings(launched: list[list[str]]) -> tuple[list, list, list]:
             found = open_arms_of_records(
                 sweep_dir,
                 study,
@@ -200,13 +200,14 @@ class AdaptiveSweeper(BasicSweeper):
                 plan.max_seeds,
                 told,
                 plan.futility,
+                plan.out_of_reach == "last",
                 own=self.record_dirs.values(),  # the folder may hold another setup's records too
             )
-            for_claims, for_precision = (
-                job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision)
+            for_claims, for_precision, spare = (
+                job_settings(arms, launched, nuisance) for arms in (found.claims, found.precision, found.spare)
             )
-            log.info(plan.look_line(len(for_claims), len(for_precision), initial, has_claims))
-            return for_claims, for_precision
+            log.info(plan.look_line(len(for_claims), len(for_precision), initial, has_claims, len(spare)))
+            return for_claims, for_precision, spare
 
         def launch(new: list[list[str]]) -> None:
             nonlocal looks
