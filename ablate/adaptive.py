@@ -74,6 +74,9 @@ class Plan:
     # A value too wide whose seeds spread so far that max_seeds could not bring it within half_width: skip = no seeds
     # for it; last = seeds after every other open value, in a look that still fits the time limit (OUT_OF_REACH).
     out_of_reach: str = "skip"
+    # Seeds a value may reach for the precision target alone, past max_seeds (0 = max_seeds): the claims are judged
+    # on each value's first max_seeds seeds, the ones their planned looks saw, so these add no look (claim_seeds).
+    precision_max: int = 0
 
     @property
     def halving(self) -> bool:
@@ -91,11 +94,29 @@ class Plan:
             "study.minutes=null to go on from its records"
         )
 
+    @property
+    def precision_cap(self) -> int:
+        """The seeds a value may reach for the precision target: precision_max, at least max_seeds."""
+        return max(self.max_seeds, self.precision_max)
+
+    @property
+    def claim_seeds(self) -> int | None:
+        """How many of a value's seeds (the first, by seed number) its claims are judged on: max_seeds where seeds
+        for precision may go past it, so that those add no look to the claims' Bonferroni count; else None (all)."""
+        return self.max_seeds if self.precision_cap > self.max_seeds else None
+
     def looks(self, initial_seeds: int) -> int:
         """The number of times the claims are judged: after the grid, then after each batch of seeds."""
-        if self.max_seeds <= initial_seeds:
+        return self._batches(self.max_seeds, initial_seeds)
+
+    def rounds(self, initial_seeds: int) -> int:
+        """looks(), counted to the precision cap: the seed loop's passes, the later ones for precision alone."""
+        return self._batches(self.precision_cap, initial_seeds)
+
+    def _batches(self, cap: int, initial_seeds: int) -> int:
+        if cap <= initial_seeds:
             return 1
-        return 1 + math.ceil((self.max_seeds - initial_seeds) / self.seeds_per_look)
+        return 1 + math.ceil((cap - initial_seeds) / self.seeds_per_look)
 
     def confidence(self, initial_seeds: int) -> float:
         """The two-sided confidence of each claim's interval under the fixed look schedule (Bonferroni)."""
@@ -166,6 +187,17 @@ def plan_from(node: dict | None) -> Plan:
             f"study.more_seeds.out_of_reach={out_of_reach}: use skip (no seeds for a value the cap could not bring "
             "within half_width) or last (seeds after every other value, while study.minutes allows)"
         )
+    precision_max = seeds.get("precision_max", Plan.precision_max) or 0
+    if isinstance(precision_max, bool) or not isinstance(precision_max, int) or precision_max < 0:
+        raise ConfigError(
+            f"study.more_seeds.precision_max={precision_max}: must be an integer >= 0 (seeds a value may reach for "
+            "the precision target alone, past study.more_seeds.max; 0 = max); e.g. 48"
+        )
+    if precision_max and half_width is None:
+        raise ConfigError(
+            f"study.more_seeds.precision_max={precision_max}: seeds for precision need a target; set "
+            "study.more_seeds.half_width (e.g. 3) or precision_max=0"
+        )
     extend = node.get("extend_grid", Plan.extend_grid) or 0
     if isinstance(extend, bool) or not isinstance(extend, int) or extend < 0:
         raise ConfigError(
@@ -189,6 +221,7 @@ def plan_from(node: dict | None) -> Plan:
         half_width=None if half_width is None else float(half_width),
         futility=None if futility is None else float(futility),
         out_of_reach=out_of_reach,
+        precision_max=precision_max,
     )
 
 
@@ -377,16 +410,21 @@ def with_grid_step(job: Sequence[str], step: int) -> list[str]:
 
 
 def more_seeds(
-    jobs: Sequence[Sequence[str]], wanted: Iterable[tuple[tuple, tuple]], nuisance: Sequence[str], plan: Plan
+    jobs: Sequence[Sequence[str]],
+    wanted: Iterable[tuple[tuple, tuple]],
+    nuisance: Sequence[str],
+    plan: Plan,
+    cap: int | None = None,
 ) -> list[list[str]]:
-    """New jobs: `plan.seeds_per_look` more seeds for each wanted (group, setting), up to `plan.max_seeds` seeds."""
+    """New jobs: `plan.seeds_per_look` more seeds for each wanted (group, setting), up to `cap` seeds (default
+    `plan.max_seeds`, the claims' cap)."""
     new = []
     for group, setting in dict.fromkeys(wanted):  # once each, in order
         same_arm = [j for j in jobs if group_of(j, nuisance) == group and setting_of(j, nuisance) == setting]
         if not same_arm:
             continue
         seeds = sorted(int(parse(j)[SEED]) for j in same_arm if SEED in parse(j))
-        room = plan.max_seeds - len(seeds)
+        room = (plan.max_seeds if cap is None else cap) - len(seeds)
         start = (max(seeds) + 1) if seeds else 0
         new += [with_seed(same_arm[0], start + i) for i in range(min(room, plan.seeds_per_look))]
     return new
@@ -405,18 +443,25 @@ def seed_looks(
     precision target, until nothing is, the plan's looks are spent or the time limit is.
     `open_settings(launched)` names the (group, setting) pairs open claims compare, apart those wider than the
     target, and apart again (with plan.out_of_reach=last) those wider still whose spread puts the target out of reach
-    at the cap; `launch` runs jobs. The last get seeds only in a look that fits the time limit with them: the limit's
-    spare time, never another value's seeds. A look whose seeds would end past the time limit (`elapsed_minutes()`:
-    the sweep's wall time so far; `expected_minutes(new)`: what the new jobs would take) adds the claims' seeds alone
-    if those fit, and otherwise ends the looks. Returns the batches launched, one per look that found something."""
+    at the cap; `launch` runs jobs. A claim's values get seeds to plan.max_seeds, the others to plan.precision_cap:
+    the passes past the claims' looks serve the precision target alone. Values out of reach get seeds only in a
+    look that fits the time limit with them: the limit's spare time, never another value's seeds. A look whose
+    seeds would end past the time limit (`elapsed_minutes()`: the sweep's wall time so far; `expected_minutes(new)`:
+    what the new jobs would take) adds the claims' seeds alone if those fit, and otherwise ends the looks. Returns
+    the batches launched, one per look that found something to add."""
     launched = [list(j) for j in jobs]
     initial = len({parse(j).get(SEED) for j in jobs})
     batches = []
     told = told_spare = False
-    for _ in range(1, plan.looks(initial)):
+    cap = plan.precision_cap
+    for _ in range(1, plan.rounds(initial)):
         for_claims, for_precision, *rest = open_settings(launched)
-        new = more_seeds(launched, [*for_claims, *for_precision], nuisance, plan)
-        spare = more_seeds(launched, rest[0], nuisance, plan) if rest and plan.out_of_reach == "last" else []
+        # A claim's values to the claims' cap, values wider than the target to the precision cap (once each).
+        new = [
+            *more_seeds(launched, for_claims, nuisance, plan),
+            *more_seeds(launched, [s for s in for_precision if s not in for_claims], nuisance, plan, cap),
+        ]
+        spare = more_seeds(launched, rest[0], nuisance, plan, cap) if rest and plan.out_of_reach == "last" else []
         if not new and not spare:
             break
         elapsed = elapsed_minutes()
@@ -448,7 +493,7 @@ def seed_looks(
                 wide = [
                     s
                     for s in dict.fromkeys(for_precision)
-                    if s not in for_claims and more_seeds(launched, [s], nuisance, plan)
+                    if s not in for_claims and more_seeds(launched, [s], nuisance, plan, cap)
                 ]
                 log.info(
                     plan.time_line(

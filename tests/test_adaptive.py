@@ -136,6 +136,9 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
         ({"more_seeds": {"max": 8, "futility": 1.5}}, "study.more_seeds.futility"),
         ({"more_seeds": {"max": 8, "futility": True}}, "study.more_seeds.futility"),
         ({"more_seeds": {"max": 8, "out_of_reach": "first"}}, "study.more_seeds.out_of_reach"),
+        ({"more_seeds": {"max": 8, "half_width": 3, "precision_max": -1}}, "study.more_seeds.precision_max"),
+        ({"more_seeds": {"max": 8, "half_width": 3, "precision_max": 4.5}}, "study.more_seeds.precision_max"),
+        ({"more_seeds": {"max": 8, "precision_max": 16}}, "study.more_seeds.precision_max"),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(node, key):
@@ -218,6 +221,7 @@ class Toy:
                 self.told,
                 plan.futility,
                 plan.out_of_reach == "last",
+                plan.precision_cap,
             )
             arms = (found.claims, found.precision, found.spare)
             return tuple(job_settings(each, launched, ["optim.lr"]) for each in arms)
@@ -397,6 +401,40 @@ def test_a_spare_look_that_does_not_fit_the_limit_ends_the_looks_and_says_so(cap
         "time limit: a seed look with the 1 value whose ±3 is out of reach at the cap would take about 2 min, and the "
         "sweep has run 29 of study.minutes=30: no more seeds start" in caplog.text
     )
+
+
+def test_seeds_for_precision_go_past_the_claims_cap_to_precision_max_and_the_claims_read_only_their_first_seeds():
+    # a and b: a claim that never resolves, their seeds close (within ±3 at 4); c: no claim, its seeds 10 points
+    # apart at first, within ±3 points only at 8. The claims' cap is 4 seeds (2 looks), the precision cap 8.
+    same = [0.75, 0.77] * 4
+    accs = {"a": same, "b": list(reversed(same)), "c": [0.72, 0.78, 0.70, 0.80, 0.73, 0.77, 0.75, 0.75]}
+    plan = adaptive.plan_from({"more_seeds": {"max": 4, "per_look": 2, "half_width": 3, "precision_max": 8}})
+    assert (plan.looks(2), plan.rounds(2), plan.precision_cap, plan.claim_seeds) == (2, 4, 8, 4)
+    assert plan.confidence(2) == pytest.approx(1 - 0.05 / 2)  # the passes for precision alone are no looks
+    spec = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=SPEC.claims, plan=plan)
+    toy = Toy(accs)
+    jobs = grid(models=("a", "b", "c"), lrs=("0.03",))
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, spec))
+    assert [sorted({adaptive.parse(job)["model"] for job in batch}) for batch in batches] == [
+        ["a", "b", "c"],
+        ["c"],
+        ["c"],
+    ]
+    assert {m: sum(row["model"] == m for row in toy.rows) for m in "abc"} == {"a": 4, "b": 4, "c": 8}
+    # Seeds past the claims' cap change no claim: b > a reads a's first 4 seeds, as the study's looks did, not the 4
+    # later ones (put there by hand) that would move its mean.
+    toy.launch([["model=a", "optim.lr=0.03", f"seed={seed}"] for seed in range(4, 8)])
+    rows = pd.DataFrame(toy.rows)
+    arms = {arm.label: arm for arm in select(rows, spec).arms}
+    assert arms["a"].seeds == 8 and list(arms["a"].claim_accs) == same[:4]
+
+    def difference(table, study):
+        return open_arms(table, study, plan.confidence(2)).verdicts[0].comparisons[0].diff
+
+    first = difference(rows[rows["seed"] < 4], spec)
+    every_seed = Study(**{**spec.__dict__, "plan": adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 2}})})
+    assert difference(rows, spec) == first != difference(rows, every_seed)
 
 
 def test_a_steps_expected_time_packs_its_runs_longest_first_onto_the_workers():

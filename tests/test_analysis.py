@@ -1069,6 +1069,34 @@ def test_the_report_says_which_values_missed_the_precision_target_and_why_they_g
     assert (limit_row in text) == bool(limit)
 
 
+def test_a_report_whose_precision_seeds_went_past_the_claims_cap_says_its_claims_read_the_first_seeds(tmp_path):
+    # max 4 for the claims, precision_max 8: allconv6 went to 8 seeds for the ±3 target alone.
+    accs = {"allconv5": [0.60, 0.61, 0.60], "allconv6": [0.60, 0.70] * 4}
+    root = tmp_path / "runs"
+    rows = [
+        {**run_row(root, val=acc, test=acc, seed=seed, model=model, **{"optim.lr": 0.01}), "seed": seed}
+        for model, seeds in accs.items()
+        for seed, acc in enumerate(seeds)
+    ]
+    more_seeds = {"max": 4, "per_look": 1, "half_width": 3, "precision_max": 8}
+    (root / rows[0]["identity"] / "config.yaml").write_text(
+        OmegaConf.to_yaml({"study": {"seeds": [0, 1, 2], "more_seeds": more_seeds}})
+    )
+    claims = "claims:\n  - {id: deeper, text: deeper is better, kind: greater, left: [allconv6], right: [allconv5]}\n"
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, claims)
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert (
+        "Bonferroni over the 2 planned looks of adaptive seeds, family-wise error 5%, on each value's first 4 seeds"
+        in text
+    )
+    assert (
+        "(3 for every value, up to 4 where a claim was open or the 95% interval was wider than ±3 points, "
+        "to 8 for this alone)" in text
+    )
+    assert "Each value's claims read its first 4 seeds, the ones those looks saw; seeds past them (up to 8)" in text
+    assert "allconv6 ±4.5 (8 seeds, the cap;" in text
+
+
 def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under(tmp_path):
     # depth_bn ran its grid and looks under the 45-minute limit, then went on from its records under the hour's.
     def plan(minutes):

@@ -153,7 +153,7 @@ def compare(a, b, kind: str, margin: float, method: str, confidence: float = CON
         return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, f"{missing.label}: {missing.reason}", (a, b))
     if a is b:
         return Comparison(a.label, b.label, kind, None, INCONCLUSIVE, "the same arm on both sides", (a, b))
-    diff = diff_ci(a.test_accs, b.test_accs, method, confidence)
+    diff = diff_ci(a.claim_accs, b.claim_accs, method, confidence)
     untrained = [arm for arm in (a, b) if arm.at_chance]
     if untrained:
         # Two nets that both guess are "equal", and one that guesses is "worse": neither says anything about the claim.

@@ -58,10 +58,12 @@ def open_arms(
     told: set[str] | None = None,
     futility: float | None = None,
     last: bool = False,
+    precision_cap: int | None = None,
 ) -> Open:
-    """The arms that inconclusive claims compare, the other chosen arms whose 95% interval of test accuracy is
-    wider than ±half_width points (with `half_width`) and that `max_seeds` seeds could bring within it
-    (out_of_reach), and every claim's verdict, at `confidence`. An arm whose target is out of reach is logged once
+    """The arms that inconclusive claims compare and that are below `max_seeds` (the claims' cap), the other chosen
+    arms whose 95% interval of test accuracy is wider than ±half_width points (with `half_width`), below
+    `precision_cap` (default max_seeds) and that it could bring within it (out_of_reach), and every claim's verdict,
+    at `confidence`. An arm whose target is out of reach is logged once
     per `told` (the labels already logged: the sweeper keeps one set over its looks); with `last`
     (study.more_seeds.out_of_reach=last) it is kept apart in Open.spare, for seeds after the rest.
 
@@ -74,6 +76,7 @@ def open_arms(
     report says the budget measured trainability there), nor make its chance-level accuracy any more telling; so is
     a side with no runs at all."""
     told = set() if told is None else told
+    cap = precision_cap or max_seeds
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     compared: dict[str, Arm] = {}
@@ -97,24 +100,25 @@ def open_arms(
             ):
                 continue
             for arm in sides:
-                compared.setdefault(arm.label, arm)
+                if max_seeds is None or arm.seeds < max_seeds:  # at the claims' cap it may still be too wide
+                    compared.setdefault(arm.label, arm)
     if half_width is not None:
         for arm in selection.arms:
             if arm.seeds > 0 and not arm.at_chance and too_wide(arm, half_width):
-                if arm.label in compared:
+                if arm.label in compared or (cap is not None and arm.seeds >= cap):
                     continue
-                if max_seeds is None or not out_of_reach(arm, half_width, max_seeds):
+                if cap is None or not out_of_reach(arm, half_width, cap):
                     wide.setdefault(arm.label, arm)
                     continue
                 if last:
                     spare.setdefault(arm.label, arm)
                 if arm.label not in told:
                     told.add(arm.label)
-                    reach = reachable_half_width(arm.test_accs, max_seeds) * 100
+                    reach = reachable_half_width(arm.test_accs, cap) * 100
                     gets = "seeds after the others, while the time limit allows" if last else "no seeds for it"
                     log.info(
                         f"precision target: {arm.label} gets {gets}: its {arm.seeds} seeds spread so far "
-                        f"that {max_seeds} would give ±{reach:.1f} points at best, not ±{half_width:g}"
+                        f"that {cap} would give ±{reach:.1f} points at best, not ±{half_width:g}"
                         + (f" ({cost})" if (cost := precision_cost(arm, half_width)) else "")
                     )
     return Open(list(compared.values()), list(wide.values()), verdicts, list(spare.values()))
@@ -139,7 +143,7 @@ def futile(
     """Whether the open comparison's chance to resolve with both sides at `max_seeds` seeds, at `confidence`, is
     below `futility` (resolve_chance: predictive power); logged once per `told`."""
     a, b = comparison.arms
-    chance = resolve_chance(a.test_accs, b.test_accs, max_seeds, boundaries(comparison.kind, margin), confidence)
+    chance = resolve_chance(a.claim_accs, b.claim_accs, max_seeds, boundaries(comparison.kind, margin), confidence)
     if chance >= futility:
         return False
     key = f"futility: {comparison.left} vs {comparison.right}"
@@ -178,6 +182,7 @@ def open_arms_of_records(
     told: set[str] | None = None,
     futility: float | None = None,
     last: bool = False,
+    precision_cap: int | None = None,
     *,
     own: Iterable[Path],
 ) -> Open:
@@ -191,7 +196,9 @@ def open_arms_of_records(
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
     if not spec.claims and half_width is None:
         return Open()
-    return open_arms(same_setup_as(runs, own, spec), spec, confidence, half_width, max_seeds, told, futility, last)
+    return open_arms(
+        same_setup_as(runs, own, spec), spec, confidence, half_width, max_seeds, told, futility, last, precision_cap
+    )
 
 
 def same_setup_as(runs: pd.DataFrame, own: Iterable[Path], spec: Study) -> pd.DataFrame:

@@ -154,7 +154,10 @@ def _seeds_only_begun(runs: pd.DataFrame) -> str:
 
 def _why_seeds(plan) -> str:
     """What made the study add seeds to a value (ablate.adaptive.Plan)."""
-    wide = f" or the 95% interval was wider than ±{plan.half_width:g} points" if plan.half_width is not None else ""
+    past = f", to {plan.precision_cap} for this alone" if plan.claim_seeds is not None else ""
+    wide = (
+        f" or the 95% interval was wider than ±{plan.half_width:g} points{past}" if plan.half_width is not None else ""
+    )
     futile = (
         f" and at least {plan.futility:.0%} likely to resolve at the cap (study.more_seeds.futility)"
         if plan.futility is not None
@@ -166,9 +169,10 @@ def _why_seeds(plan) -> str:
 def _claims_level(spec) -> str:
     if spec.plan.max_seeds:
         looks = spec.plan.looks(spec.initial_seeds)
+        first = f", on each value's first {spec.plan.claim_seeds} seeds" if spec.plan.claim_seeds is not None else ""
         return (
             f"judged at {spec.confidence:.2%}: Bonferroni over the {looks} planned looks of adaptive seeds, "
-            f"family-wise error {spec.plan.alpha:.0%}"
+            f"family-wise error {spec.plan.alpha:.0%}{first}"
         )
     return f"judged at {spec.confidence:.0%}"
 
@@ -419,6 +423,12 @@ def _claims_section(verdicts: list[Verdict], claims_file: Path | None, runs: pd.
             f"1 - {spec.plan.alpha:g}/{spec.plan.looks(spec.initial_seeds)} (Bonferroni), which holds the "
             f"family-wise error at {spec.plan.alpha:.0%}. "
             + (
+                f"Each value's claims read its first {spec.plan.claim_seeds} seeds, the ones those looks saw; seeds "
+                f"past them (up to {spec.plan.precision_cap}) serve the precision target alone, so they add no look. "
+                if spec.plan.claim_seeds is not None
+                else ""
+            )
+            + (
                 f"The study was extended after its first looks: its runs were launched under {spec.plans_seen} "
                 f"plans, and every look is judged under the one with the most ({spec.plan.max_seeds} seeds at "
                 "most), so the earlier looks are counted too. "
@@ -554,7 +564,7 @@ def _halving_text(spec: Study, runs: pd.DataFrame) -> str:
 def _precision_text(selection: Selection) -> str:
     """How each value stands against the plan's interval target, and why a wider one got no more seeds."""
     plan = selection.study.plan
-    target, cap = plan.half_width, plan.max_seeds
+    target, cap = plan.half_width, plan.precision_cap
     arms = [a for a in selection.arms if a.seeds > 0]
     wide = [a for a in arms if too_wide(a, target)]
     text = f"95% interval within ±{target:g} points for {len(arms) - len(wide)} of {len(arms)} values"

@@ -68,12 +68,12 @@ def saturation(arms: list[Arm], key: str, margin: float, method: str = "t") -> S
     best_x = max(xs, key=lambda x: val_rank(by_x[x]))
     best = by_x[best_x]
     levels = tuple(
-        Level(x, by_x[x], _ZERO if x == best_x else diff_ci(by_x[x].test_accs, best.test_accs, method)) for x in xs
+        Level(x, by_x[x], _ZERO if x == best_x else diff_ci(by_x[x].claim_accs, best.claim_accs, method)) for x in xs
     )
     unit = "layer" if key == "depth" else "doubling"
     gains = []
     for low, high in zip(levels, levels[1:]):
-        diff = diff_ci(high.arm.test_accs, low.arm.test_accs, method)
+        diff = diff_ci(high.arm.claim_accs, low.arm.claim_accs, method)
         step = high.x - low.x if unit == "layer" else np.log2(high.x / low.x)
         gains.append(Gain(low.x, high.x, diff, diff.mean / step))
     # The plateau is looked for below the best; what lies above it (deeper hurt?) the levels table shows.

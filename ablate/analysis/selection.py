@@ -48,6 +48,14 @@ class Arm:
     test_accs: np.ndarray  # one per completed seed, for the comparisons
     flags: list[str] = field(default_factory=list)
     pinned: bool = False  # the setting was named by a claim, not chosen on val
+    # The seeds its claims are judged on, where the plan caps them below the precision target's (Plan.claim_seeds):
+    # the first by seed number, the ones the claims' planned looks saw; None = all of test_accs.
+    judged_accs: np.ndarray | None = None
+
+    @property
+    def claim_accs(self) -> np.ndarray:
+        """Test accuracy per seed as the claims read it (judged_accs, else every completed seed)."""
+        return self.test_accs if self.judged_accs is None else self.judged_accs
 
     @property
     def label(self) -> str:
@@ -109,7 +117,9 @@ class Selection:
     confidence: float = CONFIDENCE
 
     def arm(self, values: dict, setting: dict, pinned: bool = False) -> Arm:
-        return build_arm(self.runs, values, setting, self.metric, self.method, pinned=pinned)
+        return build_arm(
+            self.runs, values, setting, self.metric, self.method, pinned=pinned, claim_seeds=self.study.plan.claim_seeds
+        )
 
 
 def val_rank(arm: Arm) -> tuple[float, float]:
@@ -140,7 +150,7 @@ def select(
         index, flags = _choose(rows)
         chosen[settings.index.get_loc(index)] = True
         setting = {k: _plain(settings.loc[index, k]) for k in study.nuisance}
-        arm = build_arm(runs, values, setting, metric, method)
+        arm = build_arm(runs, values, setting, metric, method, claim_seeds=study.plan.claim_seeds)
         arm.flags = flags + _edge_flags(runs, values, setting, study) + _seed_flags(arm, study)
         arms.append(arm)
     settings["chosen"] = chosen
@@ -186,7 +196,15 @@ def settings_table(runs: pd.DataFrame, study: Study, val_column: str, test_colum
     return table.iloc[order].reset_index(drop=True)
 
 
-def build_arm(runs, values: dict, setting: dict, metric: str, method: str, pinned: bool = False) -> Arm:
+def build_arm(
+    runs,
+    values: dict,
+    setting: dict,
+    metric: str,
+    method: str,
+    pinned: bool = False,
+    claim_seeds: int | None = None,
+) -> Arm:
     val_column, test_column = METRICS[metric]
     mask = np.ones(len(runs), dtype=bool)
     for key, value in {**values, **setting}.items():
@@ -194,6 +212,10 @@ def build_arm(runs, values: dict, setting: dict, metric: str, method: str, pinne
     rows = runs[mask]
     done = rows[rows["status"] == "completed"]
     test_accs = done[test_column].to_numpy(dtype=float)
+    judged = None
+    if claim_seeds is not None and "seed" in done.columns and len(done) > claim_seeds:
+        first = done.sort_values("seed", kind="stable").head(claim_seeds)[test_column].to_numpy(dtype=float)
+        judged = first[~np.isnan(first)]
     return Arm(
         values=dict(values),
         setting=dict(setting),
@@ -202,6 +224,7 @@ def build_arm(runs, values: dict, setting: dict, metric: str, method: str, pinne
         test=mean_ci(test_accs, method),
         test_accs=test_accs[~np.isnan(test_accs)],
         pinned=pinned,
+        judged_accs=judged,
     )
 
 

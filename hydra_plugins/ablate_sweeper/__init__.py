@@ -201,6 +201,7 @@ class AdaptiveSweeper(BasicSweeper):
                 told,
                 plan.futility,
                 plan.out_of_reach == "last",
+                plan.precision_cap,
                 own=self.record_dirs.values(),  # the folder may hold another setup's records too
             )
             for_claims, for_precision, spare = (
