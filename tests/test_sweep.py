@@ -716,7 +716,7 @@ def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(t
         ("study.minutes=soon", "study.minutes=soon: must be a number of minutes"),
         ("study.extend_grid=-1", "e.g. 2"),
         ("study.more_seeds={max:2,per_look:1,futility:10}", "study.more_seeds.futility=10: must be a probability"),
-        ("study.more_seeds.out_of_reach=always", "study.more_seeds.out_of_reach=always: use skip"),
+        ("study.more_seeds={max:2,per_look:1,out_of_reach:always}", "study.more_seeds.out_of_reach=always: use skip"),
     ],
 )
 def test_a_bad_plan_value_on_the_command_line_is_one_line_before_any_job(tmp_path, override, names):
