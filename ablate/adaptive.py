@@ -12,7 +12,7 @@ none: a null difference under a directional claim would otherwise take its value
 Stopping for futility only leaves a claim inconclusive, so it costs power, never the family-wise error. With
 `half_width`, a value whose 95% interval of test accuracy is wider than that many points gets seeds the same way
 (a fixed-width interval, Chow & Robbins 1965), so a curve is drawn to a stated precision whether or not a claim
-reads it; with `precision_max` above `max_seeds`, such a value goes on to it after the claims' looks are spent, and
+reads it; with `precision_max` above `max_seeds`, such a value goes on past `max_seeds` to `precision_max`, and
 the claims read each value's first `max_seeds` seeds only (Plan.claim_seeds), so those passes are no looks.
 Looking at the data after each batch of seeds inflates the error rate, so every look is judged at a
 Bonferroni-corrected level: alpha / the number of looks the plan allows (a fixed look schedule), which holds the
