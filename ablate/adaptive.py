@@ -189,23 +189,21 @@ def plan_from(node: dict | None) -> Plan:
             f"study.more_seeds.out_of_reach={out_of_reach}: use skip (no seeds for a value the cap could not bring "
             "within half_width) or last (seeds after every other value, while study.minutes allows)"
         )
-    precision_max = seeds.get("precision_max", Plan.precision_max) or 0
-    if isinstance(precision_max, bool) or not isinstance(precision_max, int) or precision_max < 0:
-        raise ConfigError(
-            f"study.more_seeds.precision_max={precision_max}: must be an integer >= 0 (seeds a value may reach for "
-            "the precision target alone, past study.more_seeds.max; 0 = max); e.g. 48"
-        )
+    precision_max = _count(
+        seeds.get("precision_max", Plan.precision_max) or 0,
+        "study.more_seeds.precision_max",
+        "seeds a value may reach for the precision target alone, past study.more_seeds.max; 0 = max); e.g. 48",
+    )
     if precision_max and half_width is None:
         raise ConfigError(
             f"study.more_seeds.precision_max={precision_max}: seeds for precision need a target; set "
             "study.more_seeds.half_width (e.g. 3) or precision_max=0"
         )
-    extend = node.get("extend_grid", Plan.extend_grid) or 0
-    if isinstance(extend, bool) or not isinstance(extend, int) or extend < 0:
-        raise ConfigError(
-            f"study.extend_grid={extend}: must be an integer >= 0 (steps past a grid's end where a value's best "
-            "setting sits on it; 0 = none); e.g. 2"
-        )
+    extend = _count(
+        node.get("extend_grid", Plan.extend_grid) or 0,
+        "study.extend_grid",
+        "steps past a grid's end where a value's best setting sits on it; 0 = none); e.g. 2",
+    )
     minutes = node.get("minutes")
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
         raise ConfigError(
@@ -225,6 +223,13 @@ def plan_from(node: dict | None) -> Plan:
         out_of_reach=out_of_reach,
         precision_max=precision_max,
     )
+
+
+def _count(value, key: str, meaning: str) -> int:
+    """`value` as a whole number >= 0, else one line naming `key`; `meaning` ends the line: "what it is); e.g. N"."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}={value}: must be an integer >= 0 ({meaning}")
+    return value
 
 
 def parse(job: Sequence[str]) -> dict[str, str]:
