@@ -967,6 +967,16 @@ def test_claims_are_judged_at_the_plan_the_table_carries_and_an_extended_study_a
         assert ("The study was extended after its first looks" in text) == extended_note
         strictest = "under 2 plans, and every look is judged under the one with the most (16 seeds"
         assert (strictest in text) == extended_note
+    # A study that went on with study.more_seeds.precision_max (as many looks): its plan is the one that explains the
+    # seeds past the claims' cap, whichever sorts first in the table.
+    capped = {"seeds": [0, 1, 2], "more_seeds": {"max": 16, "per_look": 3, "half_width": 3, "out_of_reach": "last"}}
+    wider = {"seeds": [0, 1, 2], "more_seeds": {"max": 16, "per_look": 3, "half_width": 3, "precision_max": 48}}
+    wider["more_seeds"]["out_of_reach"] = "last"
+    assert json.dumps(capped) < json.dumps(wider)
+    for i, row in enumerate(rows):
+        row["plan"] = json.dumps((capped, wider)[i % 2])
+    results, conf = write_study(tmp_path / "precision", "depth", rows, DEPTH_SWEEP, claims)
+    assert "on each value's first 16 seeds" in analyze("depth", results_dir=results, conf_dir=conf).read_text()
     rows[0]["plan"] = "{seeds: [0"  # a hand-edited table: one line naming the column and the fix
     results, conf = write_study(tmp_path / "edited", "depth", rows, DEPTH_SWEEP, claims)
     with pytest.raises(ConfigError, match=r"^runs.csv column plan=.*collect the table again$"):

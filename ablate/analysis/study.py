@@ -234,14 +234,16 @@ def _plans_of_table(runs: pd.DataFrame | None) -> list[dict]:
 def _strictest(plans: list[dict]) -> dict:
     """The plan with the most looks. A study extended after its looks (a larger study.more_seeds.max on a rerun)
     has rows of each plan; judging every claim at the extended plan's level counts the earlier looks too, so the
-    family-wise error stays at alpha (Bonferroni holds whatever decided the extension)."""
+    family-wise error stays at alpha (Bonferroni holds whatever decided the extension). Among plans with as many
+    looks, the one with the highest precision cap: a study that went on with study.more_seeds.precision_max has
+    values past the claims' cap, and its claims read their first seeds only under that plan."""
 
-    def looks(node: dict) -> int:
+    def looks(node: dict) -> tuple[int, int]:
         try:
             plan = adaptive.plan_from(node)
         except ConfigError:
-            return 0
-        return plan.looks(_seed_count(node.get("seeds")) or 0) if plan.max_seeds else 1
+            return 0, 0
+        return (plan.looks(_seed_count(node.get("seeds")) or 0) if plan.max_seeds else 1), plan.precision_cap
 
     return max(plans, key=looks, default={})
 
