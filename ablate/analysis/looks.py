@@ -63,9 +63,9 @@ def open_arms(
     """The arms that inconclusive claims compare and that are below `max_seeds` (the claims' cap), the other chosen
     arms whose 95% interval of test accuracy is wider than ±half_width points (with `half_width`), below
     `precision_cap` (default max_seeds) and that it could bring within it (out_of_reach), and every claim's verdict,
-    at `confidence`. An arm whose target is out of reach is logged once
-    per `told` (the labels already logged: the sweeper keeps one set over its looks); with `last`
-    (study.more_seeds.out_of_reach=last) it is kept apart in Open.spare, for seeds after the rest.
+    at `confidence`. An arm whose target is out of reach is logged once per `told` (the labels already logged: the
+    sweeper keeps one set over its looks); with `last` (study.more_seeds.out_of_reach=last) it is kept apart in
+    Open.spare, for seeds after the rest.
 
     With `futility` (and `max_seeds`), an open comparison whose chance to resolve at `max_seeds` seeds a side is
     below it (futile) adds no seeds: the seeds would most likely end at the cap with the claim still open. Dropping
