@@ -109,16 +109,9 @@ class Plan:
 
     def looks(self, initial_seeds: int) -> int:
         """The number of times the claims are judged: after the grid, then after each batch of seeds."""
-        return self._batches(self.max_seeds, initial_seeds)
-
-    def rounds(self, initial_seeds: int) -> int:
-        """looks(), counted to the precision cap: the seed loop's passes, the later ones for precision alone."""
-        return self._batches(self.precision_cap, initial_seeds)
-
-    def _batches(self, cap: int, initial_seeds: int) -> int:
-        if cap <= initial_seeds:
+        if self.max_seeds <= initial_seeds:
             return 1
-        return 1 + math.ceil((cap - initial_seeds) / self.seeds_per_look)
+        return 1 + math.ceil((self.max_seeds - initial_seeds) / self.seeds_per_look)
 
     def confidence(self, initial_seeds: int) -> float:
         """The two-sided confidence of each claim's interval under the fixed look schedule (Bonferroni)."""
@@ -194,10 +187,10 @@ def plan_from(node: dict | None) -> Plan:
         "study.more_seeds.precision_max",
         "seeds a value may reach for the precision target alone, past study.more_seeds.max; 0 = max); e.g. 48",
     )
-    if precision_max and half_width is None:
+    if precision_max and (half_width is None or not max_seeds):
         raise ConfigError(
-            f"study.more_seeds.precision_max={precision_max}: seeds for precision need a target; set "
-            "study.more_seeds.half_width (e.g. 3) or precision_max=0"
+            f"study.more_seeds.precision_max={precision_max}: seeds past the claims' cap need that cap and a target; "
+            "set study.more_seeds.max (e.g. 16) and half_width (e.g. 3), or precision_max=0"
         )
     extend = _count(
         node.get("extend_grid", Plan.extend_grid) or 0,
@@ -457,11 +450,15 @@ def seed_looks(
     what the new jobs would take) adds the claims' seeds alone if those fit, and otherwise ends the looks. Returns
     the batches launched, one per look that found something to add."""
     launched = [list(j) for j in jobs]
-    initial = len({parse(j).get(SEED) for j in jobs})
     batches = []
     told = told_spare = False
     cap = plan.precision_cap
-    for _ in range(1, plan.rounds(initial)):
+    if cap <= len({parse(j).get(SEED) for j in jobs}):
+        return batches  # the grid's seeds reach every cap: no look to take
+    # Until no value gets a seed: every pass adds seeds below a cap, so it ends. Not a count of passes: a claim's
+    # value that reaches the claims' cap in a short last batch (15 -> 16) needs more passes to the precision cap than
+    # one fed for precision from the start (width's allconv6_3 stopped at 46 of 48 under such a count).
+    while True:
         for_claims, for_precision, *rest = open_settings(launched)
         # A claim's values to the claims' cap, values wider than the target to the precision cap (once each).
         new = [

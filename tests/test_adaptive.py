@@ -139,6 +139,7 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
         ({"more_seeds": {"max": 8, "half_width": 3, "precision_max": -1}}, "study.more_seeds.precision_max"),
         ({"more_seeds": {"max": 8, "half_width": 3, "precision_max": 4.5}}, "study.more_seeds.precision_max"),
         ({"more_seeds": {"max": 8, "precision_max": 16}}, "study.more_seeds.precision_max"),
+        ({"more_seeds": {"max": 0, "half_width": 3, "precision_max": 16}}, "study.more_seeds.precision_max"),
     ],
 )
 def test_a_bad_plan_is_one_line_naming_the_key(node, key):
@@ -409,7 +410,7 @@ def test_seeds_for_precision_go_past_the_claims_cap_to_precision_max_and_the_cla
     same = [0.75, 0.77] * 4
     accs = {"a": same, "b": list(reversed(same)), "c": [0.72, 0.78, 0.70, 0.80, 0.73, 0.77, 0.75, 0.75]}
     plan = adaptive.plan_from({"more_seeds": {"max": 4, "per_look": 2, "half_width": 3, "precision_max": 8}})
-    assert (plan.looks(2), plan.rounds(2), plan.precision_cap, plan.claim_seeds) == (2, 4, 8, 4)
+    assert (plan.looks(2), plan.precision_cap, plan.claim_seeds) == (2, 8, 4)
     assert plan.confidence(2) == pytest.approx(1 - 0.05 / 2)  # the passes for precision alone are no looks
     spec = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=SPEC.claims, plan=plan)
     toy = Toy(accs)
@@ -435,6 +436,29 @@ def test_seeds_for_precision_go_past_the_claims_cap_to_precision_max_and_the_cla
     first = difference(rows[rows["seed"] < 4], spec)
     every_seed = Study(**{**spec.__dict__, "plan": adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 2}})})
     assert difference(rows, spec) == first != difference(rows, every_seed)
+
+
+def test_a_claims_value_that_reaches_the_claims_cap_in_a_short_batch_still_goes_on_to_the_precision_cap():
+    # a: seeds 10 points apart at first, wider than ±3 until 6; b: the same on every seed; b > a never resolves.
+    # With 2 seeds, 2 a look, a claims' cap of 3 and a precision cap of 6, a goes 2 -> 3 (the claims' cap, a short
+    # batch) -> 5 -> 6: three passes, one more than (6 - 2) / 2 (a count of passes stopped it at 5).
+    accs = {"a": [0.70, 0.80, 0.74, 0.76, 0.75, 0.75], "b": [0.75] * 6}
+    plan = adaptive.plan_from(
+        {"more_seeds": {"max": 3, "per_look": 2, "half_width": 3, "precision_max": 6, "out_of_reach": "last"}}
+    )
+    spec = Study(
+        name="toy",
+        scientific=("model",),
+        nuisance=("optim.lr",),
+        claims=({"id": "b_beats_a", "text": "b > a", "kind": "greater", "left": ["b"], "right": ["a"]},),
+        plan=plan,
+    )
+    toy = Toy(accs)
+    jobs = grid(models=("a", "b"), lrs=("0.03",))
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan, spec))
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    assert {m: sum(row["model"] == m for row in toy.rows) for m in "ab"} == {"a": 6, "b": 3}
 
 
 def test_a_steps_expected_time_packs_its_runs_longest_first_onto_the_workers():
