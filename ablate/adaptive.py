@@ -160,22 +160,19 @@ def plan_from(node: dict | None) -> Plan:
         raise ConfigError(f"study.more_seeds.per_look={per_look}: must be a positive integer; e.g. 2")
     if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ConfigError(f"study.more_seeds.alpha={alpha}: must be in (0, 1); e.g. 0.05")
-    half_width = seeds.get("half_width")
-    if half_width is not None and (
-        isinstance(half_width, bool) or not isinstance(half_width, (int, float)) or half_width <= 0
-    ):
-        raise ConfigError(
-            f"study.more_seeds.half_width={half_width}: must be a positive number of points (a value whose 95% "
-            "interval is wider gets more seeds), or null; e.g. 3"
-        )
-    futility = seeds.get("futility")
-    if futility is not None and (
-        isinstance(futility, bool) or not isinstance(futility, (int, float)) or not 0 < futility < 1
-    ):
-        raise ConfigError(
-            f"study.more_seeds.futility={futility}: must be a probability in (0, 1) (a comparison less likely than "
-            "this to resolve at the seed cap gets no more seeds), or null; e.g. 0.1"
-        )
+    half_width = _optional(
+        seeds.get("half_width"),
+        "study.more_seeds.half_width",
+        lambda value: value > 0,
+        "must be a positive number of points (a value whose 95% interval is wider gets more seeds), or null; e.g. 3",
+    )
+    futility = _optional(
+        seeds.get("futility"),
+        "study.more_seeds.futility",
+        lambda value: 0 < value < 1,
+        "must be a probability in (0, 1) (a comparison less likely than this to resolve at the seed cap gets no more "
+        "seeds), or null; e.g. 0.1",
+    )
     out_of_reach = seeds.get("out_of_reach", Plan.out_of_reach)
     if out_of_reach not in OUT_OF_REACH:
         raise ConfigError(
@@ -197,12 +194,13 @@ def plan_from(node: dict | None) -> Plan:
         "study.extend_grid",
         "steps past a grid's end where a value's best setting sits on it; 0 = none); e.g. 2",
     )
-    minutes = node.get("minutes")
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0):
-        raise ConfigError(
-            f"study.minutes={minutes}: must be a number of minutes >= 0 (past the grid, no grid-extension step or "
-            "seed look starts that would end after the sweep has run that long), or null for no limit; e.g. 60"
-        )
+    minutes = _optional(
+        node.get("minutes"),
+        "study.minutes",
+        lambda value: value >= 0,
+        "must be a number of minutes >= 0 (past the grid, no grid-extension step or seed look starts that would end "
+        "after the sweep has run that long), or null for no limit; e.g. 60",
+    )
     return Plan(
         minutes=None if minutes is None else float(minutes),
         extend_grid=extend,
@@ -222,6 +220,13 @@ def _count(value, key: str, meaning: str) -> int:
     """`value` as a whole number >= 0, else one line naming `key`; `meaning` ends the line: "what it is); e.g. N"."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key}={value}: must be an integer >= 0 ({meaning}")
+    return value
+
+
+def _optional(value, key: str, valid, rule: str):
+    """`value` when it is null or a number `valid` accepts, else one line naming `key` and its `rule`."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value)):
+        raise ConfigError(f"{key}={value}: {rule}")
     return value
 
 
