@@ -1105,6 +1105,17 @@ def test_a_report_whose_precision_seeds_went_past_the_claims_cap_says_its_claims
     )
     assert "Each value's claims read its first 4 seeds, the ones those looks saw; seeds past them (up to 8)" in text
     assert "allconv6 ±4.5 (8 seeds, the cap;" in text
+    # Compute: the full grid is priced at the claims' 4 seeds (2 values x 1 LR x 4 x 360 s = 0.80 h), and allconv6's
+    # seeds 4-7 (0.40 h) are named apart; priced at 8 seeds it would be 1.60 h, with adaptive seeds "saving" 0.50 h.
+    for row in rows:
+        row.update(wall_seconds=360.0, epochs_completed=3)
+    results, conf = write_study(tmp_path, "depth", rows, DEPTH_SWEEP, claims)
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert (
+        "1.10 h of training in 11 runs (0 stopped by successive halving); the full grid at this budget (every setting "
+        "to the end, on the most-seeded value's seed count up to the claims' cap: 4) would take 0.80 h: halving saved "
+        "0.00 h, adaptive seeds 0.10 h; the seeds past 4 for the precision target alone took 0.40 h of it." in text
+    )
 
 
 def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under(tmp_path):

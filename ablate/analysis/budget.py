@@ -141,17 +141,25 @@ class Compute:
     spent: float  # every run's wall_seconds, stopped and diverged included
     runs: int
     stopped: int
-    full_grid: float  # every setting of every value, run to the end on as many seeds as the most-seeded value
+    full_grid: float  # every setting of every value run to the end, on the seeds of the most-seeded value's claims
     saved_by_halving: float  # what the stopped runs would have cost to finish
     saved_by_seeds: float  # the rest of the difference: seeds never run on values whose claims were settled
+    seeds: int = 0  # the seed count full_grid is priced at
+    precision_only: float = 0.0  # seeds past the claims' cap, for the precision target alone (in spent)
 
     @property
     def saved(self) -> float:
         return self.full_grid - self.spent
 
 
-def compute(runs: pd.DataFrame, scientific: list[str], nuisance: list[str]) -> Compute | None:
-    """Compute from runs.csv (wall_seconds, epochs_completed, trainer.epochs); None when the table lacks them."""
+def compute(
+    runs: pd.DataFrame, scientific: list[str], nuisance: list[str], claim_seeds: int | None = None
+) -> Compute | None:
+    """Compute from runs.csv (wall_seconds, epochs_completed, trainer.epochs); None when the table lacks them.
+
+    Where the claims read each value's first `claim_seeds` seeds (study.more_seeds.precision_max), the full grid is
+    priced at those: a fixed design answers the same claims on them, and the seeds past them, which serve the
+    precision target alone, are counted apart (`precision_only`) rather than inflating what adaptive seeds saved."""
     needed = ("wall_seconds", "epochs_completed", "trainer.epochs")
     if any(c not in runs.columns for c in needed) or runs["wall_seconds"].isna().all():
         return None
@@ -164,7 +172,9 @@ def compute(runs: pd.DataFrame, scientific: list[str], nuisance: list[str]) -> C
     value_keys = list(scientific)
     seeds_of = runs[runs["status"] != "stopped"].groupby(value_keys, dropna=False)["seed"].nunique()
     most_seeds = int(seeds_of.max()) if len(seeds_of) else 0
-    full = 0.0
+    if claim_seeds is not None:
+        most_seeds = min(most_seeds, claim_seeds)
+    full = precision_only = 0.0
     # A run's whole cost: what it took if it ran to the end (its passes need not be trainer.epochs: trainer.updates,
     # batch.hold=updates), else its pace times the epochs it was stopped short of.
     whole = runs["wall_seconds"].where(runs["status"] == "completed", per_epoch * epochs)
@@ -173,6 +183,9 @@ def compute(runs: pd.DataFrame, scientific: list[str], nuisance: list[str]) -> C
         cost = float(whole[rows.index].median())
         if math.isfinite(cost):
             full += settings * most_seeds * cost
+        if claim_seeds is not None:
+            past = sorted(rows["seed"].dropna().unique())[claim_seeds:]
+            precision_only += float(rows.loc[rows["seed"].isin(past), "wall_seconds"].sum())
     spent = float(runs["wall_seconds"].sum())
     return Compute(
         spent=spent,
@@ -180,5 +193,7 @@ def compute(runs: pd.DataFrame, scientific: list[str], nuisance: list[str]) -> C
         stopped=int(stopped.sum()),
         full_grid=full,
         saved_by_halving=saved_halving,
-        saved_by_seeds=max(0.0, full - spent - saved_halving),
+        saved_by_seeds=max(0.0, full - (spent - precision_only) - saved_halving),
+        seeds=most_seeds,
+        precision_only=precision_only,
     )

@@ -82,7 +82,7 @@ def analyze(
         where=dict(where or {}),
         # A range test's LR grows until its loss diverges: its curves rise and collapse by design, not by budget.
         readings={} if range_study else budget.readings(selection.arms, run_curves),
-        compute=budget.compute(runs, list(spec.scientific), list(spec.nuisance)),
+        compute=budget.compute(runs, list(spec.scientific), list(spec.nuisance), spec.plan.claim_seeds),
     )
     path = out_dir / "report.md"
     atomic_write_text(path, report.render(analysis))

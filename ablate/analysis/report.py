@@ -131,11 +131,18 @@ def _answer(analysis: Analysis) -> list[str]:
         lines.append(f"- **What this budget measured**: {budget.measured_line(analysis.readings)}.")
     if analysis.compute is not None:
         c = analysis.compute
+        claims_only = analysis.selection.study.plan.claim_seeds is not None
+        seeds = "the most-seeded value's seed count" + (f" up to the claims' cap: {c.seeds}" if claims_only else "")
+        past = (
+            f"; the seeds past {c.seeds} for the precision target alone took {c.precision_only / 3600:.2f} h of it"
+            if claims_only
+            else ""
+        )
         lines.append(
             f"- **Compute**: {c.spent / 3600:.2f} h of training in {c.runs} runs ({c.stopped} stopped by successive "
-            f"halving); the full grid at this budget (every setting to the end, on the most-seeded value's seed "
-            f"count) would take {c.full_grid / 3600:.2f} h: halving saved {c.saved_by_halving / 3600:.2f} h, "
-            f"adaptive seeds {c.saved_by_seeds / 3600:.2f} h."
+            f"halving); the full grid at this budget (every setting to the end, on {seeds}) would take "
+            f"{c.full_grid / 3600:.2f} h: halving saved {c.saved_by_halving / 3600:.2f} h, adaptive seeds "
+            f"{c.saved_by_seeds / 3600:.2f} h{past}."
         )
     return lines + [""]
 
