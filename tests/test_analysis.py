@@ -1116,6 +1116,7 @@ def test_a_report_whose_precision_seeds_went_past_the_claims_cap_says_its_claims
         "to the end, on the most-seeded value's seed count up to the claims' cap: 4) would take 0.80 h: halving saved "
         "0.00 h, adaptive seeds 0.10 h; the seeds past 4 for the precision target alone took 0.40 h of it." in text
     )
+    assert "| compute | 1.10 h of training in all (each run's wall time, summed) |" in text
 
 
 def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under(tmp_path):

@@ -304,7 +304,9 @@ def _what_was_run(selection: Selection, inputs: Inputs, where: dict, range_test:
         ("git commit", _counted(runs, ["git_commit"], lambda v: f"`{str(v['git_commit'])[:12]}`")),
         (
             "compute",
-            f"{runs['wall_seconds'].sum() / 3600:.2f} h of wall time in all" if "wall_seconds" in runs else "-",
+            f"{runs['wall_seconds'].sum() / 3600:.2f} h of training in all (each run's wall time, summed)"
+            if "wall_seconds" in runs
+            else "-",
         ),
         (
             "selection",
