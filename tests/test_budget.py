@@ -133,6 +133,14 @@ def test_compute_counts_what_halving_and_adaptive_seeds_saved_against_the_full_g
     assert c.saved_by_halving == pytest.approx(8 * 70)
     assert c.saved_by_seeds == pytest.approx(c.full_grid - c.spent - c.saved_by_halving)
     assert c.saved_by_seeds == pytest.approx(2 * 3 * 100 + 2 * 2 * 100)  # b's 2 seeds x 3 lrs, a's 2 stopped lrs
+    assert c.saved == pytest.approx(c.saved_by_halving + c.saved_by_seeds)
+    # The claims read each value's first 3 seeds (precision_max went past them): the grid is priced at 3, and a's
+    # fourth seed (100 s) served the precision target alone, named apart and not counted against the saving.
+    capped = budget.compute(pd.DataFrame(rows), ["model"], ["optim.lr"], claim_seeds=3)
+    assert capped.seeds == 3 and capped.full_grid == pytest.approx(2 * 3 * 3 * 100)
+    assert capped.precision_only == pytest.approx(100)
+    assert capped.saved_by_seeds == pytest.approx(capped.full_grid - (capped.spent - 100) - capped.saved_by_halving)
+    assert capped.saved == pytest.approx(capped.saved_by_halving + capped.saved_by_seeds)
 
 
 def test_a_completed_run_costs_its_wall_time_even_when_its_passes_are_not_trainer_epochs():

@@ -141,15 +141,16 @@ class Compute:
     spent: float  # every run's wall_seconds, stopped and diverged included
     runs: int
     stopped: int
-    full_grid: float  # every setting of every value run to the end, on the seeds of the most-seeded value's claims
+    full_grid: float  # every setting of every value to the end, on the most-seeded value's seeds (at most claim_seeds)
     saved_by_halving: float  # what the stopped runs would have cost to finish
     saved_by_seeds: float  # the rest of the difference: seeds never run on values whose claims were settled
-    seeds: int = 0  # the seed count full_grid is priced at
-    precision_only: float = 0.0  # seeds past the claims' cap, for the precision target alone (in spent)
+    seeds: int  # the seed count full_grid is priced at
+    precision_only: float  # seeds past the claims' cap, for the precision target alone (in spent, not in full_grid)
 
     @property
     def saved(self) -> float:
-        return self.full_grid - self.spent
+        """What halving and adaptive seeds saved together: the full grid against what was spent on the claims' seeds."""
+        return self.full_grid - (self.spent - self.precision_only)
 
 
 def compute(
