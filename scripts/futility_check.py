@@ -20,6 +20,7 @@ upper bound there, and the script says how often that happens).
 """
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,7 @@ def replay(table: Path, futility: float, conf_dir: Path = CONF_DIR) -> dict:
         now = runs[seeds < at]
         for rule in stops:
             told: set[str] = set()
-            found = open_arms(now, spec, spec.confidence, plan.half_width, plan.max_seeds, told, rule)
+            found = open_arms(now, spec, spec.confidence, replace(plan, futility=rule), told)
             asked = {arm.label for arm in found.arms}
             labels = {arm.label for arm in select(now, spec, confidence=spec.confidence).arms}
             for label in labels - asked:

@@ -213,17 +213,7 @@ class Toy:
         def look(launched):
             self.looks += 1
             rows = pd.DataFrame(self.rows)
-            found = open_arms(
-                rows,
-                spec,
-                plan.confidence(2),
-                plan.half_width,
-                plan.max_seeds,
-                self.told,
-                plan.futility,
-                plan.out_of_reach == "last",
-                plan.precision_cap,
-            )
+            found = open_arms(rows, spec, plan.confidence(2), plan, self.told)
             arms = (found.claims, found.precision, found.spare)
             return tuple(job_settings(each, launched, ["optim.lr"]) for each in arms)
 
@@ -528,10 +518,10 @@ def test_a_value_wider_than_the_precision_target_gets_seeds_until_its_interval_i
         [("model=b", "optim.lr=0.03", f"seed={s}") for s in (2, 3, 4)],
         [("model=b", "optim.lr=0.03", f"seed={s}") for s in (5, 6, 7)],
     ]
-    assert open_arms(pd.DataFrame(toy.rows), no_claims, plan.confidence(2), plan.half_width).arms == []  # b: ±2.7
+    assert open_arms(pd.DataFrame(toy.rows), no_claims, plan.confidence(2), plan).arms == []  # b: ±2.7
     # Without a precision target the same study adds nothing: no claim asks for seeds.
     plain = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3}})
-    assert open_arms(pd.DataFrame(toy.rows[:4]), no_claims, plain.confidence(2), plain.half_width).arms == []
+    assert open_arms(pd.DataFrame(toy.rows[:4]), no_claims, plain.confidence(2), plain).arms == []
 
 
 def test_a_value_whose_seeds_spread_too_far_for_the_target_at_the_cap_gets_no_seeds_for_it(caplog):

@@ -53,18 +53,14 @@ def open_arms(
     runs: pd.DataFrame,
     spec: Study,
     confidence: float,
-    half_width: float | None = None,
-    max_seeds: int | None = None,
+    plan: adaptive.Plan | None = None,
     told: set[str] | None = None,
-    futility: float | None = None,
-    last: bool = False,
-    precision_cap: int | None = None,
 ) -> Open:
-    """The arms that inconclusive claims compare and that are below `max_seeds` (the claims' cap), the other chosen
-    arms whose 95% interval of test accuracy is wider than ±half_width points (with `half_width`), below
-    `precision_cap` (default max_seeds) and that it could bring within it (out_of_reach), and every claim's verdict,
-    at `confidence`. An arm whose target is out of reach is logged once per `told` (the labels already logged: the
-    sweeper keeps one set over its looks); with `last` (study.more_seeds.out_of_reach=last) it is kept apart in
+    """The arms that inconclusive claims compare and that are below the plan's `max_seeds` (the claims' cap; 0 or
+    no plan: no cap), the other chosen arms whose 95% interval of test accuracy is wider than ±half_width points
+    (with a `half_width`), below its precision cap and that the cap could bring within it (out_of_reach), and every
+    claim's verdict, at `confidence`. An arm whose target is out of reach is logged once per `told` (the labels
+    already logged: the sweeper keeps one set over its looks); with out_of_reach `last` it is kept apart in
     Open.spare, for seeds after the rest.
 
     With `futility` (and `max_seeds`), an open comparison whose chance to resolve at `max_seeds` seeds a side is
@@ -76,7 +72,9 @@ def open_arms(
     report says the budget measured trainability there), nor make its chance-level accuracy any more telling; so is
     a side with no runs at all."""
     told = set() if told is None else told
-    cap = precision_cap or max_seeds
+    plan = plan or adaptive.Plan()  # none: claims only, no cap, no precision target
+    half_width, futility = plan.half_width, plan.futility
+    max_seeds, cap = plan.max_seeds or None, plan.precision_cap or None
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     compared: dict[str, Arm] = {}
@@ -110,12 +108,14 @@ def open_arms(
                 if cap is None or not out_of_reach(arm, half_width, cap):
                     wide.setdefault(arm.label, arm)
                     continue
-                if last:
+                if plan.out_of_reach == "last":
                     spare.setdefault(arm.label, arm)
                 if arm.label not in told:
                     told.add(arm.label)
                     reach = reachable_half_width(arm.test_accs, cap) * 100
-                    gets = "seeds after the others, while the time limit allows" if last else "no seeds for it"
+                    gets = "no seeds for it"
+                    if plan.out_of_reach == "last":
+                        gets = "seeds after the others, while the time limit allows"
                     log.info(
                         f"precision target: {arm.label} gets {gets}: its {arm.seeds} seeds spread so far "
                         f"that {cap} would give ±{reach:.1f} points at best, not ±{half_width:g}"
@@ -177,12 +177,8 @@ def open_arms_of_records(
     study: dict,
     conf_dir: Path,
     confidence: float,
-    half_width: float | None = None,
-    max_seeds: int | None = None,
+    plan: adaptive.Plan,
     told: set[str] | None = None,
-    futility: float | None = None,
-    last: bool = False,
-    precision_cap: int | None = None,
     *,
     own: Iterable[Path],
 ) -> Open:
@@ -194,11 +190,9 @@ def open_arms_of_records(
     if runs.empty or not (runs["status"] == "completed").any():
         return Open()
     spec = load_study(name, conf_dir, list(runs.columns), runs=runs, sweep=study)
-    if not spec.claims and half_width is None:
+    if not spec.claims and plan.half_width is None:
         return Open()
-    return open_arms(
-        same_setup_as(runs, own, spec), spec, confidence, half_width, max_seeds, told, futility, last, precision_cap
-    )
+    return open_arms(same_setup_as(runs, own, spec), spec, confidence, plan, told)
 
 
 def same_setup_as(runs: pd.DataFrame, own: Iterable[Path], spec: Study) -> pd.DataFrame:

@@ -196,12 +196,8 @@ class AdaptiveSweeper(BasicSweeper):
                 study,
                 conf_dir,
                 confidence,
-                plan.half_width,
-                plan.max_seeds,
+                plan,
                 told,
-                plan.futility,
-                plan.out_of_reach == "last",
-                plan.precision_cap,
                 own=self.record_dirs.values(),  # the folder may hold another setup's records too
             )
             for_claims, for_precision, spare = (
