@@ -75,6 +75,7 @@ def open_arms(
     plan = plan or adaptive.Plan()  # none: claims only, no cap, no precision target
     half_width, futility = plan.half_width, plan.futility
     max_seeds, cap = plan.max_seeds or None, plan.precision_cap or None
+    last = plan.out_of_reach == "last"
     selection = select(runs, spec, confidence=confidence)
     verdicts = [judge(claim, selection) for claim in parse_claims(spec.claims, spec.name)]
     compared: dict[str, Arm] = {}
@@ -108,14 +109,12 @@ def open_arms(
                 if cap is None or not out_of_reach(arm, half_width, cap):
                     wide.setdefault(arm.label, arm)
                     continue
-                if plan.out_of_reach == "last":
+                if last:
                     spare.setdefault(arm.label, arm)
                 if arm.label not in told:
                     told.add(arm.label)
                     reach = reachable_half_width(arm.test_accs, cap) * 100
-                    gets = "no seeds for it"
-                    if plan.out_of_reach == "last":
-                        gets = "seeds after the others, while the time limit allows"
+                    gets = "seeds after the others, while the time limit allows" if last else "no seeds for it"
                     log.info(
                         f"precision target: {arm.label} gets {gets}: its {arm.seeds} seeds spread so far "
                         f"that {cap} would give ±{reach:.1f} points at best, not ±{half_width:g}"
