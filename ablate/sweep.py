@@ -182,6 +182,10 @@ class SweepSummary(Callback):
     stopped then exits 130 (SIGINT) or 143 (SIGTERM)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if "study" in config:  # a bad plan value (study.minutes=soon) is its one line before the sweep writes a file
+            from ablate import adaptive
+
+            adaptive.plan_from(OmegaConf.to_container(config.study, resolve=True))
         os.environ[SWEEP_ID] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         study_dir = Path(config.paths.runs) / config.study.name
         progress = {"study": config.study.name, "started": time.time(), "total": job_count(config)}

@@ -1117,6 +1117,12 @@ def test_a_report_whose_precision_seeds_went_past_the_claims_cap_says_its_claims
         "0.00 h, adaptive seeds 0.10 h; the seeds past 4 for the precision target alone took 0.40 h of it." in text
     )
     assert "| compute | 1.10 h of training in all (each run's wall time, summed) |" in text
+    # Where no value got past the claims' 4 seeds, the line says so rather than pricing seeds that never ran at 0.00 h.
+    results, conf = write_study(tmp_path, "depth", [r for r in rows if r["seed"] < 3], DEPTH_SWEEP, claims)
+    text = analyze("depth", results_dir=results, conf_dir=conf).read_text()
+    assert "on the most-seeded value's seed count up to the claims' cap: 3) would take 0.60 h" in text
+    assert "; no value went past the claims' 4 seeds for the precision target alone." in text
+    assert "for the precision target alone took" not in text
 
 
 def test_the_time_limit_row_names_each_limit_a_study_that_went_on_from_its_records_ran_under(tmp_path):

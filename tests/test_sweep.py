@@ -722,6 +722,7 @@ def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(t
 def test_a_bad_plan_value_on_the_command_line_is_one_line_before_any_job(tmp_path, override, names):
     line = error_line(tmp_path, "+sweep=depth_bn", "model=allconv5", "seed=0", *TINY, override)
     assert names in line and override.split("=")[0] in line, line
+    assert not (tmp_path / "runs" / "depth_bn").exists()  # not even the sweep's progress file (runs/<study>/)
 
 
 def test_the_progress_total_counts_the_grid_and_is_unknown_where_the_sweeper_decides_as_it_goes(compose):

@@ -133,11 +133,13 @@ def _answer(analysis: Analysis) -> list[str]:
         c = analysis.compute
         claims_only = analysis.selection.study.plan.claim_seeds is not None
         seeds = "the most-seeded value's seed count" + (f" up to the claims' cap: {c.seeds}" if claims_only else "")
-        past = (
-            f"; the seeds past {c.seeds} for the precision target alone took {c.precision_only / 3600:.2f} h of it"
-            if claims_only
-            else ""
-        )
+        cap = analysis.selection.study.plan.claim_seeds
+        if not claims_only:
+            past = ""
+        elif c.precision_only > 0:  # only a value past the claims' cap has such seeds, so c.seeds is the cap here
+            past = f"; the seeds past {cap} for the precision target alone took {c.precision_only / 3600:.2f} h of it"
+        else:
+            past = f"; no value went past the claims' {cap} seeds for the precision target alone"
         lines.append(
             f"- **Compute**: {c.spent / 3600:.2f} h of training in {c.runs} runs ({c.stopped} stopped by successive "
             f"halving); the full grid at this budget (every setting to the end, on {seeds}) would take "
