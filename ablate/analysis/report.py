@@ -131,10 +131,9 @@ def _answer(analysis: Analysis) -> list[str]:
         lines.append(f"- **What this budget measured**: {budget.measured_line(analysis.readings)}.")
     if analysis.compute is not None:
         c = analysis.compute
-        claims_only = analysis.selection.study.plan.claim_seeds is not None
-        seeds = "the most-seeded value's seed count" + (f" up to the claims' cap: {c.seeds}" if claims_only else "")
-        cap = analysis.selection.study.plan.claim_seeds
-        if not claims_only:
+        cap = analysis.selection.study.plan.claim_seeds  # None unless precision seeds may go past the claims' cap
+        seeds = "the most-seeded value's seed count" + (f" up to the claims' cap: {c.seeds}" if cap is not None else "")
+        if cap is None:
             past = ""
         elif c.precision_only > 0:  # only a value past the claims' cap has such seeds, so c.seeds is the cap here
             past = f"; the seeds past {cap} for the precision target alone took {c.precision_only / 3600:.2f} h of it"
