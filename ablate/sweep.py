@@ -182,10 +182,14 @@ class SweepSummary(Callback):
     stopped then exits 130 (SIGINT) or 143 (SIGTERM)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        if "study" in config:  # a bad plan value (study.minutes=soon) is its one line before the sweep writes a file
+        if "study" in config:
             from ablate import adaptive
+            from ablate.errors import ConfigError
 
-            adaptive.plan_from(OmegaConf.to_container(config.study, resolve=True))
+            try:
+                adaptive.plan_from(OmegaConf.to_container(config.study, resolve=True))
+            except ConfigError:  # the sweeper stops on it with its one line, before any job: no file for a sweep that
+                return  # will not run (raised here, Hydra would print it again as a callback's warning)
         os.environ[SWEEP_ID] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         study_dir = Path(config.paths.runs) / config.study.name
         progress = {"study": config.study.name, "started": time.time(), "total": job_count(config)}

@@ -75,6 +75,7 @@ def error_line(tmp_path: Path, *args: str) -> str:
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("ablate: error:")]
     assert "Launching" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr[-3000:]  # the line alone
     return line
 
 
