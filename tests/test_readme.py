@@ -161,3 +161,43 @@ def test_the_reference_table_and_its_tally_state_what_the_committed_reports_say(
     tally = re.search(r"checked (\d+) times: (\d+) supported, (\d+)\s+contradicted, (\d+) inconclusive", text)
     assert tally, "the README's tally of claim checks ('checked N times: ...') is missing"
     assert tuple(map(int, tally.groups())) == (sum(totals), *totals)
+
+
+def _within_target(report: Path, half_width: float = 3.0) -> tuple[int, int] | None:
+    """(values within ±half_width points, values) of a committed report, from its table as the report selects; None
+    for the range test, which measures no accuracy."""
+    from ablate.analysis import pipeline
+    from ablate.analysis.looks import too_wide
+
+    study, results_dir = report.parent.name, report.parent.parent
+    runs = pipeline.load_runs(study, results_dir, None)
+    if pipeline.is_range_study(runs):
+        return None
+    runs, _ = pipeline.drop_damaged(runs)
+    spec = pipeline.load_study(study, pipeline.DEFAULT_CONF_DIR, list(runs.columns), None, None, runs)
+    arms = [arm for arm in pipeline.select(runs, spec, "final", "t", spec.confidence).arms if arm.seeds > 0]
+    return sum(not too_wide(arm, half_width) for arm in arms), len(arms)
+
+
+def test_the_readme_tally_of_the_precision_target_states_what_the_committed_tables_give():
+    # "The 95% intervals meet the 3-point target for N of the M values ..." and its per-report list for the embedded
+    # data are hand-written; a rerun that moves one value across ±3 must move them too.
+    text = " ".join((REPO / "README.md").read_text().split())
+    counts = {
+        report.parent.relative_to(REPO / "results" / "reference"): _within_target(report)
+        for report in (REPO / "results" / "reference").glob("*/cpu/*/report.md")
+    }
+    counts = {folder: n for folder, n in counts.items() if n is not None}
+    total = re.search(r"meet the 3-point target for (\d+) of the (\d+) values in the (\d+) study reports", text)
+    assert total, "the README's precision tally ('meet the 3-point target for N of the M values ...') is missing"
+    assert tuple(map(int, total.groups())) == (
+        sum(ok for ok, _ in counts.values()),
+        sum(n for _, n in counts.values()),
+        len(counts),
+    )
+    embedded = {folder.name: n for folder, n in counts.items() if folder.parts[0] == "synthetic"}
+    stated = re.search(r"(\d+) of (\d+) on the embedded data", text)
+    assert stated and tuple(map(int, stated.groups())) == tuple(map(sum, zip(*embedded.values(), strict=True)))
+    per_report = text[text.index("Per embedded report:") :].split(".")[0]
+    said = {name: (int(ok), int(n)) for name, ok, n in re.findall(r"(\w+) (\d+) of (\d+)", per_report)}
+    assert said == embedded
