@@ -14,6 +14,9 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ablate import adaptive
+from ablate.config import CONF_DIR
+from ablate.errors import ConfigError
 from ablate.record import atomic_write_json, read_json
 
 log = logging.getLogger("ablate")
@@ -175,6 +178,30 @@ def job_count(config: DictConfig) -> int | None:
         return None
 
 
+def study_plan(config: DictConfig) -> tuple[adaptive.Plan, bool]:
+    """The study's plan (ablate.adaptive.plan_from) and whether its claims file states claims, both read and checked:
+    a bad value in either is one ConfigError line naming it. The sweep callback asks first, so that a sweep that will
+    not run leaves no progress file; the sweeper then plans with the answer. The claims are read only where the plan
+    uses them (halving, which pins their settings, or adaptive seeds)."""
+    study = OmegaConf.to_container(config.study, resolve=True) if "study" in config else {}
+    plan = adaptive.plan_from(study)
+    if not (plan.max_seeds or (plan.halving and study.get("nuisance"))):
+        return plan, False
+    from ablate.analysis.looks import study_claims  # pandas only when the plan reads the claims
+
+    name = str(study.get("name"))
+    return plan, bool(study_claims(claims_conf_dir(config, name), name)[0])
+
+
+def claims_conf_dir(config: DictConfig, name: str) -> Path:
+    """The config folder holding claims/<study>.yaml: the first of the run's file config sources that has it (a study
+    kept outside the repository comes through hydra.searchpath), else ablate's own conf/."""
+    for source in OmegaConf.select(config, "hydra.runtime.config_sources") or []:
+        if source.get("schema") == "file" and (Path(source.path) / "claims" / f"{name}.yaml").is_file():
+            return Path(source.path)
+    return CONF_DIR
+
+
 class SweepSummary(Callback):
     """Progress while a multirun runs; at its end `sweep <study>: N completed, N stopped, N skipped, N diverged,
     N failed, ...`, the study's records collected into <results>/<data>/<budget>/<study>/runs.csv, and one line per
@@ -183,11 +210,8 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if "study" in config:
-            from ablate import adaptive
-            from ablate.errors import ConfigError
-
             try:
-                adaptive.plan_from(OmegaConf.to_container(config.study, resolve=True))
+                study_plan(config)
             except ConfigError:  # the sweeper stops on it with its one line, before any job: no file for a sweep that
                 return  # will not run (raised here, Hydra would print it again as a callback's warning)
         os.environ[SWEEP_ID] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -226,8 +250,6 @@ def summary_lines(study: str, results_dir: Path) -> list[str]:
     """The sweep's compact result: per scientific value, the best nuisance setting on val and the test accuracy."""
     from ablate.analysis.selection import select
     from ablate.analysis.study import check_one_setup, fmt, load_runs, load_study
-    from ablate.config import CONF_DIR
-    from ablate.errors import ConfigError
 
     try:
         runs = load_runs(study, results_dir)

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from ablate import adaptive
 from ablate import sweep as sweep_state
 from ablate.launcher import sigint_noted
-from ablate.sweep import note_step
+from ablate.sweep import claims_conf_dir, note_step, study_plan
 
 log = logging.getLogger(__name__)
 STOP_KEY = "trainer.stop_after_epochs"
@@ -70,17 +70,11 @@ class AdaptiveSweeper(BasicSweeper):
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         jobs = self.split_arguments(overrides, None)[0]
         study = OmegaConf.to_container(self.config.study, resolve=True) if "study" in self.config else {}
-        plan = adaptive.plan_from(study)
+        # The claims are read now, so that a bad claims file is one line before any job, not after the grid trained.
+        plan, has_claims = study_plan(self.config)
         nuisance = [str(k) for k in study.get("nuisance") or []]
         if plan.halving and nuisance:
             adaptive.check_halving(jobs, self.config.batch.get("hold"), self.config.trainer.get("updates"))
-        has_claims = False
-        if plan.max_seeds or (plan.halving and nuisance):
-            from ablate.analysis.looks import study_claims  # pandas only when the plan reads the claims
-
-            # Read now, so that a bad claims file is one line before any job, not after the grid has trained.
-            name = str(study.get("name"))
-            has_claims = bool(study_claims(self.claims_conf_dir(name), name)[0])
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -96,7 +90,7 @@ class AdaptiveSweeper(BasicSweeper):
         if plan.halving and nuisance:
             from ablate.analysis.looks import claim_pins  # pandas only when the sweep halves
 
-            pinned = claim_pins(self.claims_conf_dir(str(study.get("name"))), str(study.get("name")), nuisance)
+            pinned = claim_pins(claims_conf_dir(self.config, str(study.get("name"))), str(study.get("name")), nuisance)
             for rung, stop in enumerate(adaptive.rung_epochs(epochs, plan.rungs), 1):
                 batch = [[*job, f"{STOP_KEY}={stop}"] for job in alive]
                 self.launch_jobs(batch, alive, f"rung {rung} (to epoch {stop} of {epochs})", stop - done)
@@ -181,7 +175,7 @@ class AdaptiveSweeper(BasicSweeper):
         from ablate.analysis.looks import job_settings, open_arms_of_records  # pandas only when seeds adapt
 
         name = str(study.get("name"))
-        conf_dir = self.claims_conf_dir(name)
+        conf_dir = claims_conf_dir(self.config, name)
         initial = len({adaptive.parse(j).get(adaptive.SEED) for j in jobs})
         confidence = plan.confidence(initial)
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -212,16 +206,6 @@ class AdaptiveSweeper(BasicSweeper):
             self.launch_jobs(new, new, f"seed look {looks}", int(self.config.trainer.epochs))
 
         adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes, self.expected_minutes)
-
-    def claims_conf_dir(self, name: str) -> Path:
-        """The config folder holding claims/<study>.yaml: the first of the run's file config sources that has it
-        (a study kept outside the repository comes through hydra.searchpath), else ablate's own conf/."""
-        from ablate.config import CONF_DIR
-
-        for source in self.config.hydra.runtime.get("config_sources") or []:
-            if source.get("schema") == "file" and (Path(source.path) / "claims" / f"{name}.yaml").is_file():
-                return Path(source.path)
-        return CONF_DIR
 
     def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str, epochs: int) -> None:
         """Launch `batch` (the jobs with any rung override; each trains `epochs` more), as the step `what` of the
