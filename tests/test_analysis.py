@@ -505,6 +505,16 @@ def test_a_bad_claim_is_one_line_naming_the_entry_and_the_fix():
         parse_claims([{"kind": "greater", "left": ["x"]}], "f.yaml")
 
 
+def test_a_claims_file_yaml_cannot_parse_is_one_line_naming_the_file_and_line(tmp_path):
+    from ablate.analysis.study import read_claims_file
+
+    path = tmp_path / "depth.yaml"
+    path.write_text("claims:\n  - id: a\n   kind: greater\n")  # the second key indented one space less
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}, line 3: not valid YAML \(.*\); fix the file"):
+        read_claims_file(path)
+    assert read_claims_file(tmp_path / "none.yaml") == {}  # a study without claims
+
+
 def test_the_repository_claims_name_values_their_sweeps_run():
     """Every claim in conf/claims parses, and its terms name groups, axes and values that conf/sweep runs."""
     from omegaconf import OmegaConf

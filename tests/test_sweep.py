@@ -689,14 +689,21 @@ def test_a_new_study_needs_only_its_sweep_file_and_its_claims(tmp_path):
     assert "bn_pair" in report and "allconv6" in report
 
 
-def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(tmp_path):
+@pytest.mark.parametrize(
+    ("edit", "names"),
+    [
+        (("kind: greater", "kind: bigger"), ("kind=bigger", "use one of greater")),
+        (("kind: greater", " kind: greater"), ("bn_pair.yaml, line", "not valid YAML")),  # a key indented astray
+    ],
+)
+def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(tmp_path, edit, names):
     # Without halving, the claims were first read after the grid had trained; now the plan reads them up front.
     conf = tmp_path / "conf"
     for folder in ("sweep", "claims"):
         (conf / folder).mkdir(parents=True)
         shutil.copy(CONF / folder / "depth_bn.yaml", conf / folder / "bn_pair.yaml")
     claims = conf / "claims" / "bn_pair.yaml"
-    claims.write_text(claims.read_text().replace("kind: greater", "kind: bigger", 1))
+    claims.write_text(claims.read_text().replace(*edit, 1))
     line = error_line(
         tmp_path,
         "+sweep=bn_pair",
@@ -707,7 +714,7 @@ def test_a_bad_claims_file_is_one_line_before_any_job_when_the_plan_adds_seeds(t
         *TINY,
         "study.more_seeds={max:2,per_look:1}",
     )
-    assert "kind=bigger" in line and "use one of greater" in line, line
+    assert all(name in line for name in names), line
     assert not (tmp_path / "runs" / "bn_pair").exists()  # not even the sweep's progress file (runs/<study>/)
 
 

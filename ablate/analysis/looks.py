@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from ablate import adaptive, collect
 from ablate.analysis.claims import (
@@ -27,7 +26,7 @@ from ablate.analysis.claims import (
 )
 from ablate.analysis.selection import Arm, select
 from ablate.analysis.stats import reachable_half_width, resolve_chance, seeds_for_half_width
-from ablate.analysis.study import Study, is_missing, load_study, same
+from ablate.analysis.study import Study, is_missing, load_study, read_claims_file, same
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +229,7 @@ def study_claims(conf_dir: Path, name: str) -> tuple[list[Claim], dict]:
     """The claims of conf_dir/claims/<name>.yaml, checked (a bad one is one ConfigError line naming it), and its
     named groups; none where the study has no claims file."""
     path = Path(conf_dir) / "claims" / f"{name}.yaml"
-    raw = (OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}) if path.is_file() else {}
+    raw = read_claims_file(path)
     return parse_claims(raw.get("claims"), str(path)), raw.get("groups") or {}
 
 

@@ -169,10 +169,9 @@ def load_study(
                 f"rerun `python -m ablate.collect {name}` or fix the axes in {sweep_path}"
             )
     claims_path = conf_dir / "claims" / f"{name}.yaml"
-    claims_file = {}
+    claims_file = read_claims_file(claims_path)
     if claims_path.is_file():
         sources.append(claims_path)
-        claims_file = _container(OmegaConf.load(claims_path)) or {}
     plans = _plans_of_table(runs)
     ran = _strictest(plans) or (_axes_from_records(runs) if runs is not None else {}) or sweep
     try:
@@ -255,6 +254,26 @@ def _axes_from_records(runs: pd.DataFrame) -> dict:
         if path.is_file():
             return _container(OmegaConf.load(path).get("study")) or {}
     return {}
+
+
+def read_claims_file(path: Path) -> dict:
+    """A study's claims file (conf/claims/<study>.yaml) as a dict, {} where the study has none; a file YAML cannot
+    parse is one ConfigError line naming it and where, not a parser's traceback."""
+    import yaml  # OmegaConf's parser: its errors are yaml's
+
+    if not path.is_file():
+        return {}
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(
+            f"{path}{where}: not valid YAML ({problem}); fix the file (its format: ablate/conf/claims/README.md, "
+            "an example: ablate/conf/claims/depth.yaml)"
+        ) from None
+    return _container(node) or {}
 
 
 def _container(node):
