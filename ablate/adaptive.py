@@ -45,7 +45,7 @@ import heapq
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ablate.errors import ConfigError
 
@@ -443,6 +443,7 @@ def seed_looks(
     open_settings: Callable[[list[list[str]]], tuple[list[tuple[tuple, tuple]], ...]],
     elapsed_minutes: Callable[[], float] = lambda: 0.0,
     expected_minutes: Callable[[list[list[str]]], float] = lambda jobs: 0.0,
+    workers: int = 1,
 ) -> list[list[list[str]]]:
     """The adaptive-seed loop: look at the claims, add seeds where one is open or a value is wider than the
     precision target, until nothing is, the plan's looks are spent or the time limit is.
@@ -452,8 +453,9 @@ def seed_looks(
     the passes past the claims' looks serve the precision target alone. Values out of reach get seeds only in a
     look that fits the time limit with them: the limit's spare time, never another value's seeds. A look whose
     seeds would end past the time limit (`elapsed_minutes()`: the sweep's wall time so far; `expected_minutes(new)`:
-    what the new jobs would take) adds the claims' seeds alone if those fit, and otherwise ends the looks. Returns
-    the batches launched, one per look that found something to add."""
+    what the new jobs would take) adds the claims' seeds alone if those fit, and otherwise ends the looks. A look
+    whose runs would leave some of the launcher's `workers` idle in its last round gets seeds for precision to fill
+    them (fill_workers). Returns the batches launched, one per look that found something to add."""
     launched = [list(j) for j in jobs]
     batches = []
     told = told_spare = False
@@ -513,10 +515,47 @@ def seed_looks(
                     )
                 )
             new = claims_only
+        fill = fill_workers(launched, new, for_claims, nuisance, plan, cap, workers)
+        if fill and plan.fits(elapsed, expected_minutes([*new, *fill])):
+            new = [*new, *fill]
         launch(new)
         launched += new
         batches.append(new)
     return batches
+
+
+def fill_workers(
+    launched: Sequence[Sequence[str]],
+    new: Sequence[Sequence[str]],
+    for_claims: Sequence[tuple[tuple, tuple]],
+    nuisance: Sequence[str],
+    plan: Plan,
+    cap: int,
+    workers: int,
+) -> list[list[str]]:
+    """More seeds, one at a time in turn, for the values a look feeds for precision alone (those in `new` that no
+    open claim compares), until its runs fill the last round of the launcher's `workers` or reach `cap`. A look
+    ends when its last run does, so on 2 workers a look of 3 takes the time of 4: the 4th seed is free in wall
+    time. A claim's values keep `plan.seeds_per_look`, the size the claims' planned looks assume."""
+    if workers <= 1 or not len(new) % workers:
+        return []
+    one = replace(plan, seeds_per_look=1)
+    claims = set(for_claims)
+    wanted = [
+        s for s in dict.fromkeys((group_of(j, nuisance), setting_of(j, nuisance)) for j in new) if s not in claims
+    ]
+    fill: list[list[str]] = []
+    while (len(new) + len(fill)) % workers:
+        added = 0
+        for setting in wanted:
+            if not (len(new) + len(fill)) % workers:
+                break
+            seed = more_seeds([*launched, *new, *fill], [setting], nuisance, one, cap)
+            fill += seed
+            added += len(seed)
+        if not added:
+            break  # every such value is at its cap
+    return fill
 
 
 def _values(count: int) -> str:

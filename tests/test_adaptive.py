@@ -451,6 +451,46 @@ def test_a_claims_value_that_reaches_the_claims_cap_in_a_short_batch_still_goes_
     assert {m: sum(row["model"] == m for row in toy.rows) for m in "ab"} == {"a": 6, "b": 3}
 
 
+def test_a_look_fills_the_workers_last_round_with_seeds_for_precision_but_a_claims_values_keep_their_look_size():
+    # c: no claim reads it, its seeds within ±3 points only at 8. Looks of 3 on 2 workers leave one idle in their
+    # last round: the look that takes c from 2 seeds to 5 takes it to 6 at no cost in wall time, then 6 -> 8.
+    c = [0.72, 0.78, 0.70, 0.80, 0.73, 0.77, 0.75, 0.75]
+    no_claims = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=())
+    plan = adaptive.plan_from({"more_seeds": {"max": 2, "per_look": 3, "half_width": 3, "precision_max": 8}})
+    sizes = {}
+    for workers in (1, 2):
+        toy = Toy({"c": c})
+        jobs = grid(models=("c",), lrs=("0.03",))
+        toy.launch(jobs)
+        look = toy.open_settings(plan, no_claims)
+        batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, look, workers=workers)
+        sizes[workers] = [len(batch) for batch in batches]
+        assert sorted(row["seed"] for row in toy.rows) == list(range(8))  # the same seeds, to the cap
+    assert sizes == {1: [3, 3], 2: [4, 2]}
+
+    # a and b: a claim that never resolves, so each look adds exactly 3 seeds to each (the looks the claims' level
+    # counts); c, wider than the target, fills the 9th run's round with a 10th. The last look (3 + 3 + 2) is even.
+    same = [0.75, 0.77] * 4
+    plan = adaptive.plan_from({"more_seeds": {"max": 8, "per_look": 3, "half_width": 3}})
+    toy = Toy({"a": same, "b": list(reversed(same)), "c": c})
+    jobs = grid(models=("a", "b", "c"), lrs=("0.03",))
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan), workers=2)
+    per_model = [{m: sum(adaptive.parse(j)["model"] == m for j in batch) for m in "abc"} for batch in batches]
+    assert per_model == [{"a": 3, "b": 3, "c": 4}, {"a": 3, "b": 3, "c": 2}]
+    # A look that would end past the time limit with the extra seed launches without it.
+    toy = Toy({"c": c})
+    jobs = grid(models=("c",), lrs=("0.03",))
+    toy.launch(jobs)
+    limited = adaptive.plan_from(
+        {"more_seeds": {"max": 2, "per_look": 3, "half_width": 3, "precision_max": 8}, "minutes": 13.5}
+    )
+    batches = adaptive.seed_looks(
+        jobs, limited, ["optim.lr"], toy.launch, toy.open_settings(limited, no_claims), lambda: 10.0, len, workers=2
+    )
+    assert [len(batch) for batch in batches][0] == 3
+
+
 def test_a_steps_expected_time_packs_its_runs_longest_first_onto_the_workers():
     # Two workers: the 8-minute run alone on one, the four 2-minute runs on the other.
     assert adaptive.makespan([2, 2, 8, 2, 2], workers=2) == 8

@@ -205,7 +205,9 @@ class AdaptiveSweeper(BasicSweeper):
             looks += 1
             self.launch_jobs(new, new, f"seed look {looks}", int(self.config.trainer.epochs))
 
-        adaptive.seed_looks(jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes, self.expected_minutes)
+        adaptive.seed_looks(
+            jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes, self.expected_minutes, self.workers()
+        )
 
     def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str, epochs: int) -> None:
         """Launch `batch` (the jobs with any rung override; each trains `epochs` more), as the step `what` of the
