@@ -534,10 +534,12 @@ def fill_workers(
     workers: int,
 ) -> list[list[str]]:
     """More seeds, one at a time in turn, for the values a look feeds for precision alone (those in `new` that no
-    open claim compares), until its runs fill the last round of the launcher's `workers` or reach `cap`. A look
-    ends when its last run does, so on 2 workers a look of 3 takes the time of 4: the 4th seed is free in wall
-    time. A claim's values keep `plan.seeds_per_look`, the size the claims' planned looks assume."""
-    if workers <= 1 or not len(new) % workers:
+    open claim compares), so that its runs fill the last round of the launcher's `workers`. A look ends when its
+    last run does, so on 2 workers a look of 3 takes the time of 4: the 4th seed is free in wall time. Only a look
+    of a round or more, only to fill its last round whole, each value at most `plan.seeds_per_look` more and below
+    `cap`; else none: on a cluster's hundreds of workers a look of 3 would otherwise buy hundreds of seeds. A
+    claim's values keep `plan.seeds_per_look`, the size the claims' planned looks assume."""
+    if workers <= 1 or len(new) < workers or not len(new) % workers:
         return []
     one = replace(plan, seeds_per_look=1)
     claims = set(for_claims)
@@ -545,17 +547,12 @@ def fill_workers(
         s for s in dict.fromkeys((group_of(j, nuisance), setting_of(j, nuisance)) for j in new) if s not in claims
     ]
     fill: list[list[str]] = []
-    while (len(new) + len(fill)) % workers:
-        added = 0
+    for _ in range(plan.seeds_per_look):
         for setting in wanted:
             if not (len(new) + len(fill)) % workers:
-                break
-            seed = more_seeds([*launched, *new, *fill], [setting], nuisance, one, cap)
-            fill += seed
-            added += len(seed)
-        if not added:
-            break  # every such value is at its cap
-    return fill
+                return fill
+            fill += more_seeds([*launched, *new, *fill], [setting], nuisance, one, cap)
+    return fill if not (len(new) + len(fill)) % workers else []
 
 
 def _values(count: int) -> str:

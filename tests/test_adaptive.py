@@ -458,7 +458,7 @@ def test_a_look_fills_the_workers_last_round_with_seeds_for_precision_but_a_clai
     no_claims = Study(name="toy", scientific=("model",), nuisance=("optim.lr",), claims=())
     plan = adaptive.plan_from({"more_seeds": {"max": 2, "per_look": 3, "half_width": 3, "precision_max": 8}})
     sizes = {}
-    for workers in (1, 2):
+    for workers in (1, 2, 4):
         toy = Toy({"c": c})
         jobs = grid(models=("c",), lrs=("0.03",))
         toy.launch(jobs)
@@ -466,7 +466,9 @@ def test_a_look_fills_the_workers_last_round_with_seeds_for_precision_but_a_clai
         batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, look, workers=workers)
         sizes[workers] = [len(batch) for batch in batches]
         assert sorted(row["seed"] for row in toy.rows) == list(range(8))  # the same seeds, to the cap
-    assert sizes == {1: [3, 3], 2: [4, 2]}
+    # On 4 workers a look of 3 is less than a round: filling it would spend a seed per idle worker (hundreds on a
+    # cluster) for a value that may need none, so it gets none.
+    assert sizes == {1: [3, 3], 2: [4, 2], 4: [3, 3]}
 
     # a and b: a claim that never resolves, so each look adds exactly 3 seeds to each (the looks the claims' level
     # counts); c, wider than the target, fills the 9th run's round with a 10th. The last look (3 + 3 + 2) is even.
@@ -478,6 +480,12 @@ def test_a_look_fills_the_workers_last_round_with_seeds_for_precision_but_a_clai
     batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan), workers=2)
     per_model = [{m: sum(adaptive.parse(j)["model"] == m for j in batch) for m in "abc"} for batch in batches]
     assert per_model == [{"a": 3, "b": 3, "c": 4}, {"a": 3, "b": 3, "c": 2}]
+    # On 8 workers the 9 runs' last round wants 7 more, past c's 3 more at most (a look at most doubles a value's
+    # seeds): the round cannot be filled whole, so nothing is added.
+    toy = Toy({"a": same, "b": list(reversed(same)), "c": c})
+    toy.launch(jobs)
+    batches = adaptive.seed_looks(jobs, plan, ["optim.lr"], toy.launch, toy.open_settings(plan), workers=8)
+    assert sum(adaptive.parse(j)["model"] == "c" for j in batches[0]) == 3
     # A look that would end past the time limit with the extra seed launches without it.
     toy = Toy({"c": c})
     jobs = grid(models=("c",), lrs=("0.03",))
