@@ -385,6 +385,23 @@ def test_the_extension_reads_a_value_only_from_a_completed_record_and_any_other_
         assert math.isnan(sweeper.final_val_acc(job)), job
 
 
+def test_the_sweepers_seed_looks_fill_the_launchers_workers(tmp_path, monkeypatch):
+    # ablate.adaptive.fill_workers rounds a look up to the workers the launcher runs at once: the sweeper must say
+    # how many (launcher=parallel's n_jobs; launcher=basic one at a time).
+    from ablate import adaptive
+    from hydra_plugins.ablate_sweeper import AdaptiveSweeper
+
+    seen = []
+    monkeypatch.setattr(adaptive, "seed_looks", lambda *args, workers=1: seen.append(workers))
+    sweeper = object.__new__(AdaptiveSweeper)  # no Hydra context: the loop itself is replaced
+    for n_jobs in (2, None):
+        sweeper.config = OmegaConf.create(
+            {"trainer": {"epochs": 10}, "hydra": {"launcher": {"n_jobs": n_jobs}, "sweep": {"dir": str(tmp_path)}}}
+        )
+        sweeper.seed_looks([["model=a", "seed=0"]], adaptive.plan_from({}), [], {"name": "depth"}, False)
+    assert seen == [2, 1]
+
+
 def test_the_time_limit_expects_a_step_to_take_its_values_timed_epochs_on_the_workers_at_the_sweeps_pace(tmp_path):
     # Records: model a took 2 s an epoch, b 6 s. Three 10-epoch jobs (a, a, b) on 2 workers: b alone on one, both a
     # on the other: 60 s. A value no record has timed yet (c) counts at the slowest rate. Once the sweep's steps have

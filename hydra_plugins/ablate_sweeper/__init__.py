@@ -206,7 +206,14 @@ class AdaptiveSweeper(BasicSweeper):
             self.launch_jobs(new, new, f"seed look {looks}", int(self.config.trainer.epochs))
 
         adaptive.seed_looks(
-            jobs, plan, nuisance, launch, open_settings, self.elapsed_minutes, self.expected_minutes, self.workers()
+            jobs,
+            plan,
+            nuisance,
+            launch,
+            open_settings,
+            self.elapsed_minutes,
+            self.expected_minutes,
+            workers=self.workers(),
         )
 
     def launch_jobs(self, batch: list[list[str]], jobs: list[list[str]], what: str, epochs: int) -> None:
