@@ -15,7 +15,30 @@ schedule it does not. Caffe's Nesterov (NesterovSolver) updates by (1+m)*v_new -
 import torch
 
 
-class SGD(torch.optim.Optimizer):
+class CaffeSolver(torch.optim.Optimizer):
+    """The loop Caffe's solvers share: each parameter's gradient, with L2 decay in it, goes to the subclass's update."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                # Caffe's Regularize: L2 decay enters the gradient, scaled by the parameter's decay_mult (the group's).
+                decay = group["weight_decay"]
+                grad = param.grad.add(param, alpha=decay) if decay else param.grad
+                self.update(param, grad, self.state[param], group)
+        return loss
+
+    def update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
+        raise NotImplementedError
+
+
+class SGD(CaffeSolver):
     """torch.optim.SGD's arguments, Caffe's SGDSolver / NesterovSolver update (the LR inside the velocity)."""
 
     def __init__(
@@ -38,34 +61,21 @@ class SGD(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                # Caffe's Regularize: L2 decay enters the gradient, scaled by the parameter's decay_mult (the group's).
-                grad = param.grad.add(param, alpha=decay) if decay else param.grad
-                state = self.state[param]
-                if "velocity" not in state:
-                    state["velocity"] = torch.zeros_like(param)
-                velocity = state["velocity"]
-                if group["nesterov"]:
-                    previous = velocity.clone()
-                    velocity.mul_(momentum).add_(grad, alpha=lr)
-                    param.sub_(velocity * (1 + momentum) - previous * momentum)
-                else:
-                    velocity.mul_(momentum).add_(grad, alpha=lr)
-                    param.sub_(velocity)
-        return loss
+    def update(self, param, grad, state, group):
+        lr, momentum = group["lr"], group["momentum"]
+        if "velocity" not in state:
+            state["velocity"] = torch.zeros_like(param)
+        velocity = state["velocity"]
+        if group["nesterov"]:
+            previous = velocity.clone()
+            velocity.mul_(momentum).add_(grad, alpha=lr)
+            param.sub_(velocity * (1 + momentum) - previous * momentum)
+        else:
+            velocity.mul_(momentum).add_(grad, alpha=lr)
+            param.sub_(velocity)
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(CaffeSolver):
     """torch.optim.Adam's arguments, Caffe's AdamSolver update: eps is added to sqrt(v) before the bias correction.
 
     torch adds eps after correcting v, i.e. an eps sqrt(1 - beta2^t) times Caffe's: 3e-6 apart after 50 updates in
@@ -75,30 +85,18 @@ class Adam(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            (beta1, beta2), decay = group["betas"], group["weight_decay"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad.add(param, alpha=decay) if decay else param.grad
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    state["m"] = torch.zeros_like(param)
-                    state["v"] = torch.zeros_like(param)
-                state["step"] += 1
-                t = state["step"]
-                state["m"].mul_(beta1).add_(grad, alpha=1 - beta1)
-                state["v"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                correction = (1 - beta2**t) ** 0.5 / (1 - beta1**t)
-                param.sub_(state["m"] / (state["v"].sqrt() + group["eps"]), alpha=group["lr"] * correction)
-        return loss
+    def update(self, param, grad, state, group):
+        beta1, beta2 = group["betas"]
+        if not state:
+            state["step"] = 0
+            state["m"] = torch.zeros_like(param)
+            state["v"] = torch.zeros_like(param)
+        state["step"] += 1
+        t = state["step"]
+        state["m"].mul_(beta1).add_(grad, alpha=1 - beta1)
+        state["v"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        correction = (1 - beta2**t) ** 0.5 / (1 - beta1**t)
+        param.sub_(state["m"] / (state["v"].sqrt() + group["eps"]), alpha=group["lr"] * correction)
 
 
 # momentum_form=caffe: torch's class name -> the class that updates as Caffe's solver of that name. torch's AdaGrad,
