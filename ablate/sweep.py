@@ -178,12 +178,17 @@ def job_count(config: DictConfig) -> int | None:
         return None
 
 
+def study_settings(config: DictConfig) -> dict:
+    """The study node as plain data, resolved (empty for a single run, which has none)."""
+    return OmegaConf.to_container(config.study, resolve=True) if "study" in config else {}
+
+
 def study_plan(config: DictConfig) -> tuple[adaptive.Plan, bool]:
     """The study's plan (ablate.adaptive.plan_from) and whether its claims file states claims, both read and checked:
     a bad value in either is one ConfigError line naming it. The sweep callback asks first, so that a sweep that will
     not run leaves no progress file; the sweeper then plans with the answer. The claims are read only where the plan
     uses them (halving, which pins their settings, or adaptive seeds)."""
-    study = OmegaConf.to_container(config.study, resolve=True) if "study" in config else {}
+    study = study_settings(config)
     plan = adaptive.plan_from(study)
     if not (plan.max_seeds or (plan.halving and study.get("nuisance"))):
         return plan, False

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from ablate import adaptive
 from ablate import sweep as sweep_state
 from ablate.launcher import sigint_noted
-from ablate.sweep import claims_conf_dir, note_step, study_plan
+from ablate.sweep import claims_conf_dir, note_step, study_plan, study_settings
 
 log = logging.getLogger(__name__)
 STOP_KEY = "trainer.stop_after_epochs"
@@ -69,7 +69,7 @@ class AdaptiveSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         jobs = self.split_arguments(overrides, None)[0]
-        study = OmegaConf.to_container(self.config.study, resolve=True) if "study" in self.config else {}
+        study = study_settings(self.config)
         # The claims are read now, so that a bad claims file is one line before any job, not after the grid trained.
         plan, has_claims = study_plan(self.config)
         nuisance = [str(k) for k in study.get("nuisance") or []]
