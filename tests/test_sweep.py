@@ -402,6 +402,28 @@ def test_the_sweepers_seed_looks_fill_the_launchers_workers(tmp_path, monkeypatc
     assert seen == [2, 1]
 
 
+def test_a_precision_look_on_two_workers_runs_a_fourth_seed_that_fills_its_last_round(tmp_path):
+    # The same one-net study as the precision target's test, under launcher=parallel's 2 workers: a look of 3 seeds
+    # would leave a worker idle in its last round, so the look runs 4 (seeds 3-6), and the seeds stop at max=7.
+    study = (
+        "+sweep=depth_bn",
+        "model=allconv5",
+        "optim.lr=0.1",
+        "seed=0,1,2",
+        *TINY,
+        "data.train_size=1024",
+        "data.limit.train=1024",
+        "trainer.epochs=4",
+        "launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+    )
+    sweep(tmp_path, *study, "study.more_seeds={max:7,per_look:3}")
+    target = just_under_the_width_of([100 * s["final"]["test/acc"] for s in records(tmp_path, "depth_bn")])
+    result = sweep(tmp_path, *study, f"study.more_seeds={{max:7,per_look:3,half_width:{target}}}")
+    assert "seed look 1: 4/4 done" in result.stderr + result.stdout
+    assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2, 3, 4, 5, 6]
+
+
 def test_the_time_limit_expects_a_step_to_take_its_values_timed_epochs_on_the_workers_at_the_sweeps_pace(tmp_path):
     # Records: model a took 2 s an epoch, b 6 s. Three 10-epoch jobs (a, a, b) on 2 workers: b alone on one, both a
     # on the other: 60 s. A value no record has timed yet (c) counts at the slowest rate. Once the sweep's steps have
