@@ -276,21 +276,25 @@ def just_under_the_width_of(accs: list[float]) -> float:
     return math.floor(99 * width) / 100
 
 
+# One BN net on three seeds at LR 0.1, 128 updates: off chance by a margin that differs per seed (the precision tests).
+PRECISION_BN_NET = (
+    "+sweep=depth_bn",
+    "model=allconv5",
+    "optim.lr=0.1",
+    "seed=0,1,2",
+    *TINY,
+    "data.train_size=1024",
+    "data.limit.train=1024",
+    "trainer.epochs=4",
+)
+
+
 def test_the_precision_target_adds_a_seed_to_a_wide_value_that_no_claim_compares(tmp_path):
     # One BN net alone: depth_bn's claims compare two nets, so none is open for it, and only the target can add a
     # seed. 128 updates at LR 0.1 take it off chance (5% on 20 classes) by a margin that differs per seed and per
     # machine (64 test images, 1.6 points an image: 14-16% on one VM, 12-22% on another), so the target is set just
     # under the width its three seeds gave: wider than the target, and within what a fourth seed could reach.
-    study = (
-        "+sweep=depth_bn",
-        "model=allconv5",
-        "optim.lr=0.1",
-        "seed=0,1,2",
-        *TINY,
-        "data.train_size=1024",
-        "data.limit.train=1024",
-        "trainer.epochs=4",
-    )
+    study = PRECISION_BN_NET
     without = sweep(tmp_path, *study, "study.more_seeds={max:4,per_look:1}")
     assert "adaptive seeds: 0 values still compared by an open claim (" in without.stderr + without.stdout
     assert sorted(s["seed"] for s in records(tmp_path, "depth_bn")) == [0, 1, 2]
@@ -405,18 +409,7 @@ def test_the_sweepers_seed_looks_fill_the_launchers_workers(tmp_path, monkeypatc
 def test_a_precision_look_on_two_workers_runs_a_fourth_seed_that_fills_its_last_round(tmp_path):
     # The same one-net study as the precision target's test, under launcher=parallel's 2 workers: a look of 3 seeds
     # would leave a worker idle in its last round, so the look runs 4 (seeds 3-6), and the seeds stop at max=7.
-    study = (
-        "+sweep=depth_bn",
-        "model=allconv5",
-        "optim.lr=0.1",
-        "seed=0,1,2",
-        *TINY,
-        "data.train_size=1024",
-        "data.limit.train=1024",
-        "trainer.epochs=4",
-        "launcher=parallel",
-        "hydra.launcher.n_jobs=2",
-    )
+    study = (*PRECISION_BN_NET, "launcher=parallel", "hydra.launcher.n_jobs=2")
     sweep(tmp_path, *study, "study.more_seeds={max:7,per_look:3}")
     target = just_under_the_width_of([100 * s["final"]["test/acc"] for s in records(tmp_path, "depth_bn")])
     result = sweep(tmp_path, *study, f"study.more_seeds={{max:7,per_look:3,half_width:{target}}}")
