@@ -90,17 +90,20 @@ def test_the_headline_names_what_each_group_of_values_measured():
     every_plateau = budget.measured_line({"a": budget.PLATEAU, "b": budget.PLATEAU})
     assert every_plateau.startswith("**capacity** for every value")
     mixed = budget.measured_line({"a": budget.UNTRAINED, "b": budget.CLIMBING, "c": budget.PLATEAU})
-    assert "**trainability** for 1 of 3 values (a)" in mixed
-    assert "**learning speed** for 1 of 3 values (b)" in mixed
-    assert "**capacity** for 1 of 3 values (c)" in mixed
+    assert "**trainability** for 1 of 3 values (`a`)" in mixed
+    assert "**learning speed** for 1 of 3 values (`b`)" in mixed
+    assert "**capacity** for 1 of 3 values (`c`)" in mixed
     assert "capacity" not in budget.measured_line({"a": budget.LATE})
     collapsed = budget.measured_line({"a": budget.COLLAPSED, "b": budget.PLATEAU})
-    assert "**stability** for 1 of 2 values (a): they left chance and fell back" in collapsed
+    assert "**stability** for 1 of 2 values (`a`): they left chance and fell back" in collapsed
     spent = budget.measured_line({"exp": budget.LR_SPENT, "step": budget.PLATEAU})
-    assert "**the schedule** for 1 of 2 values (exp)" in spent and "**capacity** for 1 of 2 values (step)" in spent
+    assert "**the schedule** for 1 of 2 values (`exp`)" in spent and "**capacity** for 1 of 2 values (`step`)" in spent
     solved = budget.measured_line({"a": budget.CEILING, "b": budget.CEILING, "c": budget.CLIMBING})
-    assert "**the data's ceiling** for 2 of 3 values (a, b): their val accuracy ends within 2 points of 100%" in solved
+    ceiling = "**the data's ceiling** for 2 of 3 values (`a`, `b`): their val accuracy ends within 2 points of 100%"
+    assert ceiling in solved
     assert "**capacity**" not in solved
+    two_axes = budget.measured_line({"size=16, rule=none": budget.UNTRAINED, "size=32, rule=none": budget.PLATEAU})
+    assert "**trainability** for 1 of 2 values (`size=16, rule=none`)" in two_axes  # one value, not two
 
 
 # ---- compute spent and saved -----------------------------------------------------------------------------------

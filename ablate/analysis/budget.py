@@ -98,23 +98,23 @@ def measured_line(found: dict[str, str]) -> str:
     if by[UNTRAINED] or by[LATE]:
         stuck = by[UNTRAINED] + by[LATE]
         parts.append(
-            f"**trainability** for {len(stuck)} of {n} values ({', '.join(stuck)}): they spent most of the run at "
+            f"**trainability** for {share(stuck, n)}: they spent most of the run at "
             "chance, so their accuracy says when (or whether) they left the init's plateau, not what they can learn"
         )
     if by[COLLAPSED]:
         parts.append(
-            f"**stability** for {len(by[COLLAPSED])} of {n} values ({', '.join(by[COLLAPSED])}): they left chance "
+            f"**stability** for {share(by[COLLAPSED], n)}: they left chance "
             "and fell back to it by the end, so their setting (its LR) is unstable, whatever the budget"
         )
     if by[CLIMBING]:
         parts.append(
-            f"**learning speed** for {len(by[CLIMBING])} of {n} values ({', '.join(by[CLIMBING])}): still climbing "
+            f"**learning speed** for {share(by[CLIMBING], n)}: still climbing "
             f"(val accuracy up more than {100 * CLIMB_POINTS:.0f} points over the last {TAIL:.0%} of the run), so "
             "a longer budget may reorder them"
         )
     if by[LR_SPENT]:
         parts.append(
-            f"**the schedule** for {len(by[LR_SPENT])} of {n} values ({', '.join(by[LR_SPENT])}): their curves "
+            f"**the schedule** for {share(by[LR_SPENT], n)}: their curves "
             f"levelled off with the LR below {SPENT_SHARE:.0%} of its peak over the last {TAIL:.0%} of the run, so "
             "they stopped where their schedule stopped learning, not at what the network can learn"
         )
@@ -130,8 +130,11 @@ def measured_line(found: dict[str, str]) -> str:
 
 
 def share(labels: list[str], n: int) -> str:
-    """A group of readings as the headline counts it: "every value (a, b)" or "2 of 3 values (a, b)"."""
-    return ("every value" if len(labels) == n else f"{len(labels)} of {n} values") + f" ({', '.join(labels)})"
+    """A group of readings as the headline counts it: "every value (`a`, `b`)" or "2 of 3 values (`a`, `b`)". Each
+    label is quoted because a study of two axes labels a value "batch.size=16, batch.rule=none": unquoted, fifteen of
+    them in a row read as thirty."""
+    named = ", ".join(f"`{label}`" for label in labels)
+    return ("every value" if len(labels) == n else f"{len(labels)} of {n} values") + f" ({named})"
 
 
 @dataclass(frozen=True)
