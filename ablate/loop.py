@@ -262,6 +262,9 @@ def check_trainer(cfg: DictConfig) -> None:
     threads = cfg.trainer.threads
     if threads is not None and (not isinstance(threads, int) or threads <= 0):
         raise ConfigError(f"trainer.threads={threads}: must be a positive integer or null (torch's default)")
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed={seed}: must be an integer >= 0; e.g. seed=0")
     size = cfg.batch.size
     if not isinstance(size, int) or size <= 0:
         raise ConfigError(f"batch.size={size}: must be a positive integer; e.g. batch.size=64")

@@ -224,6 +224,12 @@ def test_trainer_updates_must_be_a_positive_integer(run_here, value):
         run_here(f"trainer.updates={value}")
 
 
+@pytest.mark.parametrize(("typed", "read"), [("-1", "-1"), ("1.5", "1.5"), ("null", "None"), ("true", "True")])
+def test_the_seed_must_be_an_integer_from_zero(run_here, typed, read):
+    with pytest.raises(ConfigError, match=rf"seed={read}: must be an integer >= 0"):
+        run_here(f"seed={typed}")
+
+
 def strip_times(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
 
