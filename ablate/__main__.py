@@ -106,7 +106,7 @@ def cli() -> None:
     # Hydra prints its own errors (with a hint to add `+key`, which would add a key nothing reads) and exits; with
     # full errors on, they reach the handler below, which answers with the key the user probably meant.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    sys.argv[1:] = [expand_home(arg) for arg in sys.argv[1:]]
+    sys.argv[1:] = flags_first([expand_home(arg) for arg in sys.argv[1:]])
     try:
         check_launcher(sys.argv[1:])
         main()
@@ -138,6 +138,16 @@ def expand_home(arg: str) -> str:
     if sep and not arg.startswith("-") and (value == "~" or value.startswith("~/")):
         return f"{key}={os.path.expanduser(value)}"
     return arg
+
+
+# Hydra's flags that take no value: they may go anywhere in the command line, so they can go first.
+BARE_FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve")
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """`python -m ablate +sweep=depth -m budget=smoke`: Hydra's argparse reads the overrides as one run of words, so
+    those after `-m` were refused ("unrecognized arguments: budget=smoke"); its bare flags go first instead."""
+    return [arg for arg in argv if arg in BARE_FLAGS] + [arg for arg in argv if arg not in BARE_FLAGS]
 
 
 def check_launcher(argv: list[str]) -> None:

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from ablate.__main__ import expand_home
+from ablate.__main__ import expand_home, flags_first
 from ablate.hints import closest
 
 # No warm-up: a test's one- or two-epoch run would be all warm-up (sched.warmup_epochs=1 is the default).
@@ -102,6 +102,8 @@ def test_ctrl_c_is_one_line_without_a_traceback(tmp_path):
             "study.halving.eta: study.halving has no keys in this config (null or a value); "
             "set it whole: 'study.halving={eta: 1}'",
         ),
+        # -m in the middle, as the README's `+sweep=depth -m` invites: the overrides after it are read too.
+        (["+sweep=depth", "-m", "budget=smoke", "optim.lrr=0.1"], "optim.lrr: no such key; did you mean optim.lr?"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(tmp_path, overrides, message):
@@ -156,6 +158,11 @@ def test_trainer_settings_are_checked_even_when_the_run_would_be_skipped(tmp_pat
     if not torch.cuda.is_available():
         cuda = ablate(tmp_path, *run, "trainer.device=cuda")
         assert cuda.returncode == 2 and "trainer.device=cuda: no CUDA device is visible here" in cuda.stderr
+
+
+def test_hydra_bare_flags_go_before_the_overrides_wherever_they_were_typed():
+    argv = ["+sweep=depth", "-m", "budget=smoke", "--cfg", "job", "--resolve"]
+    assert flags_first(argv) == ["-m", "--resolve", "+sweep=depth", "budget=smoke", "--cfg", "job"]
 
 
 def test_a_tilde_after_the_equals_sign_is_the_home_folder():
