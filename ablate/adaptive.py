@@ -140,6 +140,15 @@ class Plan:
 def plan_from(node: dict | None) -> Plan:
     """The Plan of a study's config node (`study`), checked: a bad value is one line naming the key."""
     node = node or {}
+    grid_seeds = node.get("seeds")
+    # A repeated seed is the same run twice (one identity, one record that two jobs would write at once).
+    if grid_seeds is not None and (
+        not isinstance(grid_seeds, list)
+        or not grid_seeds
+        or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in grid_seeds)
+        or len(set(grid_seeds)) != len(grid_seeds)
+    ):
+        raise ConfigError(f"study.seeds={grid_seeds}: list distinct integers >= 0, at least one; e.g. [0,1,2]")
     halving = node.get("halving") or {}
     seeds = node.get("more_seeds") or {}
     rungs = tuple(halving.get("rungs") or ())

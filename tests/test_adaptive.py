@@ -122,6 +122,10 @@ def test_rungs_are_whole_epochs_inside_the_run(epochs, rungs, expected):
 @pytest.mark.parametrize(
     ("node", "key"),
     [
+        ({"seeds": [0, 0]}, "study.seeds"),
+        ({"seeds": []}, "study.seeds"),
+        ({"seeds": [0, 1.5]}, "study.seeds"),
+        ({"seeds": 3}, "study.seeds"),
         ({"halving": {"rungs": [1.5]}}, "study.halving.rungs"),
         ({"halving": {"rungs": [0.5, 0.2]}}, "study.halving.rungs"),
         ({"halving": {"rungs": [0.3], "eta": 1}}, "study.halving.eta"),
