@@ -8,7 +8,9 @@ from pathlib import Path
 from ablate.analysis import analyze
 from ablate.analysis.selection import METRICS
 from ablate.analysis.stats import METHODS
+from ablate.config import CONF_DIR
 from ablate.errors import ConfigError
+from ablate.hints import closest
 from ablate.tracking.wandb import MODES
 
 
@@ -93,10 +95,24 @@ def tables(study: str, results: Path, data: str | None, budget: str | None) -> l
     if not found:
         looked = results / (data or "<data>") / (budget or "<budget>") / study / "runs.csv"
         raise ConfigError(
-            f"study={study}: no table {looked}; run the study (python -m ablate +sweep={study}) "
-            f"or collect its records (python -m ablate.collect {study})"
+            f"study={study}: no table {looked}; {where_else(study, results)}run the study (python -m ablate "
+            f"+sweep={study}) or collect its records (python -m ablate.collect {study})"
         )
     return found
+
+
+def where_else(study: str, results: Path) -> str:
+    """What a user who asked for a table that is not there probably meant: the study's tables under another --data
+    or --budget, else a study name that is there or has a sweep file (a typo)."""
+    elsewhere = sorted(results.glob(f"*/*/{study}/runs.csv"))
+    if elsewhere:
+        picks = [f"--data {path.parents[2].name} --budget {path.parents[1].name}" for path in elsewhere]
+        return f"its tables here: {', '.join(picks)}; or "
+    studies = {path.parent.name for path in results.glob("*/*/*/runs.csv")} | {
+        path.stem for path in (CONF_DIR / "sweep").glob("*.yaml")
+    }
+    near = None if study in studies else closest(study, sorted(studies))
+    return f"did you mean {near}? or " if near else ""
 
 
 def _where(pairs: list[str]) -> dict:

@@ -18,6 +18,7 @@ from hydra.errors import HydraException
 
 from ablate import record
 from ablate.errors import ConfigError
+from ablate.hints import closest
 from ablate.index import write_index
 
 RUNS_CSV = "runs.csv"
@@ -280,8 +281,11 @@ def write_study_table(study_dir: Path, results_dir: Path) -> Path:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         study = study_dir.name
+        there = sorted(path.name for path in study_dir.parent.glob("*") if path.is_dir())
+        near = closest(study, there)  # a typo of a study whose records are there
+        meant = f"did you mean {near} ({study_dir.parent / near})? or " if near else ""
         raise ConfigError(
-            f"study={study}: {study_dir} does not exist; run the study first: python -m ablate +sweep={study}"
+            f"study={study}: {study_dir} does not exist; {meant}run the study first: python -m ablate +sweep={study}"
         )
     skipped = []
     records = local_records(study_dir, skipped)

@@ -696,6 +696,18 @@ def test_missing_table_or_no_completed_runs_is_one_friendly_line(tmp_path, capsy
         analyze("broken", results_dir=results, conf_dir=tmp_path / "conf")
 
 
+def test_a_table_asked_for_where_it_is_not_names_where_it_is_or_the_study_meant(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "synthetic" / "cpu" / "depth").mkdir(parents=True)
+    (results / "synthetic" / "cpu" / "depth" / "runs.csv").write_text("identity\n")
+    assert main(["depth", "--results", str(results), "--data", "cifar10"]) == 2
+    assert "its tables here: --data synthetic --budget cpu; or run the study" in capsys.readouterr().err
+    assert main(["depht", "--results", str(results)]) == 2
+    assert "depht/runs.csv; did you mean depth? or run the study" in capsys.readouterr().err
+    assert main(["batchsize", "--results", str(results)]) == 2  # no table, but a sweep file of that name
+    assert "did you mean batch_size?" in capsys.readouterr().err
+
+
 def test_seeds_of_different_data_are_not_averaged_and_where_picks_one(tmp_path):
     rows = seeded(tmp_path, 0.7, 0.7, model="a") + seeded(tmp_path, 0.6, 0.6, model="b")
     other = seeded(tmp_path, 0.9, 0.9, model="a") + seeded(tmp_path, 0.8, 0.8, model="b")

@@ -249,6 +249,10 @@ def test_missing_study_folder_is_one_line_naming_it_and_the_command(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert str(tmp_path / "runs" / "width") in message and "python -m ablate +sweep=width" in message
+    assert "did you mean" not in message  # no records at all: nothing to mean
+    (tmp_path / "runs" / "depth").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"runs/depht does not exist; did you mean depth \(.*runs/depth\)\?"):
+        collect.write_study_table(tmp_path / "runs" / "depht", tmp_path / "results" / "depht")
 
 
 def test_wandb_source_feeds_the_same_table(monkeypatch, tmp_path):
