@@ -160,6 +160,12 @@ def test_trainer_settings_are_checked_even_when_the_run_would_be_skipped(tmp_pat
         assert cuda.returncode == 2 and "trainer.device=cuda: no CUDA device is visible here" in cuda.stderr
 
 
+def test_help_names_the_app_and_how_to_run_a_study(tmp_path):
+    result = ablate(tmp_path, "--help")
+    assert result.returncode == 0 and "__main__" not in result.stdout
+    assert "python -m ablate +sweep=depth" in result.stdout and "sweep: batch_size, depth," in result.stdout
+
+
 def test_hydra_bare_flags_go_before_the_overrides_wherever_they_were_typed():
     argv = ["+sweep=depth", "-m", "budget=smoke", "--cfg", "job", "--resolve"]
     assert flags_first(argv) == ["-m", "--resolve", "+sweep=depth", "budget=smoke", "--cfg", "job"]
