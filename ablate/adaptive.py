@@ -141,7 +141,8 @@ def plan_from(node: dict | None) -> Plan:
     """The Plan of a study's config node (`study`), checked: a bad value is one line naming the key."""
     node = node or {}
     grid_seeds = node.get("seeds")
-    # A repeated seed is the same run twice (one identity, one record that two jobs would write at once).
+    # A repeated seed is one identity launched twice: the second job finds the record done or locked ("running
+    # elsewhere") and the plan counts a seed the value does not have. An empty list runs the config's `seed` alone.
     if grid_seeds is not None and (
         not isinstance(grid_seeds, list)
         or not grid_seeds
